@@ -1,0 +1,2 @@
+//! One module per subcommand. Each exposes `Args` (clap) and `run`.
+pub mod analyze;

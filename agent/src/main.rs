@@ -1,0 +1,25 @@
+//! The `tracer` command line. Thin on purpose: each subcommand lives in `cli/`.
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// Proves why a reverse proxy answered 502 (or 500, 504, 499), with evidence.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Diagnose every 5xx/499 in one or more capture files (pcap, pcapng).
+    Analyze(cli::analyze::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Analyze(args) => cli::analyze::run(&args),
+    }
+}
