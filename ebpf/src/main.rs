@@ -1,0 +1,577 @@
+//! tracer's kernel probe: TCP tracepoints reduced to the socket events that prove a 502.
+//!
+//! Tracepoints only (kprobes, fentry and tp_btf are not available everywhere tracer runs).
+//! Per-socket state lives in `SOCKS`, keyed by the `struct sock` address, and is deleted at
+//! TCP_CLOSE and at destroy. The kernel reduces: state changes and resets always; a send
+//! only after an idle gap above `CONFIG.idle_threshold_ns`; a receive only when it returns
+//! EOF or an error. Context field offsets come from `tracer_common::tp` (checked against the
+//! running kernel's format files by the agent before load).
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+    Global,
+};
+use tracer_common::{
+    flags, kind, tcp_state, tp, Config, RawSockEvent, SockInfo, AF_INET, AF_INET6,
+    EVENTS_RING_BYTES, IPPROTO_TCP, MSG_PEEK,
+};
+
+/// Events for userspace.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Ring buffer reservation failures (index 0), per CPU; userspace sums them.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// What we know about each tracked socket, keyed by `skaddr`. LRU so that a socket whose
+/// close we missed cannot fill the map.
+#[map]
+static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Filters and thresholds, set by userspace before load.
+#[no_mangle]
+static CONFIG: Global<Config> = Global::new(Config::DEFAULT);
+
+/// `EAGAIN`/`EWOULDBLOCK`: a non-blocking read with nothing to read is not an error worth an
+/// event (event loops see it on every read).
+const EAGAIN: i32 = 11;
+/// `EINTR`.
+const EINTR: i32 = 4;
+
+type Res = Result<(), i64>;
+
+/// Reads a context field at `off`.
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, off: usize) -> Result<T, i64> {
+    // SAFETY: `off` comes from `tracer_common::tp`, transcribed from this tracepoint's
+    // format file and verified against the running kernel before load; `read_at` goes
+    // through `bpf_probe_read`, so a wrong offset yields an error or garbage, never a fault.
+    unsafe { ctx.read_at::<T>(off) }.map_err(i64::from)
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments, available to every program type.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Reads the socket's network namespace inode through the BTF offsets userspace found,
+/// or 0 when they are unknown or the read fails.
+#[inline(always)]
+fn read_netns(cfg: &Config, skaddr: u64) -> u32 {
+    if cfg.sk_net_offset == 0 || cfg.net_inum_offset == 0 || skaddr == 0 {
+        return 0;
+    }
+    let netp = skaddr.wrapping_add(u64::from(cfg.sk_net_offset)) as *const u64;
+    // SAFETY: `bpf_probe_read_kernel` validates the address; a bad one returns an error.
+    let net = match unsafe { bpf_probe_read_kernel(netp) } {
+        Ok(n) if n != 0 => n,
+        _ => return 0,
+    };
+    let inum = net.wrapping_add(u64::from(cfg.net_inum_offset)) as *const u32;
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel(inum) }.unwrap_or(0)
+}
+
+/// Records the current task as the socket's owner (process context only).
+#[inline(always)]
+fn learn_owner(info: &mut SockInfo) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == 0 {
+        return;
+    }
+    let tid = pid_tgid as u32;
+    if info.flags & flags::OWNER_KNOWN != 0 && info.pid == tgid && info.tid == tid {
+        return;
+    }
+    info.pid = tgid;
+    info.tid = tid;
+    info.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    info.flags |= flags::OWNER_KNOWN;
+}
+
+/// Whether a socket passes the filters in `cfg`.
+#[inline(always)]
+fn passes(cfg: &Config, info: &SockInfo) -> bool {
+    if !cfg.port_matches(info.sport, info.dport) {
+        return false;
+    }
+    if cfg.netns != 0 && info.netns != 0 && info.netns != cfg.netns {
+        return false;
+    }
+    // With a pid filter, a socket whose owner is not known yet is not emitted.
+    if cfg.pid != 0 && info.pid != cfg.pid {
+        return false;
+    }
+    true
+}
+
+/// Writes one event to the ring buffer, counting a failed reservation in `LOST`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    kind: u32,
+    skaddr: u64,
+    info: &SockInfo,
+    now: u64,
+    state: u32,
+    old_state: u32,
+    value: i64,
+    idle_ns: u64,
+) {
+    match EVENTS.reserve::<RawSockEvent>(0) {
+        Some(mut entry) => {
+            entry.write(RawSockEvent {
+                ktime_ns: now,
+                skaddr,
+                kind,
+                pid: info.pid,
+                tid: info.tid,
+                netns: info.netns,
+                comm: info.comm,
+                saddr: info.saddr,
+                daddr: info.daddr,
+                family: info.family,
+                sport: info.sport,
+                dport: info.dport,
+                _pad0: 0,
+                state,
+                old_state,
+                value,
+                idle_ns,
+                flags: info.flags,
+                _pad1: 0,
+            });
+            entry.submit(0);
+        }
+        None => {
+            if let Some(lost) = LOST.get_ptr_mut(0) {
+                // SAFETY: the pointer is this CPU's slot of a live per-CPU array, and a BPF
+                // program is not preempted by another one on the same CPU for tracepoints.
+                unsafe { *lost += 1 };
+            }
+        }
+    }
+}
+
+const ZERO_INFO: SockInfo = SockInfo {
+    last_activity_ns: 0,
+    pid: 0,
+    tid: 0,
+    comm: [0; 16],
+    saddr: [0; 16],
+    daddr: [0; 16],
+    family: 0,
+    sport: 0,
+    dport: 0,
+    _pad0: 0,
+    state: 0,
+    netns: 0,
+    flags: 0,
+    _pad1: 0,
+};
+
+/// Reads a 4-byte v4 or 16-byte v6 address pair from a tracepoint that has both.
+#[inline(always)]
+fn read_addrs(
+    ctx: &TracePointContext,
+    family: u16,
+    v4: (usize, usize),
+    v6: (usize, usize),
+) -> Result<([u8; 16], [u8; 16]), i64> {
+    let mut s = [0u8; 16];
+    let mut d = [0u8; 16];
+    if family == AF_INET6 {
+        s = field::<[u8; 16]>(ctx, v6.0)?;
+        d = field::<[u8; 16]>(ctx, v6.1)?;
+    } else {
+        let s4 = field::<[u8; 4]>(ctx, v4.0)?;
+        let d4 = field::<[u8; 4]>(ctx, v4.1)?;
+        s[..4].copy_from_slice(&s4);
+        d[..4].copy_from_slice(&d4);
+    }
+    Ok((s, d))
+}
+
+/// Looks up a tracked socket, or builds a fresh record from a tracepoint's own tuple.
+#[inline(always)]
+fn known_or_tuple(
+    cfg: &Config,
+    skaddr: u64,
+    family: u16,
+    sport: u16,
+    dport: u16,
+    addrs: ([u8; 16], [u8; 16]),
+) -> SockInfo {
+    // SAFETY: the value is copied out at once; a concurrent update can at worst give a
+    // torn copy of advisory data (owner, last activity), never unsafety.
+    if let Some(info) = unsafe { SOCKS.get(skaddr) } {
+        return *info;
+    }
+    let mut info = ZERO_INFO;
+    info.family = family;
+    info.sport = sport;
+    info.dport = dport;
+    info.saddr = addrs.0;
+    info.daddr = addrs.1;
+    info.netns = read_netns(cfg, skaddr);
+    info.flags = flags::TUPLE_KNOWN;
+    if info.netns != 0 {
+        info.flags |= flags::NETNS_KNOWN;
+    }
+    info
+}
+
+// ---------------------------------------------------------------- sock:inet_sock_set_state
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_inet_sock_set_state(&ctx);
+    0
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Res {
+    use tp::inet_sock_set_state as f;
+    if field::<u16>(ctx, f::PROTOCOL)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    let skaddr = field::<u64>(ctx, f::SKADDR)?;
+    let old = field::<i32>(ctx, f::OLDSTATE)? as u32;
+    let new = field::<i32>(ctx, f::NEWSTATE)? as u32;
+    let cfg = CONFIG.load();
+    let family = field::<u16>(ctx, f::FAMILY)?;
+    let sport = field::<u16>(ctx, f::SPORT)?;
+    let dport = field::<u16>(ctx, f::DPORT)?;
+    if !cfg.port_matches(sport, dport) {
+        if new == tcp_state::CLOSE {
+            let _ = SOCKS.remove(skaddr);
+        }
+        return Ok(());
+    }
+    let addrs = read_addrs(
+        ctx,
+        family,
+        (f::SADDR, f::DADDR),
+        (f::SADDR_V6, f::DADDR_V6),
+    )?;
+    let now = now_ns();
+
+    let mut info = known_or_tuple(&cfg, skaddr, family, sport, dport, addrs);
+    // The tuple can change during the lifetime (the source port is 0 at CLOSE→SYN_SENT).
+    info.family = family;
+    info.sport = sport;
+    info.dport = dport;
+    info.saddr = addrs.0;
+    info.daddr = addrs.1;
+    info.state = new;
+    if old == tcp_state::CLOSE && new == tcp_state::SYN_SENT {
+        // connect() runs in the connecting process: the one reliable moment to learn
+        // the owner of an outgoing connection.
+        learn_owner(&mut info);
+        info.last_activity_ns = now;
+    }
+    if new == tcp_state::ESTABLISHED && info.last_activity_ns == 0 {
+        info.last_activity_ns = now;
+    }
+
+    if passes(&cfg, &info) {
+        emit(kind::STATE_CHANGE, skaddr, &info, now, new, old, 0, 0);
+    }
+    if new == tcp_state::CLOSE {
+        let _ = SOCKS.remove(skaddr);
+    } else {
+        let _ = SOCKS.insert(skaddr, info, 0);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- sock:sock_send_length
+
+#[tracepoint]
+pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+    let _ = try_sock_send_length(&ctx);
+    0
+}
+
+fn try_sock_send_length(ctx: &TracePointContext) -> Res {
+    use tp::sock_send_length as f;
+    if field::<u16>(ctx, f::PROTOCOL)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    let family = field::<u16>(ctx, f::FAMILY)?;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    let skaddr = field::<u64>(ctx, f::SK)?;
+    // Only sockets seen in inet_sock_set_state: their ports are known and filtered.
+    let Some(ptr) = SOCKS.get_ptr_mut(skaddr) else {
+        return Ok(());
+    };
+    let ret = field::<i32>(ctx, f::RET)?;
+    let cfg = CONFIG.load();
+    let now = now_ns();
+    // SAFETY: `ptr` points at a live map value; tracepoint programs on one socket may run
+    // on two CPUs at once, and a race only blurs the advisory owner/activity fields.
+    let info = unsafe { &mut *ptr };
+    learn_owner(info);
+    let last = info.last_activity_ns;
+    let idle = if last != 0 && now > last {
+        now - last
+    } else {
+        0
+    };
+    if last != 0 && idle >= cfg.idle_threshold_ns && passes(&cfg, info) {
+        let snapshot = *info;
+        emit(
+            kind::SEND_AFTER_IDLE,
+            skaddr,
+            &snapshot,
+            now,
+            snapshot.state,
+            0,
+            i64::from(ret),
+            idle,
+        );
+    }
+    if ret > 0 {
+        info.last_activity_ns = now;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- sock:sock_recv_length
+
+#[tracepoint]
+pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+    let _ = try_sock_recv_length(&ctx);
+    0
+}
+
+fn try_sock_recv_length(ctx: &TracePointContext) -> Res {
+    use tp::sock_recv_length as f;
+    if field::<u16>(ctx, f::PROTOCOL)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    let family = field::<u16>(ctx, f::FAMILY)?;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    let flags_arg = field::<i32>(ctx, f::FLAGS)? as u32;
+    if flags_arg & MSG_PEEK != 0 {
+        return Ok(());
+    }
+    let skaddr = field::<u64>(ctx, f::SK)?;
+    let Some(ptr) = SOCKS.get_ptr_mut(skaddr) else {
+        return Ok(());
+    };
+    let ret = field::<i32>(ctx, f::RET)?;
+    let now = now_ns();
+    // SAFETY: as in `try_sock_send_length`.
+    let info = unsafe { &mut *ptr };
+    learn_owner(info);
+    if ret > 0 {
+        info.last_activity_ns = now;
+        return Ok(());
+    }
+    if ret == -EAGAIN || ret == -EINTR {
+        return Ok(());
+    }
+    let cfg = CONFIG.load();
+    if passes(&cfg, info) {
+        let snapshot = *info;
+        emit(
+            kind::RECV_EOF_OR_ERROR,
+            skaddr,
+            &snapshot,
+            now,
+            snapshot.state,
+            0,
+            i64::from(ret),
+            0,
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- tcp:tcp_receive_reset
+
+#[tracepoint]
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    let _ = try_tcp_receive_reset(&ctx);
+    0
+}
+
+fn try_tcp_receive_reset(ctx: &TracePointContext) -> Res {
+    use tp::tcp_receive_reset as f;
+    let skaddr = field::<u64>(ctx, f::SKADDR)?;
+    let family = field::<u16>(ctx, f::FAMILY)?;
+    let sport = field::<u16>(ctx, f::SPORT)?;
+    let dport = field::<u16>(ctx, f::DPORT)?;
+    let cfg = CONFIG.load();
+    if !cfg.port_matches(sport, dport) {
+        return Ok(());
+    }
+    let addrs = read_addrs(
+        ctx,
+        family,
+        (f::SADDR, f::DADDR),
+        (f::SADDR_V6, f::DADDR_V6),
+    )?;
+    let info = known_or_tuple(&cfg, skaddr, family, sport, dport, addrs);
+    if passes(&cfg, &info) {
+        emit(
+            kind::RESET_RECEIVED,
+            skaddr,
+            &info,
+            now_ns(),
+            info.state,
+            0,
+            0,
+            0,
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- tcp:tcp_send_reset
+
+#[tracepoint]
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
+    let _ = try_tcp_send_reset(&ctx);
+    0
+}
+
+/// Parses a 28-byte `sockaddr_in`/`sockaddr_in6` from the tracepoint: (family, port, addr).
+#[inline(always)]
+fn read_sockaddr(ctx: &TracePointContext, off: usize) -> Result<(u16, u16, [u8; 16]), i64> {
+    let family = field::<u16>(ctx, off)?;
+    let port = u16::from_be(field::<u16>(ctx, off + 2)?);
+    let mut addr = [0u8; 16];
+    if family == AF_INET6 {
+        // sockaddr_in6: family, port, flowinfo (4), address (16), scope id (4).
+        addr = field::<[u8; 16]>(ctx, off + 8)?;
+    } else {
+        let a4 = field::<[u8; 4]>(ctx, off + 4)?;
+        addr[..4].copy_from_slice(&a4);
+    }
+    Ok((family, port, addr))
+}
+
+fn try_tcp_send_reset(ctx: &TracePointContext) -> Res {
+    use tp::tcp_send_reset as f;
+    let skaddr = field::<u64>(ctx, f::SKADDR)?;
+    let (family, sport, saddr) = read_sockaddr(ctx, f::SADDR)?;
+    let (_, dport, daddr) = read_sockaddr(ctx, f::DADDR)?;
+    let cfg = CONFIG.load();
+    if !cfg.port_matches(sport, dport) {
+        return Ok(());
+    }
+    let state = field::<i32>(ctx, f::STATE)? as u32;
+    let reason = field::<u32>(ctx, f::REASON)?;
+    let info = known_or_tuple(&cfg, skaddr, family, sport, dport, (saddr, daddr));
+    if passes(&cfg, &info) {
+        emit(
+            kind::RESET_SENT,
+            skaddr,
+            &info,
+            now_ns(),
+            state,
+            0,
+            i64::from(reason),
+            0,
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- tcp:tcp_destroy_sock
+
+#[tracepoint]
+pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
+    let _ = try_tcp_destroy_sock(&ctx);
+    0
+}
+
+fn try_tcp_destroy_sock(ctx: &TracePointContext) -> Res {
+    use tp::tcp_destroy_sock as f;
+    let skaddr = field::<u64>(ctx, f::SKADDR)?;
+    let family = field::<u16>(ctx, f::FAMILY)?;
+    let sport = field::<u16>(ctx, f::SPORT)?;
+    let dport = field::<u16>(ctx, f::DPORT)?;
+    let cfg = CONFIG.load();
+    if cfg.port_matches(sport, dport) {
+        let addrs = read_addrs(
+            ctx,
+            family,
+            (f::SADDR, f::DADDR),
+            (f::SADDR_V6, f::DADDR_V6),
+        )?;
+        let info = known_or_tuple(&cfg, skaddr, family, sport, dport, addrs);
+        if passes(&cfg, &info) {
+            emit(kind::DESTROY, skaddr, &info, now_ns(), info.state, 0, 0, 0);
+        }
+    }
+    let _ = SOCKS.remove(skaddr);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- tcp:tcp_retransmit_skb
+
+#[tracepoint]
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    let _ = try_tcp_retransmit_skb(&ctx);
+    0
+}
+
+fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Res {
+    use tp::tcp_retransmit_skb as f;
+    let skaddr = field::<u64>(ctx, f::SKADDR)?;
+    let family = field::<u16>(ctx, f::FAMILY)?;
+    let sport = field::<u16>(ctx, f::SPORT)?;
+    let dport = field::<u16>(ctx, f::DPORT)?;
+    let cfg = CONFIG.load();
+    if !cfg.port_matches(sport, dport) {
+        return Ok(());
+    }
+    let addrs = read_addrs(
+        ctx,
+        family,
+        (f::SADDR, f::DADDR),
+        (f::SADDR_V6, f::DADDR_V6),
+    )?;
+    let state = field::<i32>(ctx, f::STATE)? as u32;
+    let err = field::<i32>(ctx, f::ERR)?;
+    let info = known_or_tuple(&cfg, skaddr, family, sport, dport, addrs);
+    if passes(&cfg, &info) {
+        emit(
+            kind::RETRANSMIT,
+            skaddr,
+            &info,
+            now_ns(),
+            state,
+            0,
+            i64::from(err),
+            0,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[no_mangle]
+#[link_section = "license"]
+pub static LICENSE: [u8; 4] = *b"GPL\0";
