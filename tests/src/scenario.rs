@@ -79,7 +79,9 @@ pub trait Scenario: Send + Sync {
 /// Where Debian keeps a program, or an error naming the package to install.
 pub fn require_program(program: &str, package: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]) {
+    for dir in
+        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+    {
         let candidate = dir.join(program);
         if candidate.is_file() {
             return Ok(candidate);

@@ -1,1 +1,119 @@
-fn main() {}
+//! `cargo xtask …`: build and development tasks for tracer.
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+mod lab;
+
+#[derive(Parser)]
+#[command(about = "Build and development tasks for tracer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run lab scenarios: real proxies and upstreams in network namespaces (needs root).
+    Lab(lab::LabArgs),
+    /// The built-in demo: the seed scenario of the lab, then tracer's diagnosis of it.
+    Demo {
+        /// Where to keep the run (captures, logs, ground truth).
+        #[arg(long, default_value = "lab-runs/demo")]
+        out: PathBuf,
+    },
+    /// Record small lab runs of every scenario into tests/fixtures/ (needs root).
+    Fixtures {
+        /// Only these scenarios (default: all).
+        scenarios: Vec<String>,
+    },
+    /// What CI runs: cargo fmt --check, clippy -D warnings, then every test.
+    Test,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Lab(args) => lab::run(&args),
+        Task::Demo { out } => demo(&out),
+        Task::Fixtures { scenarios } => lab::fixtures(&scenarios),
+        Task::Test => test(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn status(mut c: Command, what: &str) -> Result<()> {
+    eprintln!("==> {what}");
+    let s = c.status().with_context(|| format!("running {what}"))?;
+    if !s.success() {
+        bail!("{what} failed ({s})");
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    status(fmt, "cargo fmt --check")?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    status(clippy, "cargo clippy -D warnings")?;
+    let mut test = cargo();
+    // Lab tests share the machine's two cores and must not race each other for them.
+    test.args(["test", "--workspace", "--", "--test-threads=2"]);
+    status(test, "cargo test --workspace")
+}
+
+fn demo(out: &Path) -> Result<()> {
+    let scenario =
+        tracer_lab::scenarios::by_name("seed").context("the seed scenario is missing")?;
+    lab::install_ctrlc();
+    let run = tracer_lab::run::run(
+        scenario.as_ref(),
+        out,
+        &tracer_lab::run::RunOptions::default(),
+    )?;
+    println!("{}", run.summary());
+    println!("captures, logs and ground truth: {}", run.dir.display());
+    let mut analyze = cargo();
+    analyze
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--bin",
+            "tracer",
+            "--",
+            "analyze",
+        ])
+        .arg(run.dir.join("client.pcap"))
+        .arg(run.dir.join("upstream.pcap"));
+    status(analyze, "tracer analyze client.pcap upstream.pcap")
+}

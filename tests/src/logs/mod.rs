@@ -1,0 +1,2 @@
+//! Parsers for the proxies' own logs: the lab's ground truth rests on them.
+pub mod caddy;

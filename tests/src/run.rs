@@ -1,0 +1,248 @@
+//! One lab run of one scenario, start to finish, cleaned up on every exit path.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::capture;
+use crate::load::{self, outcome_counts, ClientResult, LoadProfile};
+use crate::net::Net;
+use crate::procs::Procs;
+use crate::scenario::{require_program, Scenario, PROXY_PORT};
+use crate::truth::{disagreements, TruthFile};
+
+/// How long to let the last packets and log lines land before stopping the servers.
+const SETTLE: Duration = Duration::from_millis(800);
+
+/// Options of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Override the scenario's request count (smaller runs for fixtures).
+    pub requests: Option<u32>,
+}
+
+/// What a run produced; every file lives in `dir`.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub truth: TruthFile,
+    pub results: Vec<ClientResult>,
+    /// Where the ground truth disagrees with the client (must be empty).
+    pub disagreements: Vec<String>,
+    /// Where the run missed the scenario's expectation (must be empty).
+    pub misses: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl RunOutcome {
+    /// `seed: 2000 requests in 9.1 s, 200=1843 502=157, 502 rate 7.85% (expected ≥ 5%): ok`
+    pub fn summary(&self) -> String {
+        let t = &self.truth;
+        let counts: Vec<String> = t
+            .client_counts
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let verdict = if self.misses.is_empty() && self.disagreements.is_empty() {
+            "ok"
+        } else {
+            "MISSED"
+        };
+        let drops = t.capture_client.dropped_by_kernel + t.capture_upstream.dropped_by_kernel;
+        format!(
+            "{}: {} requests in {:.1} s, {}, 502 rate {:.2}%, capture drops {drops}: {verdict}",
+            t.scenario,
+            t.requests,
+            self.elapsed.as_secs_f64(),
+            counts.join(" "),
+            t.rate("502") * 100.0,
+        )
+    }
+}
+
+/// Whether this process can build the lab (root or CAP_SYS_ADMIN + CAP_NET_ADMIN), and the
+/// programs it needs; `Err` says in one sentence what is missing.
+pub fn preflight() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() && !has_caps() {
+        bail!("the lab needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create network namespaces: run it as root");
+    }
+    require_program("ip", "iproute2")?;
+    require_program("tcpdump", "tcpdump")?;
+    Ok(())
+}
+
+fn has_caps() -> bool {
+    // CapEff bits: CAP_NET_ADMIN = 12, CAP_SYS_ADMIN = 21.
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or(0);
+    eff & (1 << 12) != 0 && eff & (1 << 21) != 0
+}
+
+/// Runs `scenario`, writing everything into `dir` (created, emptied first).
+pub fn run(scenario: &dyn Scenario, dir: &Path, opts: &RunOptions) -> Result<RunOutcome> {
+    preflight()?;
+    let started = Instant::now();
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let net = Net::create().context("building the lab network")?;
+    let h = net.hosts().clone();
+    let mut procs = Procs::new(h.clone(), dir.clone());
+
+    scenario
+        .start(&mut procs)
+        .with_context(|| format!("starting scenario {}", scenario.name()))?;
+    capture::start(
+        &mut procs,
+        &h.proxy_ns,
+        &h.front_if,
+        "tcpdump-client",
+        &dir.join("client.pcap"),
+    )?;
+    capture::start(
+        &mut procs,
+        &h.proxy_ns,
+        &h.back_if,
+        "tcpdump-upstream",
+        &dir.join("upstream.pcap"),
+    )?;
+
+    let mut profile: LoadProfile = scenario.load();
+    if let Some(n) = opts.requests {
+        profile.requests = n;
+    }
+    let target = SocketAddr::from((h.proxy_front_ip, PROXY_PORT));
+    let results = load::run(&h.client_ns, target, &profile)?;
+    write_results(&dir.join("client.jsonl"), &results)?;
+
+    std::thread::sleep(SETTLE);
+    let capture_client = capture::stop(&mut procs, "tcpdump-client");
+    let capture_upstream = capture::stop(&mut procs, "tcpdump-upstream");
+    procs.stop_all(); // servers flush their logs on SIGTERM
+    drop(procs);
+    drop(net);
+
+    let mut rows = scenario.ground_truth(&dir, &results)?;
+    if capture_client.dropped_by_kernel > 0 {
+        mark_lost(&dir.join("client.pcap"), &mut rows);
+    }
+    let truth = TruthFile {
+        scenario: scenario.name().to_owned(),
+        requests: results.len() as u64,
+        client_counts: outcome_counts(&results),
+        capture_client,
+        capture_upstream,
+        rows,
+    };
+    std::fs::write(dir.join("truth.json"), serde_json::to_vec_pretty(&truth)?)?;
+
+    let disagreements = disagreements(&results, &truth.rows);
+    let misses = misses(scenario, &truth);
+    Ok(RunOutcome {
+        dir,
+        truth,
+        results,
+        disagreements,
+        misses,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn misses(scenario: &dyn Scenario, t: &TruthFile) -> Vec<String> {
+    let e = scenario.expect();
+    let mut m = Vec::new();
+    let rate = t.rate("502");
+    if rate < e.rate_502.0 || rate > e.rate_502.1 {
+        m.push(format!(
+            "502 rate {:.2}% outside the expected {:.2}%..={:.2}%",
+            rate * 100.0,
+            e.rate_502.0 * 100.0,
+            e.rate_502.1 * 100.0
+        ));
+    }
+    if let Some(cause) = e.only_cause {
+        if t.rows.len() as u64 != t.requests {
+            m.push(format!(
+                "{} of {} requests failed; this contrast expects all of them",
+                t.rows.len(),
+                t.requests
+            ));
+        }
+        for r in t.rows.iter().filter(|r| r.cause != cause) {
+            m.push(format!(
+                "rid {}: cause {} where {cause} was expected",
+                r.rid, r.cause
+            ));
+        }
+    }
+    if t.requests == 0 {
+        m.push("no request was sent".to_owned());
+    }
+    m
+}
+
+fn write_results(path: &Path, results: &[ClientResult]) -> Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for r in results {
+        serde_json::to_writer(&mut f, r)?;
+        f.write_all(b"\n")?;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// tcpdump dropped packets: rows whose request is not in the client-facing capture lost
+/// their evidence. Uses tshark (independent of tracer) to list the request ids present.
+fn mark_lost(pcap: &Path, rows: &mut [crate::truth::TruthRow]) {
+    let Ok(tshark) = require_program("tshark", "tshark") else {
+        for r in rows.iter_mut() {
+            r.capture_lost = true; // cannot tell which: say so for all
+        }
+        return;
+    };
+    let out = Command::new(tshark)
+        .arg("-r")
+        .arg(pcap)
+        .args([
+            "-Y",
+            "http.request",
+            "-T",
+            "fields",
+            "-e",
+            "http.request.uri",
+        ])
+        .output();
+    let present: std::collections::HashSet<u64> = out
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| {
+                    l.split("rid=")
+                        .nth(1)?
+                        .split('&')
+                        .next()?
+                        .trim()
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for r in rows.iter_mut() {
+        if !present.contains(&r.rid) {
+            r.capture_lost = true;
+        }
+    }
+}

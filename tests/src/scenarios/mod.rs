@@ -1,0 +1,18 @@
+//! Every scenario the lab knows, in the order `cargo xtask lab all` runs them.
+
+use crate::scenario::Scenario;
+
+pub mod seed;
+
+/// All scenarios.
+pub fn all() -> Vec<Box<dyn Scenario>> {
+    vec![
+        Box::new(seed::CaddyUwsgi { fixed: false }),
+        Box::new(seed::CaddyUwsgi { fixed: true }),
+    ]
+}
+
+/// The scenario called `name`.
+pub fn by_name(name: &str) -> Option<Box<dyn Scenario>> {
+    all().into_iter().find(|s| s.name() == name)
+}
