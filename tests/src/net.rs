@@ -20,6 +20,8 @@ use crate::scenario::Hosts;
 /// Prefix of every namespace this lab creates; the next field is the owning process id.
 const NS_PREFIX: &str = "tracerlab-";
 
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 pub struct Net {
     hosts: Hosts,
     namespaces: Vec<String>,
@@ -30,11 +32,13 @@ impl Net {
     pub fn create() -> Result<Net> {
         remove_stale();
         let pid = std::process::id();
-        let tag = pid % 100_000;
+        // Several labs may run at once in one process (parallel tests): number them.
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("{}{n}", pid % 10_000);
         let hosts = Hosts {
-            client_ns: format!("{NS_PREFIX}{pid}-client"),
-            proxy_ns: format!("{NS_PREFIX}{pid}-proxy"),
-            upstream_ns: format!("{NS_PREFIX}{pid}-upstream"),
+            client_ns: format!("{NS_PREFIX}{pid}-{n}-client"),
+            proxy_ns: format!("{NS_PREFIX}{pid}-{n}-proxy"),
+            upstream_ns: format!("{NS_PREFIX}{pid}-{n}-upstream"),
             client_ip: Ipv4Addr::new(198, 18, 1, 1),
             proxy_front_ip: Ipv4Addr::new(198, 18, 1, 2),
             proxy_back_ip: Ipv4Addr::new(198, 18, 2, 1),

@@ -1,0 +1,71 @@
+#!/bin/sh
+# Installs everything tracer, its kernel probe and its lab need on a Debian 12 machine.
+# Idempotent: what is already there is skipped. Run as root.
+set -eu
+
+say() { printf '==> %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bootstrap.sh installs Debian packages: run it as root (sudo ./bootstrap.sh)" >&2
+    exit 1
+fi
+
+# What tracer and its lab use, by purpose:
+#  build:      libpcap-dev pkg-config gcc
+#  eBPF build: rustc-web rust-web-src cargo-web (Debian's compiler ships the core source
+#              the bpfel target needs) and llvm-22-dev (bpf-linker links against it)
+#  lab:        iproute2 tcpdump tshark + the real proxies and upstreams
+#  page tests and metrics: prometheus (promtool)
+PACKAGES="
+  ca-certificates pkg-config gcc libc6-dev libpcap-dev
+  rustc-web rust-web-src cargo-web llvm-22-dev
+  iproute2 tcpdump tshark
+  nginx haproxy caddy uwsgi uwsgi-plugin-python3 gunicorn python3 apache2 apache2-utils nodejs wrk
+  prometheus
+"
+missing=""
+for p in $PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+if [ -n "$missing" ]; then
+    say "installing Debian packages:$missing"
+    apt-get update -qq
+    # tshark asks whether non-root users may capture; the answer does not matter here.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+else
+    say "Debian packages: all present"
+fi
+
+# The packaged servers must not hold the lab's ports or run as services: the lab starts
+# its own instances inside network namespaces.
+for svc in nginx haproxy caddy apache2 prometheus uwsgi; do
+    if systemctl is-active --quiet "$svc" 2>/dev/null; then
+        systemctl stop "$svc" >/dev/null 2>&1 || true
+    fi
+done
+
+# A Rust toolchain: the machine's rustup when present, else Debian's cargo.
+if ! command -v cargo >/dev/null 2>&1; then
+    say "no rustup toolchain found: tracer builds with Debian's cargo (/usr/bin/cargo)"
+fi
+CARGO=$(command -v cargo || echo /usr/bin/cargo)
+
+# bpf-linker links the kernel probe; built against Debian's LLVM 22, which matches rustc-web.
+BPF_LINKER_VERSION=0.13.0
+if command -v bpf-linker >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/bpf-linker" ]; then
+    say "bpf-linker: present"
+else
+    say "building bpf-linker $BPF_LINKER_VERSION against LLVM 22 (about a minute)"
+    LLVM_PREFIX=/usr/lib/llvm-22 "$CARGO" install --quiet "bpf-linker@$BPF_LINKER_VERSION" \
+        --no-default-features --features llvm-22 --locked
+fi
+
+# Classic tracepoints need tracefs.
+if [ ! -d /sys/kernel/tracing/events ]; then
+    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
+
+say "bootstrap done"
