@@ -1,0 +1,171 @@
+//! Live capture inside a network namespace of this test's own: a real TCP exchange on its
+//! loopback must come out as segments with SYN, payload and FIN. Needs root.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tracer::live::{default_filter, LiveCapture, LiveOptions};
+use tracer::segment::flags;
+
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn skip_reason() -> Option<String> {
+    if !nix_is_root() {
+        return Some("needs root (network namespaces and packet capture)".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("needs `ip` (iproute2)".into());
+    }
+    None
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn enter(ns: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    // SAFETY: `f` is open for the duration of the call; setns changes only this thread.
+    assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+}
+
+#[test]
+fn loopback_exchange_in_a_namespace_is_captured() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let ns = Netns(format!("tracer-live-{}", std::process::id()));
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("ip")
+        .args(["-n", &ns.0, "link", "set", "lo", "up"])
+        .status()
+        .unwrap()
+        .success());
+
+    let mut cap = LiveCapture::start(&LiveOptions {
+        interfaces: vec!["lo".into()],
+        netns: Some(format!("/run/netns/{}", ns.0).into()),
+        snaplen: 512,
+        buffer_bytes: 4 << 20,
+        filter: default_filter(&[18080]),
+    })
+    .expect("live capture starts");
+
+    let name = ns.0.clone();
+    std::thread::spawn(move || {
+        enter(&name);
+        let l = TcpListener::bind("127.0.0.1:18080").unwrap();
+        let mut c = TcpStream::connect("127.0.0.1:18080").unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        c.write_all(b"POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf).unwrap();
+        drop(s);
+        drop(c);
+    })
+    .join()
+    .unwrap();
+
+    let mut segs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && !segs
+            .iter()
+            .any(|s: &tracer::segment::Segment| s.has(flags::FIN))
+    {
+        if let Ok(p) = cap.packets().recv_timeout(Duration::from_millis(200)) {
+            segs.push(p.segment);
+        }
+    }
+    while let Ok(p) = cap.packets().recv_timeout(Duration::from_millis(200)) {
+        segs.push(p.segment);
+    }
+    cap.stop();
+    assert!(
+        segs.iter().any(|s| s.has(flags::SYN) && !s.has(flags::ACK)),
+        "no SYN in {segs:?}"
+    );
+    assert!(
+        segs.iter()
+            .any(|s| s.payload.starts_with(b"POST /x HTTP/1.1")),
+        "no request"
+    );
+    assert!(segs.iter().any(|s| s.has(flags::FIN)), "no FIN");
+    assert!(
+        segs.iter()
+            .all(|s| s.src.port() == 18080 || s.dst.port() == 18080),
+        "filter let others through"
+    );
+    let st = cap.stats();
+    assert_eq!(st.len(), 1);
+    assert!(st[0].received >= segs.len() as u64, "{st:?}");
+}
+
+#[test]
+fn a_missing_interface_is_one_clear_error() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let err = LiveCapture::start(&LiveOptions {
+        interfaces: vec!["no-such-if0".into()],
+        netns: None,
+        snaplen: 256,
+        buffer_bytes: 1 << 20,
+        filter: "tcp".into(),
+    })
+    .err()
+    .expect("opening a missing interface fails");
+    let msg = err.to_string();
+    assert!(msg.contains("no-such-if0"), "{msg}");
+}
+
+#[test]
+fn a_bad_filter_is_rejected_with_its_text() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let err = LiveCapture::start(&LiveOptions {
+        interfaces: vec!["lo".into()],
+        netns: None,
+        snaplen: 256,
+        buffer_bytes: 1 << 20,
+        filter: "tcp and and".into(),
+    })
+    .err()
+    .expect("a bad filter fails");
+    assert!(err.to_string().contains("tcp and and"), "{err}");
+}
+
+#[test]
+fn the_http_heads_filter_compiles_in_libpcap() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let cap = LiveCapture::start(&LiveOptions {
+        interfaces: vec!["lo".into()],
+        netns: None,
+        snaplen: 256,
+        buffer_bytes: 1 << 20,
+        filter: tracer::live::http_heads_filter(&[18082]),
+    });
+    assert!(cap.is_ok(), "{:?}", cap.err());
+}
