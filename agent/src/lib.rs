@@ -4,4 +4,5 @@
 //! TCP flows and HTTP exchanges, correlates client-facing errors with the upstream attempt
 //! that failed, and emits verdicts with evidence.
 
+pub mod capture;
 pub mod segment;
