@@ -1,2 +1,3 @@
 //! Parsers for the proxies' own logs: the lab's ground truth rests on them.
 pub mod caddy;
+pub mod nginx;

@@ -2,6 +2,8 @@
 
 use crate::scenario::Scenario;
 
+pub mod nginx;
+pub mod nginx_node;
 pub mod seed;
 
 /// All scenarios.
@@ -9,6 +11,7 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
     vec![
         Box::new(seed::CaddyUwsgi { fixed: false }),
         Box::new(seed::CaddyUwsgi { fixed: true }),
+        Box::new(nginx_node::NginxNode),
     ]
 }
 
