@@ -1,0 +1,446 @@
+//! TCP connection tracking: one [`Conn`] per 4-tuple, from the segments of a capture or a
+//! live source, turned into [`Event`]s (opened, established, refused, HTTP exchanges,
+//! FIN and RST by direction, closed). Memory follows the open connections: a connection is
+//! dropped [`LINGER_NS`] after it closed.
+
+pub mod hash;
+pub mod seq;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use crate::http::{HttpConn, HttpEvent};
+use crate::segment::{flags, Segment};
+use hash::FxHashMap;
+use seq::{Placement, SeqSpace};
+
+/// How long a closed connection is kept for late segments (retransmitted FINs, ACKs).
+pub const LINGER_NS: i64 = 2_000_000_000;
+
+/// Numbers connections in the order they were first seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// What is known about a connection's endpoints and opening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub id: ConnId,
+    /// The side that opened the connection (sent the SYN), or the guess for mid-stream
+    /// connections.
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// The SYN or SYN/ACK was seen: `client` is certain and exchange 1 is the first.
+    pub opener_known: bool,
+    pub first_ns: i64,
+    pub syn_ns: Option<i64>,
+}
+
+/// Something that happened on a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// First segment of a connection.
+    Opened(ConnInfo),
+    /// The client sent its SYN again (`count` SYNs so far) without an answer.
+    SynRetransmit { conn: ConnId, ts: i64, count: u32 },
+    /// The handshake completed; `rtt_ns` is SYN to the client's ACK.
+    Established { conn: ConnId, ts: i64, rtt_ns: i64 },
+    /// The SYN was answered by RST.
+    Refused { conn: ConnId, ts: i64 },
+    /// An HTTP event; for requests, `idle_ns` is the quiet time on the connection before it
+    /// (`None` when unknown) and `busy` says another exchange was still in progress.
+    Http {
+        conn: ConnId,
+        ev: HttpEvent,
+        idle_ns: Option<i64>,
+        busy: bool,
+    },
+    /// A FIN; `outstanding` requests had no response head yet, `responding` a response was
+    /// in progress.
+    Fin {
+        conn: ConnId,
+        ts: i64,
+        from_client: bool,
+        outstanding: usize,
+        responding: bool,
+    },
+    /// A RST; fields as for [`Event::Fin`].
+    Rst {
+        conn: ConnId,
+        ts: i64,
+        from_client: bool,
+        outstanding: usize,
+        responding: bool,
+    },
+    /// The connection is forgotten (closed and lingered, or the capture ended).
+    Closed { conn: ConnId, ts: i64, info: ConnInfo },
+}
+
+#[derive(Debug, Default)]
+struct Half {
+    seq: SeqSpace,
+    fin_ns: Option<i64>,
+    rst_ns: Option<i64>,
+}
+
+/// One tracked connection.
+#[derive(Debug)]
+pub struct Conn {
+    pub info: ConnInfo,
+    syn_count: u32,
+    synack_ns: Option<i64>,
+    established_ns: Option<i64>,
+    c2s: Half,
+    s2c: Half,
+    http: HttpConn,
+    /// When the connection last went quiet (established, or the last response ended).
+    quiet_since: Option<i64>,
+    closed_ns: Option<i64>,
+}
+
+impl Conn {
+    /// Bytes the client sent, from sequence numbers.
+    #[must_use]
+    pub fn client_bytes(&self) -> u64 {
+        self.c2s.seq.bytes()
+    }
+    /// Bytes the server sent, from sequence numbers.
+    #[must_use]
+    pub fn server_bytes(&self) -> u64 {
+        self.s2c.seq.bytes()
+    }
+    /// Segments that carried only bytes already seen.
+    #[must_use]
+    pub fn retransmits(&self) -> u32 {
+        self.c2s.seq.retransmits + self.s2c.seq.retransmits
+    }
+    /// FIN times (client's, server's).
+    #[must_use]
+    pub fn fins(&self) -> (Option<i64>, Option<i64>) {
+        (self.c2s.fin_ns, self.s2c.fin_ns)
+    }
+    /// RST times (client's, server's).
+    #[must_use]
+    pub fn rsts(&self) -> (Option<i64>, Option<i64>) {
+        (self.c2s.rst_ns, self.s2c.rst_ns)
+    }
+}
+
+/// Orders a 4-tuple so both directions find the same connection.
+type Key = (SocketAddr, SocketAddr);
+
+fn key(a: SocketAddr, b: SocketAddr) -> Key {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// Counters about what the tracker saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub segments: u64,
+    pub connections: u64,
+    pub retransmits: u64,
+    /// Bytes that sequence numbers say were sent but no captured segment carried.
+    pub gap_bytes: u64,
+    pub unparseable_connections: u64,
+}
+
+/// Tracks every open connection.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    conns: FxHashMap<Key, Conn>,
+    closing: VecDeque<(i64, Key, ConnId)>,
+    next_id: u64,
+    now: i64,
+    http_out: Vec<HttpEvent>,
+    pub stats: FlowStats,
+}
+
+impl Tracker {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Latest timestamp seen.
+    #[must_use]
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// Open (or lingering) connections.
+    #[must_use]
+    pub fn open(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The connection between two endpoints, if tracked.
+    #[must_use]
+    pub fn get(&self, a: SocketAddr, b: SocketAddr) -> Option<&Conn> {
+        self.conns.get(&key(a, b))
+    }
+
+    /// Feeds one segment; events go to `out`.
+    pub fn push(&mut self, seg: &Segment, out: &mut Vec<Event>) {
+        self.stats.segments += 1;
+        self.now = self.now.max(seg.ts_ns);
+        self.evict(self.now, out);
+        let k = key(seg.src, seg.dst);
+        let syn = seg.has(flags::SYN);
+        let ack = seg.has(flags::ACK);
+        // a new SYN on a closed 4-tuple starts a new connection
+        if syn && !ack {
+            if let Some(c) = self.conns.get(&k) {
+                if c.closed_ns.is_some() || c.c2s.seq.started() && c.info.syn_ns.is_none() {
+                    let c = self.conns.remove(&k).expect("present");
+                    self.forget(c, seg.ts_ns, out);
+                }
+            }
+        }
+        if !self.conns.contains_key(&k) {
+            let wants = syn || seg.wire_len > 0 || seg.has(flags::FIN);
+            if !wants {
+                return;
+            }
+            let c = self.open_conn(seg);
+            out.push(Event::Opened(c.info));
+            self.conns.insert(k, c);
+        }
+        let Some(c) = self.conns.get_mut(&k) else {
+            return;
+        };
+        let before = c.c2s.seq.gap_bytes + c.s2c.seq.gap_bytes;
+        let rtx = c.retransmits();
+        let closed = step(c, seg, &mut self.http_out, out);
+        self.stats.gap_bytes += c.c2s.seq.gap_bytes + c.s2c.seq.gap_bytes - before;
+        self.stats.retransmits += u64::from(c.retransmits() - rtx);
+        if closed {
+            self.closing.push_back((seg.ts_ns, k, c.info.id));
+        }
+    }
+
+    fn open_conn(&mut self, seg: &Segment) -> Conn {
+        self.next_id += 1;
+        self.stats.connections += 1;
+        let syn = seg.has(flags::SYN);
+        let ack = seg.has(flags::ACK);
+        let src_is_client = if syn {
+            !ack
+        } else {
+            let p = &seg.payload;
+            if crate::http::head::looks_like_request(p) {
+                true
+            } else if crate::http::head::looks_like_response(p) {
+                false
+            } else {
+                // ports: servers listen on the lower port (80, 8080, 9000 vs ephemeral)
+                seg.src.port() > seg.dst.port()
+            }
+        };
+        let (client, server) = if src_is_client {
+            (seg.src, seg.dst)
+        } else {
+            (seg.dst, seg.src)
+        };
+        Conn {
+            info: ConnInfo {
+                id: ConnId(self.next_id),
+                client,
+                server,
+                opener_known: syn,
+                first_ns: seg.ts_ns,
+                syn_ns: None,
+            },
+            syn_count: 0,
+            synack_ns: None,
+            established_ns: None,
+            c2s: Half::default(),
+            s2c: Half::default(),
+            http: HttpConn::default(),
+            quiet_since: None,
+            closed_ns: None,
+        }
+    }
+
+    fn evict(&mut self, now: i64, out: &mut Vec<Event>) {
+        while let Some(&(ts, k, id)) = self.closing.front() {
+            if ts + LINGER_NS > now {
+                break;
+            }
+            self.closing.pop_front();
+            if self.conns.get(&k).is_some_and(|c| c.info.id == id) {
+                let c = self.conns.remove(&k).expect("present");
+                self.forget(c, now, out);
+            }
+        }
+    }
+
+    fn forget(&mut self, c: Conn, ts: i64, out: &mut Vec<Event>) {
+        if c.http.unparseable.is_some() {
+            self.stats.unparseable_connections += 1;
+        }
+        out.push(Event::Closed {
+            conn: c.info.id,
+            ts,
+            info: c.info,
+        });
+    }
+
+    /// The capture ended: forget every connection.
+    pub fn finish(&mut self, out: &mut Vec<Event>) {
+        let now = self.now;
+        let mut all: Vec<Conn> = self.conns.drain().map(|(_, c)| c).collect();
+        all.sort_by_key(|c| c.info.id);
+        self.closing.clear();
+        for c in all {
+            self.forget(c, now, out);
+        }
+    }
+}
+
+/// Applies one segment to its connection; returns true when the connection just closed.
+fn step(c: &mut Conn, seg: &Segment, http_out: &mut Vec<HttpEvent>, out: &mut Vec<Event>) -> bool {
+    let id = c.info.id;
+    let ts = seg.ts_ns;
+    let from_client = seg.src == c.info.client;
+    let syn = seg.has(flags::SYN);
+    let ack = seg.has(flags::ACK);
+    let was_closed = c.closed_ns.is_some();
+
+    if syn {
+        if from_client && !ack {
+            c.c2s.seq.syn(seg.seq);
+            c.info.opener_known = true;
+            c.syn_count += 1;
+            if c.info.syn_ns.is_none() {
+                c.info.syn_ns = Some(ts);
+            } else if c.synack_ns.is_none() {
+                out.push(Event::SynRetransmit {
+                    conn: id,
+                    ts,
+                    count: c.syn_count,
+                });
+            }
+        } else if !from_client {
+            c.s2c.seq.syn(seg.seq);
+            c.info.opener_known = true;
+            c.synack_ns.get_or_insert(ts);
+        }
+    } else if from_client && ack && c.synack_ns.is_some() && c.established_ns.is_none() {
+        c.established_ns = Some(ts);
+        c.quiet_since = Some(ts);
+        let rtt_ns = c.info.syn_ns.map_or(0, |s| ts - s);
+        out.push(Event::Established {
+            conn: id,
+            ts,
+            rtt_ns,
+        });
+    }
+
+    if seg.has(flags::RST) {
+        let half = if from_client { &mut c.c2s } else { &mut c.s2c };
+        if half.rst_ns.is_none() {
+            half.rst_ns = Some(ts);
+            if !from_client && c.established_ns.is_none() && c.info.syn_ns.is_some() {
+                out.push(Event::Refused { conn: id, ts });
+            } else {
+                out.push(Event::Rst {
+                    conn: id,
+                    ts,
+                    from_client,
+                    outstanding: c.http.outstanding(),
+                    responding: c.http.responding().is_some(),
+                });
+            }
+        }
+        if c.closed_ns.is_none() {
+            c.closed_ns = Some(ts);
+        }
+        return !was_closed;
+    }
+
+    if seg.wire_len > 0 && !syn {
+        payload(c, seg, from_client, http_out, out);
+    }
+
+    if seg.has(flags::FIN) {
+        let half = if from_client { &mut c.c2s } else { &mut c.s2c };
+        if half.fin_ns.is_none() {
+            half.fin_ns = Some(ts);
+            if !from_client {
+                c.http.server_closed(ts, http_out);
+                translate(c, http_out, out);
+            }
+            out.push(Event::Fin {
+                conn: id,
+                ts,
+                from_client,
+                outstanding: c.http.outstanding(),
+                responding: c.http.responding().is_some(),
+            });
+        }
+        if c.c2s.fin_ns.is_some() && c.s2c.fin_ns.is_some() && c.closed_ns.is_none() {
+            c.closed_ns = Some(ts);
+            return true;
+        }
+    }
+    false
+}
+
+fn payload(c: &mut Conn, seg: &Segment, from_client: bool, http_out: &mut Vec<HttpEvent>, out: &mut Vec<Event>) {
+    let half = if from_client { &mut c.c2s } else { &mut c.s2c };
+    let wire = seg.wire_len;
+    let captured = seg.payload.len().min(wire as usize);
+    let (missing_before, skip, start) = match half.seq.place(seg.seq, wire) {
+        Placement::InOrder => (0u64, 0usize, true),
+        Placement::Gap { missing } => (missing, 0, true),
+        Placement::Overlap { fresh } => (0, (u64::from(wire) - fresh) as usize, false),
+        Placement::Old => return,
+    };
+    let data = seg.payload.get(skip.min(captured)..captured).unwrap_or(&[]);
+    let missing_after = u64::from(wire) - (skip.max(captured) as u64);
+    let ts = seg.ts_ns;
+    if from_client {
+        c.http
+            .client_bytes(ts, missing_before, data, missing_after, start, http_out);
+    } else {
+        c.http
+            .server_bytes(ts, missing_before, data, missing_after, start, http_out);
+    }
+    translate(c, http_out, out);
+}
+
+/// Turns HTTP events into flow events, adding the idle time before each request.
+fn translate(c: &mut Conn, http_out: &mut Vec<HttpEvent>, out: &mut Vec<Event>) {
+    for ev in http_out.drain(..) {
+        let mut idle_ns = None;
+        let mut busy = false;
+        match &ev {
+            HttpEvent::Request { ts, .. } => {
+                // the request itself is already counted as outstanding
+                busy = c.http.outstanding() > 1 || c.http.responding().is_some();
+                if !busy {
+                    idle_ns = c.quiet_since.map(|q| (ts - q).max(0));
+                }
+                c.quiet_since = None;
+            }
+            HttpEvent::ResponseEnd { ts, .. } => {
+                if c.http.outstanding() == 0 {
+                    c.quiet_since = Some(*ts);
+                }
+            }
+            _ => {}
+        }
+        out.push(Event::Http {
+            conn: c.info.id,
+            ev,
+            idle_ns,
+            busy,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

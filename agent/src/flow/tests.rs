@@ -1,0 +1,176 @@
+use super::*;
+
+const C: &str = "10.0.0.1:40000";
+const S: &str = "10.0.0.2:80";
+
+const TEMPLATE: Segment = Segment {
+    ts_ns: 0,
+    src: SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
+    dst: SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
+    flags: flags::ACK,
+    seq: 0,
+    ack: 0,
+    wire_len: 0,
+    payload: Vec::new(),
+};
+
+fn seg(ts: i64, from_client: bool, fl: u8, seq: u32, data: &[u8]) -> Segment {
+    let (src, dst) = if from_client { (C, S) } else { (S, C) };
+    Segment {
+        ts_ns: ts,
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        flags: fl,
+        seq,
+        wire_len: data.len() as u32,
+        payload: data.to_vec(),
+        ..TEMPLATE
+    }
+}
+
+fn run(segs: &[Segment]) -> (Tracker, Vec<Event>) {
+    let mut t = Tracker::new();
+    let mut out = Vec::new();
+    for s in segs {
+        t.push(s, &mut out);
+    }
+    (t, out)
+}
+
+fn handshake() -> Vec<Segment> {
+    vec![
+        seg(0, true, flags::SYN, 99, b""),
+        seg(100, false, flags::SYN | flags::ACK, 499, b""),
+        seg(200, true, flags::ACK, 100, b""),
+    ]
+}
+
+#[test]
+fn handshake_sets_client_and_rtt() {
+    let (t, out) = run(&handshake());
+    let c = t.get(C.parse().unwrap(), S.parse().unwrap()).unwrap();
+    assert_eq!(c.info.client, C.parse().unwrap());
+    assert!(c.info.opener_known);
+    assert!(out.contains(&Event::Established {
+        conn: ConnId(1),
+        ts: 200,
+        rtt_ns: 200
+    }));
+}
+
+#[test]
+fn syn_answered_by_rst_is_refused() {
+    let (_, out) = run(&[
+        seg(0, true, flags::SYN, 1, b""),
+        seg(50, false, flags::RST | flags::ACK, 0, b""),
+    ]);
+    assert!(out.contains(&Event::Refused {
+        conn: ConnId(1),
+        ts: 50
+    }));
+}
+
+#[test]
+fn syn_retransmits_are_counted() {
+    let (_, out) = run(&[
+        seg(0, true, flags::SYN, 1, b""),
+        seg(1_000_000_000, true, flags::SYN, 1, b""),
+        seg(3_000_000_000, true, flags::SYN, 1, b""),
+    ]);
+    assert!(out.contains(&Event::SynRetransmit {
+        conn: ConnId(1),
+        ts: 3_000_000_000,
+        count: 3
+    }));
+}
+
+#[test]
+fn bytes_come_from_sequence_numbers_despite_retransmit_and_cut() {
+    let mut s = handshake();
+    let mut big = seg(300, true, flags::ACK, 100, b"POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n");
+    let head_len = big.payload.len() as u32;
+    big.wire_len = head_len + 1000; // snaplen cut the body
+    s.push(big.clone());
+    s.push(big); // retransmission
+    s.push(seg(400, true, flags::ACK, 100 + head_len + 1000, &[b'x'; 1000]));
+    let (t, out) = run(&s);
+    let c = t.get(C.parse().unwrap(), S.parse().unwrap()).unwrap();
+    assert_eq!(c.client_bytes(), u64::from(head_len) + 2000);
+    assert_eq!(c.retransmits(), 1);
+    let ends = out
+        .iter()
+        .filter(|e| matches!(e, Event::Http { ev: HttpEvent::RequestEnd { .. }, .. }))
+        .count();
+    assert_eq!(ends, 1);
+}
+
+#[test]
+fn out_of_order_segment_is_not_parsed_twice() {
+    let mut s = handshake();
+    s.push(seg(300, true, flags::ACK, 100, b"GET /a HTTP/1.1\r\n\r\n"));
+    s.push(seg(310, true, flags::ACK, 100 + 19 + 19, b"GET /c HTTP/1.1\r\n\r\n"));
+    s.push(seg(320, true, flags::ACK, 100 + 19, b"GET /b HTTP/1.1\r\n\r\n"));
+    let (_, out) = run(&s);
+    let reqs: Vec<String> = out
+        .iter()
+        .filter_map(|e| match e {
+            Event::Http { ev: HttpEvent::Request { head, .. }, .. } => Some(head.target.clone()),
+            _ => None,
+        })
+        .collect();
+    // /b arrived late: its bytes are accounted for, the framer resynchronised on /c
+    assert_eq!(reqs, ["/a", "/c"]);
+}
+
+#[test]
+fn sequence_wraparound_keeps_parsing() {
+    let isn = u32::MAX - 5;
+    let s = vec![
+        seg(0, true, flags::SYN, isn, b""),
+        seg(100, false, flags::SYN | flags::ACK, 10, b""),
+        seg(200, true, flags::ACK, isn.wrapping_add(1), b""),
+        seg(300, true, flags::ACK, isn.wrapping_add(1), b"GET /a HTTP/1.1\r\n"),
+        seg(310, true, flags::ACK, isn.wrapping_add(1 + 17), b"\r\n"),
+    ];
+    let (t, out) = run(&s);
+    assert!(out.iter().any(|e| matches!(e, Event::Http { ev: HttpEvent::Request { .. }, .. })));
+    let c = t.get(C.parse().unwrap(), S.parse().unwrap()).unwrap();
+    assert_eq!(c.client_bytes(), 19);
+}
+
+#[test]
+fn mid_stream_connection_is_oriented_by_payload() {
+    let (t, out) = run(&[seg(5, false, flags::ACK, 77, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]);
+    let c = t.get(C.parse().unwrap(), S.parse().unwrap()).unwrap();
+    assert_eq!(c.info.server, S.parse().unwrap());
+    assert!(!c.info.opener_known);
+    assert!(matches!(out[0], Event::Opened(_)));
+}
+
+#[test]
+fn closed_connections_are_evicted_after_linger() {
+    let mut s = handshake();
+    s.push(seg(300, true, flags::FIN | flags::ACK, 100, b""));
+    s.push(seg(400, false, flags::FIN | flags::ACK, 500, b""));
+    s.push(seg(LINGER_NS + 500, true, flags::SYN, 5000, b"")); // another connection's SYN
+    let (t, out) = run(&s);
+    assert!(out.iter().any(|e| matches!(e, Event::Closed { conn: ConnId(1), .. })));
+    assert_eq!(t.open(), 1);
+}
+
+#[test]
+fn idle_gap_before_reused_request_is_reported() {
+    let mut s = handshake();
+    s.push(seg(300, true, flags::ACK, 100, b"GET /a HTTP/1.1\r\n\r\n"));
+    s.push(seg(400, false, flags::ACK, 500, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    s.push(seg(5_000_400, true, flags::ACK, 119, b"GET /b HTTP/1.1\r\n\r\n"));
+    let (_, out) = run(&s);
+    let idles: Vec<Option<i64>> = out
+        .iter()
+        .filter_map(|e| match e {
+            Event::Http { ev: HttpEvent::Request { .. }, idle_ns, .. } => Some(*idle_ns),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(idles, [Some(100), Some(5_000_000)]);
+}
