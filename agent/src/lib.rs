@@ -5,4 +5,5 @@
 //! that failed, and emits verdicts with evidence.
 
 pub mod capture;
+pub mod probe;
 pub mod segment;

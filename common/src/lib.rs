@@ -63,7 +63,12 @@ pub mod kind {
     pub const RESET_SENT: u32 = 3;
     /// The application wrote after the socket was idle longer than the configured
     /// threshold: `value` = bytes (or negative errno), `idle_ns` = the gap, `state` = the
-    /// TCP state at the write. `CLOSE_WAIT` proves the peer's FIN was already there unread.
+    /// TCP state when the write began, `old_state` = the state when it returned. A
+    /// `CLOSE_WAIT` in `state` proves the peer's FIN was already there unread.
+    ///
+    /// The tracepoint fires when the write returns. If it accepted data (`value > 0`) yet the
+    /// socket is now CLOSE, a RST arrived during the write (on loopback the peer answers
+    /// inside the call), so the write began in the state before CLOSE.
     pub const SEND_AFTER_IDLE: u32 = 4;
     /// The application read end of stream or an error: `value` = the return value, 0 for
     /// EOF or a negative errno (-104 = `ECONNRESET`).
@@ -260,7 +265,9 @@ pub struct SockInfo {
     pub netns: u32,
     /// Bits of [`flags`].
     pub flags: u32,
-    pub _pad1: u32,
+    /// The state before `state` (to tell the state a write began in from the one it
+    /// ended in, when a RST arrived during the write).
+    pub prev_state: u32,
 }
 
 /// Size of [`SockInfo`] in bytes.

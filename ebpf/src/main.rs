@@ -2,7 +2,7 @@
 //!
 //! Tracepoints only (kprobes, fentry and tp_btf are not available everywhere tracer runs).
 //! Per-socket state lives in `SOCKS`, keyed by the `struct sock` address, and is deleted at
-//! TCP_CLOSE and at destroy. The kernel reduces: state changes and resets always; a send
+//! `tcp_destroy_sock` (which follows TCP_CLOSE), or at TCP_CLOSE for a filtered-out socket. The kernel reduces: state changes and resets always; a send
 //! only after an idle gap above `CONFIG.idle_threshold_ns`; a receive only when it returns
 //! EOF or an error. Context field offsets come from `tracer_common::tp` (checked against the
 //! running kernel's format files by the agent before load).
@@ -177,7 +177,7 @@ const ZERO_INFO: SockInfo = SockInfo {
     state: 0,
     netns: 0,
     flags: 0,
-    _pad1: 0,
+    prev_state: 0,
 };
 
 /// Reads a 4-byte v4 or 16-byte v6 address pair from a tracepoint that has both.
@@ -272,6 +272,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Res {
     info.dport = dport;
     info.saddr = addrs.0;
     info.daddr = addrs.1;
+    info.prev_state = old;
     info.state = new;
     if old == tcp_state::CLOSE && new == tcp_state::SYN_SENT {
         // connect() runs in the connecting process: the one reliable moment to learn
@@ -286,11 +287,9 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Res {
     if passes(&cfg, &info) {
         emit(kind::STATE_CHANGE, skaddr, &info, now, new, old, 0, 0);
     }
-    if new == tcp_state::CLOSE {
-        let _ = SOCKS.remove(skaddr);
-    } else {
-        let _ = SOCKS.insert(skaddr, info, 0);
-    }
+    // Kept past TCP_CLOSE until tcp_destroy_sock: after a RST the socket is CLOSE, yet the
+    // application's read of ECONNRESET (and its close) are still to come.
+    let _ = SOCKS.insert(skaddr, info, 0);
     Ok(())
 }
 
@@ -331,13 +330,20 @@ fn try_sock_send_length(ctx: &TracePointContext) -> Res {
     };
     if last != 0 && idle >= cfg.idle_threshold_ns && passes(&cfg, info) {
         let snapshot = *info;
+        // A write that accepted data cannot have begun in CLOSE (it would fail with EPIPE):
+        // the RST that closed the socket arrived during the write.
+        let began_in = if ret > 0 && snapshot.state == tcp_state::CLOSE {
+            snapshot.prev_state
+        } else {
+            snapshot.state
+        };
         emit(
             kind::SEND_AFTER_IDLE,
             skaddr,
             &snapshot,
             now,
+            began_in,
             snapshot.state,
-            0,
             i64::from(ret),
             idle,
         );

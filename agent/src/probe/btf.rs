@@ -1,0 +1,287 @@
+//! Just enough of a BTF reader to find two struct member offsets in the running kernel:
+//! `skc_net` in `struct sock` and `ns.inum` in `struct net`, so the probe can read each
+//! socket's network namespace without CO-RE (which aya-ebpf does not do for Rust).
+//!
+//! Bounds are checked on every read: a malformed blob gives an error, never a panic.
+
+/// Where the kernel exposes its own BTF.
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+const BTF_MAGIC: u16 = 0xeb9f;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_TYPE_TAG: u32 = 18;
+
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    name_off: u32,
+    type_id: u32,
+    bit_offset: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Type {
+    kind: u32,
+    name_off: u32,
+    /// The referenced type for typedef/const/volatile/…, else the size.
+    size_or_type: u32,
+    members: Vec<Member>,
+}
+
+/// A parsed BTF blob: types (index = id - 1) and the string section.
+pub struct Btf {
+    types: Vec<Type>,
+    strings: Vec<u8>,
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+impl Btf {
+    /// Parses a little-endian BTF blob.
+    pub fn parse(b: &[u8]) -> Result<Self, String> {
+        let magic = b.get(0..2).map(|m| u16::from_le_bytes([m[0], m[1]]));
+        if magic != Some(BTF_MAGIC) {
+            return Err("not a little-endian BTF blob (bad magic)".into());
+        }
+        let field = |off| {
+            u32_at(b, off)
+                .map(|v| v as usize)
+                .ok_or("BTF header is truncated")
+        };
+        let hdr_len = field(4)?;
+        let (type_off, type_len) = (field(8)?, field(12)?);
+        let (str_off, str_len) = (field(16)?, field(20)?);
+        let section = |off: usize, len: usize| {
+            let start = hdr_len.checked_add(off)?;
+            b.get(start..start.checked_add(len)?)
+        };
+        let types_raw = section(type_off, type_len).ok_or("BTF type section out of bounds")?;
+        let strings = section(str_off, str_len)
+            .ok_or("BTF string section out of bounds")?
+            .to_vec();
+
+        let mut types = Vec::new();
+        let mut p = 0usize;
+        while p < types_raw.len() {
+            let name_off = u32_at(types_raw, p).ok_or_else(|| truncated(types.len()))?;
+            let info = u32_at(types_raw, p + 4).ok_or_else(|| truncated(types.len()))?;
+            let size_or_type = u32_at(types_raw, p + 8).ok_or_else(|| truncated(types.len()))?;
+            p += 12;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = (info & 0xffff) as usize;
+            let kind_flag = info >> 31 == 1;
+            let mut members = Vec::new();
+            let extra = match kind {
+                1 | 14 | 17 => 4, // INT, VAR, DECL_TAG
+                3 => 12,          // ARRAY
+                KIND_STRUCT | KIND_UNION => {
+                    for i in 0..vlen {
+                        let m = p + i * 12;
+                        let raw_off =
+                            u32_at(types_raw, m + 8).ok_or_else(|| truncated(types.len()))?;
+                        members.push(Member {
+                            name_off: u32_at(types_raw, m).ok_or_else(|| truncated(types.len()))?,
+                            type_id: u32_at(types_raw, m + 4)
+                                .ok_or_else(|| truncated(types.len()))?,
+                            bit_offset: if kind_flag {
+                                raw_off & 0x00ff_ffff
+                            } else {
+                                raw_off
+                            },
+                        });
+                    }
+                    12 * vlen
+                }
+                6 | 13 => 8 * vlen,            // ENUM, FUNC_PROTO
+                15 | 19 => 12 * vlen,          // DATASEC, ENUM64
+                0 | 2 | 7..=12 | 16 | 18 => 0, // no trailing data
+                other => return Err(format!("unknown BTF kind {other}")),
+            };
+            p = p.checked_add(extra).ok_or_else(|| truncated(types.len()))?;
+            if p > types_raw.len() {
+                return Err(truncated(types.len()));
+            }
+            types.push(Type {
+                kind,
+                name_off,
+                size_or_type,
+                members,
+            });
+        }
+        Ok(Self { types, strings })
+    }
+
+    fn name(&self, off: u32) -> &[u8] {
+        let start = off as usize;
+        let Some(rest) = self.strings.get(start..) else {
+            return b"";
+        };
+        let end = rest.iter().position(|&c| c == 0).unwrap_or(rest.len());
+        &rest[..end]
+    }
+
+    fn get(&self, id: u32) -> Option<&Type> {
+        self.types.get((id as usize).checked_sub(1)?)
+    }
+
+    /// Follows typedef/const/volatile/restrict/type_tag to the underlying type id.
+    fn resolve(&self, mut id: u32) -> Option<u32> {
+        for _ in 0..32 {
+            let t = self.get(id)?;
+            match t.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.size_or_type;
+                }
+                _ => return Some(id),
+            }
+        }
+        None
+    }
+
+    fn struct_id(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == name.as_bytes())
+            .and_then(|i| u32::try_from(i + 1).ok())
+    }
+
+    /// (bit offset, type id) of member `name` in struct/union `id`, looking into anonymous
+    /// members too.
+    fn member(&self, id: u32, name: &str, depth: u32) -> Option<(u32, u32)> {
+        if depth > 8 {
+            return None;
+        }
+        let t = self.get(self.resolve(id)?)?;
+        for m in &t.members {
+            if self.name(m.name_off) == name.as_bytes() {
+                return Some((m.bit_offset, m.type_id));
+            }
+        }
+        for m in t.members.iter().filter(|m| m.name_off == 0) {
+            if let Some((off, ty)) = self.member(m.type_id, name, depth + 1) {
+                return Some((m.bit_offset + off, ty));
+            }
+        }
+        None
+    }
+
+    /// Byte offset of a member path (`["__sk_common", "skc_net"]`) in struct `root`.
+    pub fn offset_of(&self, root: &str, path: &[&str]) -> Result<u32, String> {
+        let mut id = self
+            .struct_id(root)
+            .ok_or_else(|| format!("the kernel BTF has no struct {root}"))?;
+        let mut bits = 0u32;
+        for field in path {
+            let (off, ty) = self
+                .member(id, field, 0)
+                .ok_or_else(|| format!("struct {root} has no member {}", path.join(".")))?;
+            bits = bits.saturating_add(off);
+            id = ty;
+        }
+        if !bits.is_multiple_of(8) {
+            return Err(format!("{root}.{} is a bitfield", path.join(".")));
+        }
+        Ok(bits / 8)
+    }
+}
+
+fn truncated(index: usize) -> String {
+    format!("BTF type {} is truncated", index + 1)
+}
+
+/// `(offset of skc_net in struct sock, offset of ns.inum in struct net)` for the running
+/// kernel; `Err` says why not.
+pub fn netns_offsets() -> Result<(u32, u32), String> {
+    let blob = std::fs::read(VMLINUX_BTF).map_err(|e| format!("reading {VMLINUX_BTF}: {e}"))?;
+    let btf = Btf::parse(&blob)?;
+    let sk_net = btf.offset_of("sock", &["__sk_common", "skc_net"])?;
+    let inum = btf.offset_of("net", &["ns", "inum"])?;
+    Ok((sk_net, inum))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a BTF blob: struct outer { int a; struct { int b; }; struct inner in; }.
+    fn blob() -> Vec<u8> {
+        let strings = b"\0int\0a\0b\0outer\0in\0inner\0c\0".to_vec();
+        let s = |n: &str| {
+            let needle = [n.as_bytes(), b"\0"].concat();
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+                .map(|p| p as u32)
+                .unwrap()
+        };
+        let mut t = Vec::new();
+        let mut ty = |name: u32, info: u32, size: u32, extra: &[u32]| {
+            for v in [name, info, size].iter().chain(extra) {
+                t.extend_from_slice(&v.to_le_bytes());
+            }
+        };
+        // 1: int (INT, 4 bytes, encoding word)
+        ty(s("int"), 1 << 24, 4, &[32]);
+        // 2: anonymous struct { int b; } at bit 0
+        ty(0, (KIND_STRUCT << 24) | 1, 4, &[s("b"), 1, 0]);
+        // 3: struct inner { int c; }
+        ty(s("inner"), (KIND_STRUCT << 24) | 1, 4, &[s("c"), 1, 0]);
+        // 4: const struct inner
+        ty(0, KIND_CONST << 24, 3, &[]);
+        // 5: struct outer { int a; <anon 2> at 32; const inner in at 64 }
+        ty(
+            s("outer"),
+            (KIND_STRUCT << 24) | 3,
+            12,
+            &[s("a"), 1, 0, 0, 2, 32, s("in"), 4, 64],
+        );
+        let mut b = Vec::new();
+        b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        b.extend_from_slice(&[1, 0]);
+        for v in [
+            24u32,
+            0,
+            t.len() as u32,
+            t.len() as u32,
+            strings.len() as u32,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&t);
+        b.extend_from_slice(&strings);
+        b
+    }
+
+    #[test]
+    fn member_paths_through_anonymous_and_const_types() {
+        let btf = Btf::parse(&blob()).unwrap();
+        assert_eq!(btf.offset_of("outer", &["a"]).unwrap(), 0);
+        assert_eq!(btf.offset_of("outer", &["b"]).unwrap(), 4);
+        assert_eq!(btf.offset_of("outer", &["in", "c"]).unwrap(), 8);
+        assert!(btf.offset_of("outer", &["nope"]).is_err());
+        assert!(btf.offset_of("missing", &["a"]).is_err());
+    }
+
+    #[test]
+    fn truncated_blobs_are_errors() {
+        let b = blob();
+        for len in [0, 3, 23, 30, b.len() - 1] {
+            assert!(Btf::parse(&b[..len]).is_err(), "len {len}");
+        }
+    }
+
+    #[test]
+    fn running_kernel_offsets_when_btf_is_present() {
+        match netns_offsets() {
+            Ok((sk_net, inum)) => assert!(sk_net > 0 && inum > 0),
+            Err(e) => eprintln!("skipped: {e}"),
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! The kernel probe's userspace side: load `ebpf/`, configure it, attach its tracepoints,
+//! read its events.
+//!
+//! ```no_run
+//! use tracer::probe::{Probe, ProbeConfig};
+//! let mut probe = Probe::load(&ProbeConfig { ports: vec![8080], ..ProbeConfig::default() })?;
+//! let events = probe.poll(Some(std::time::Duration::from_millis(100)))?;
+//! # Ok::<(), tracer::probe::ProbeError>(())
+//! ```
+
+mod btf;
+mod check;
+mod clock;
+mod event;
+mod layout;
+mod sys;
+pub mod toolchain;
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aya::maps::{MapData, MapError, PerCpuArray, RingBuf};
+use aya::programs::{ProgramError, TracePoint};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use tracer_common::{names, Config, MAX_FILTER_PORTS, TRACEPOINTS};
+
+pub use check::{check, CheckItem, CheckReport, CheckStatus};
+pub use clock::{monotonic_now_ns, ClockAlignment, ClockSample};
+pub use event::{decode, decode_raw, from_raw, DecodeError, SockEvent, SockEventKind};
+pub use sys::{missing_caps, Tracefs};
+pub use tracer_common::{kind, tcp_state, RawSockEvent};
+
+/// The kernel object built by `build.rs` (empty when it was built without the toolchain).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TRACER_EBPF_OBJECT"));
+/// Why [`OBJECT`] is empty (empty when it is not).
+const MISSING: &str = env!("TRACER_EBPF_MISSING");
+
+/// Whether this binary carries the kernel probe; `Err` says why not and how to fix it.
+pub fn built_with_probe() -> Result<(), String> {
+    if OBJECT.is_empty() {
+        Err(if MISSING.is_empty() {
+            "the probe object is empty".to_owned()
+        } else {
+            MISSING.to_owned()
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Errors of loading and running the probe. Each says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The binary was built without an eBPF toolchain, so it has no kernel object.
+    #[error("this tracer was built without the kernel probe: {0}")]
+    NotBuilt(String),
+    /// The process lacks a capability the probe needs (the sentence names it and the fix).
+    #[error("{0}")]
+    MissingCapability(String),
+    /// tracefs is not mounted and could not be mounted.
+    #[error("tracefs is not mounted and mounting it at {path} failed ({source}): run `mount -t tracefs nodev {path}` as root, or give the container /sys/kernel/tracing")]
+    Tracefs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tracepoint the probe uses does not exist on this kernel (its format is unreadable).
+    #[error("tracepoint {tracepoint} is not available on this kernel ({path}: {source})")]
+    TracepointMissing {
+        tracepoint: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The running kernel lays out a tracepoint differently from the one the probe was built
+    /// for; reading it would give wrong events.
+    #[error("tracepoint {tracepoint} field `{field}` is at offset {} on this kernel, the probe expects {expected}: update tracer_common::tp from the format file and rebuild", found.map_or_else(|| "nowhere".to_owned(), |o| o.to_string()))]
+    LayoutMismatch {
+        tracepoint: String,
+        field: String,
+        expected: usize,
+        found: Option<usize>,
+    },
+    /// A filter in [`ProbeConfig`] cannot be applied.
+    #[error("invalid probe configuration: {0}")]
+    InvalidConfig(String),
+    /// The kernel refused the object (maps, BTF or a program); the message holds the
+    /// verifier log when there is one.
+    #[error("loading the kernel probe failed: {0}")]
+    Load(#[source] EbpfError),
+    /// The object lacks a program the agent expects: agent and probe are out of step.
+    #[error("the kernel probe has no program `{0}`: rebuild tracer")]
+    ProgramMissing(String),
+    /// The verifier rejected a program.
+    #[error("the kernel rejected program `{program}`: {source}")]
+    ProgramLoad {
+        program: String,
+        #[source]
+        source: ProgramError,
+    },
+    /// `sock:inet_sock_set_state`, which everything else builds on, could not be attached.
+    #[error("attaching tracepoint {tracepoint} failed: {source}")]
+    Attach {
+        tracepoint: String,
+        #[source]
+        source: ProgramError,
+    },
+    /// A map the agent reads is missing or of the wrong type.
+    #[error("probe map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    /// `poll(2)` on the ring buffer failed.
+    #[error("waiting for probe events failed: {0}")]
+    Poll(#[source] std::io::Error),
+}
+
+/// What to trace. `Default` traces every TCP socket with a 1 s idle threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// A write after at least this much idle time on a socket is reported.
+    pub idle_threshold: Duration,
+    /// Only sockets with one of these as local or remote port (at most 8); empty = any.
+    pub ports: Vec<u16>,
+    /// Only sockets in this network namespace (inode, as in `ls -Li /proc/<pid>/ns/net`).
+    pub netns: Option<u32>,
+    /// Only sockets owned by this process id.
+    pub pid: Option<u32>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            idle_threshold: Duration::from_nanos(Config::DEFAULT_IDLE_THRESHOLD_NS),
+            ports: Vec::new(),
+            netns: None,
+            pid: None,
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// The kernel-side layout; `offsets` are `skc_net` in `struct sock` and `ns.inum` in
+    /// `struct net`, when the kernel's BTF gave them.
+    pub fn to_raw(&self, offsets: Option<(u32, u32)>) -> Result<Config, ProbeError> {
+        let mut c = Config::DEFAULT;
+        c.idle_threshold_ns = u64::try_from(self.idle_threshold.as_nanos()).unwrap_or(u64::MAX);
+        if self.ports.len() > MAX_FILTER_PORTS {
+            return Err(ProbeError::InvalidConfig(format!(
+                "{} ports given, the probe filters on at most {MAX_FILTER_PORTS}",
+                self.ports.len()
+            )));
+        }
+        if self.ports.contains(&0) {
+            return Err(ProbeError::InvalidConfig(
+                "port 0 cannot be filtered on".into(),
+            ));
+        }
+        c.ports[..self.ports.len()].copy_from_slice(&self.ports);
+        c.pid = self.pid.unwrap_or(0);
+        if let Some((sk_net, inum)) = offsets {
+            c.sk_net_offset = sk_net;
+            c.net_inum_offset = inum;
+        }
+        if let Some(ns) = self.netns {
+            if offsets.is_none() {
+                return Err(ProbeError::InvalidConfig(
+                    "a network namespace filter needs the kernel's BTF \
+                     (/sys/kernel/btf/vmlinux), which could not be read"
+                        .into(),
+                ));
+            }
+            c.netns = ns;
+        }
+        Ok(c)
+    }
+}
+
+/// [`Config`] as aya global data.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct PodConfig(Config);
+// SAFETY: `Config` is `#[repr(C)]`, made of integers and integer arrays with no padding
+// (its size is pinned in tracer-common), so every bit pattern is valid.
+unsafe impl aya::Pod for PodConfig {}
+
+/// Whether one tracepoint attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachOutcome {
+    /// `category:event`.
+    pub tracepoint: String,
+    /// `None` when attached, else why not.
+    pub error: Option<String>,
+}
+
+/// A loaded and attached probe. Dropping it detaches everything.
+pub struct Probe {
+    ebpf: Ebpf,
+    events: RingBuf<MapData>,
+    attached: Vec<AttachOutcome>,
+    warnings: Vec<String>,
+    tracefs: Tracefs,
+    config: Config,
+    decode_errors: u64,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("attached", &self.attached)
+            .field("warnings", &self.warnings)
+            .field("tracefs", &self.tracefs)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probe {
+    /// Checks privileges and kernel layout, loads the probe with `config`, attaches every
+    /// tracepoint. Fails only when nothing useful can run; a tracepoint other than
+    /// `sock:inet_sock_set_state` that will not attach is reported in [`Self::attached`].
+    pub fn load(config: &ProbeConfig) -> Result<Self, ProbeError> {
+        built_with_probe().map_err(ProbeError::NotBuilt)?;
+        if let Some(why) = sys::effective_caps().and_then(sys::missing_caps) {
+            return Err(ProbeError::MissingCapability(why));
+        }
+        let tracefs = sys::ensure_tracefs()?;
+        let mut warnings = Vec::new();
+        if let Err(w) = sys::raise_memlock() {
+            warnings.push(w);
+        }
+        layout::verify(tracefs.path())?;
+        let offsets = match btf::netns_offsets() {
+            Ok(o) => Some(o),
+            Err(e) => {
+                warnings.push(format!("network namespaces will not be reported: {e}"));
+                None
+            }
+        };
+        let raw = config.to_raw(offsets)?;
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::CONFIG, &PodConfig(raw), true)
+            .load(OBJECT)
+            .map_err(ProbeError::Load)?;
+
+        let mut attached = Vec::with_capacity(TRACEPOINTS.len());
+        for (program, category, event) in TRACEPOINTS {
+            let tracepoint = format!("{category}:{event}");
+            let result = attach_one(&mut ebpf, program, category, event);
+            match result {
+                Ok(()) => attached.push(AttachOutcome {
+                    tracepoint,
+                    error: None,
+                }),
+                Err(e @ (ProbeError::ProgramMissing(_) | ProbeError::ProgramLoad { .. })) => {
+                    return Err(e)
+                }
+                Err(ProbeError::Attach { tracepoint, source })
+                    if program == "inet_sock_set_state" =>
+                {
+                    return Err(ProbeError::Attach { tracepoint, source })
+                }
+                Err(e) => attached.push(AttachOutcome {
+                    tracepoint,
+                    error: Some(e.to_string()),
+                }),
+            }
+        }
+
+        let map = ebpf.take_map(names::EVENTS).ok_or(ProbeError::Map {
+            name: names::EVENTS,
+            source: MapError::InvalidName {
+                name: names::EVENTS.into(),
+            },
+        })?;
+        let events = RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            name: names::EVENTS,
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            events,
+            attached,
+            warnings,
+            tracefs,
+            config: raw,
+            decode_errors: 0,
+        })
+    }
+
+    /// Which tracepoints attached, and why the others did not.
+    pub fn attached(&self) -> &[AttachOutcome] {
+        &self.attached
+    }
+
+    /// Non-fatal problems met while loading (memlock, BTF).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// How tracefs was found.
+    pub fn tracefs(&self) -> &Tracefs {
+        &self.tracefs
+    }
+
+    /// The configuration the kernel side runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Records that could not be decoded so far (each one is skipped).
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    /// The ring buffer's descriptor: readable when events are waiting (for `AsyncFd`,
+    /// epoll, …; then call [`Self::drain`]).
+    pub fn events_fd(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
+    }
+
+    /// Every event waiting now, without blocking.
+    pub fn drain(&mut self) -> Vec<SockEvent> {
+        let mut out = Vec::new();
+        while let Some(item) = self.events.next() {
+            match decode(&item) {
+                Ok(e) => out.push(e),
+                Err(_) => self.decode_errors += 1,
+            }
+        }
+        out
+    }
+
+    /// Waits up to `timeout` (forever with `None`) for events, then drains them.
+    pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Vec<SockEvent>, ProbeError> {
+        let ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
+        let mut pfd = libc::pollfd {
+            fd: self.events.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call and the ring
+        // buffer's fd stays open while `self` is borrowed.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(ProbeError::Poll(err));
+            }
+        }
+        Ok(self.drain())
+    }
+
+    /// Events the kernel could not queue because the ring buffer was full, since load.
+    pub fn lost(&self) -> Result<u64, ProbeError> {
+        let map = self.ebpf.map(names::LOST).ok_or(ProbeError::Map {
+            name: names::LOST,
+            source: MapError::InvalidName {
+                name: names::LOST.into(),
+            },
+        })?;
+        let arr = PerCpuArray::<_, u64>::try_from(map).map_err(|source| ProbeError::Map {
+            name: names::LOST,
+            source,
+        })?;
+        let values = arr.get(&0, 0).map_err(|source| ProbeError::Map {
+            name: names::LOST,
+            source,
+        })?;
+        Ok(values.iter().copied().fold(0u64, u64::saturating_add))
+    }
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    program: &str,
+    category: &str,
+    event: &str,
+) -> Result<(), ProbeError> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| ProbeError::ProgramMissing(program.to_owned()))?
+        .try_into()
+        .map_err(|source| ProbeError::ProgramLoad {
+            program: program.to_owned(),
+            source,
+        })?;
+    prog.load().map_err(|source| ProbeError::ProgramLoad {
+        program: program.to_owned(),
+        source,
+    })?;
+    prog.attach(category, event)
+        .map_err(|source| ProbeError::Attach {
+            tracepoint: format!("{category}:{event}"),
+            source,
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_traces_everything() {
+        let c = ProbeConfig::default().to_raw(None).unwrap();
+        assert_eq!(c, Config::DEFAULT);
+    }
+
+    #[test]
+    fn ports_pid_and_threshold_reach_the_kernel_layout() {
+        let c = ProbeConfig {
+            idle_threshold: Duration::from_millis(250),
+            ports: vec![80, 8080],
+            netns: None,
+            pid: Some(7),
+        }
+        .to_raw(Some((48, 120)))
+        .unwrap();
+        assert_eq!(c.idle_threshold_ns, 250_000_000);
+        assert_eq!(&c.ports[..3], &[80, 8080, 0]);
+        assert_eq!((c.pid, c.sk_net_offset, c.net_inum_offset), (7, 48, 120));
+    }
+
+    #[test]
+    fn too_many_ports_or_port_zero_are_refused() {
+        let many = ProbeConfig {
+            ports: (1..=9).collect(),
+            ..ProbeConfig::default()
+        };
+        assert!(matches!(
+            many.to_raw(None),
+            Err(ProbeError::InvalidConfig(_))
+        ));
+        let zero = ProbeConfig {
+            ports: vec![0],
+            ..ProbeConfig::default()
+        };
+        assert!(matches!(
+            zero.to_raw(None),
+            Err(ProbeError::InvalidConfig(_))
+        ));
+    }
+
+    #[test]
+    fn netns_filter_without_btf_is_refused() {
+        let c = ProbeConfig {
+            netns: Some(4_026_531_840),
+            ..ProbeConfig::default()
+        };
+        assert!(c.to_raw(None).is_err());
+        assert_eq!(c.to_raw(Some((48, 120))).unwrap().netns, 4_026_531_840);
+    }
+
+    #[test]
+    fn not_built_error_is_one_sentence_with_the_reason() {
+        let e = ProbeError::NotBuilt("bpf-linker was not found".into());
+        assert_eq!(
+            e.to_string(),
+            "this tracer was built without the kernel probe: bpf-linker was not found"
+        );
+    }
+}

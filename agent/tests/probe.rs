@@ -1,0 +1,177 @@
+//! The kernel probe on a real kernel: a loopback connection that the listener closes must
+//! show up as the expected state changes, with this process as the connecting owner.
+//!
+//! Skips (with the reason printed) when not privileged, when tracepoints are unavailable,
+//! or when tracer was built without the probe.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use tracer::probe::{
+    built_with_probe, missing_caps, tcp_state, Probe, ProbeConfig, ProbeError, SockEvent,
+    SockEventKind,
+};
+
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Loads the probe, or prints why this kernel/process cannot and returns `None`.
+fn load_or_skip(config: &ProbeConfig) -> Option<Probe> {
+    if let Err(why) = built_with_probe() {
+        eprintln!("skipped: tracer was built without the kernel probe: {why}");
+        return None;
+    }
+    if let Some(why) = effective_caps().and_then(missing_caps) {
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    match Probe::load(config) {
+        Ok(p) => Some(p),
+        Err(e @ (ProbeError::Tracefs { .. } | ProbeError::TracepointMissing { .. })) => {
+            eprintln!(
+                "skipped: no usable tracepoints on Linux {}: {e}",
+                kernel.trim()
+            );
+            None
+        }
+        Err(e) => panic!("loading the probe on Linux {} failed: {e}", kernel.trim()),
+    }
+}
+
+/// Polls until `done` holds for the events so far, or 3 s pass.
+fn collect(probe: &mut Probe, done: impl Fn(&[SockEvent]) -> bool) -> Vec<SockEvent> {
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && !done(&events) {
+        events.extend(probe.poll(Some(Duration::from_millis(50))).unwrap());
+    }
+    events
+}
+
+fn changes(events: &[SockEvent], skaddr: u64) -> Vec<(u32, u32)> {
+    events
+        .iter()
+        .filter(|e| e.skaddr == skaddr)
+        .filter_map(|e| match e.kind {
+            SockEventKind::StateChange { old, new } => Some((old, new)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn listener_close_shows_client_lifecycle_with_our_pid() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let config = ProbeConfig {
+        ports: vec![addr.port()],
+        idle_threshold: Duration::from_millis(100),
+        ..ProbeConfig::default()
+    };
+    let Some(mut probe) = load_or_skip(&config) else {
+        return;
+    };
+    for a in probe.attached() {
+        eprintln!(
+            "{}: {}",
+            a.tracepoint,
+            a.error.as_deref().unwrap_or("attached")
+        );
+    }
+
+    let mut client = TcpStream::connect(addr).unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    let (mut server, _) = listener.accept().unwrap();
+    // One exchange, an idle gap, then the server closes: the client's late write lands in
+    // CLOSE_WAIT (the FIN is already there, unread), the closed server answers RST, and
+    // the client's read sees ECONNRESET: a keep-alive race in miniature.
+    client.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    drop(server);
+    std::thread::sleep(Duration::from_millis(50));
+    let _ = client.write(b"late");
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let n = client.read(&mut buf).unwrap_or(usize::MAX);
+    assert!(
+        n == 0 || n == usize::MAX,
+        "server closed, read returned {n}"
+    );
+    drop(client);
+
+    let me = std::process::id();
+    let is_client = |e: &SockEvent| e.local.map(|a| a.port()) == Some(client_port);
+    let events = collect(&mut probe, |ev| {
+        ev.iter().any(|e| {
+            is_client(e)
+                && matches!(e.kind, SockEventKind::StateChange { new, .. } if new == tcp_state::CLOSE)
+        })
+    });
+    for e in &events {
+        eprintln!("{e:?}");
+    }
+
+    // The client socket: find it by its SYN_SENT → ESTABLISHED change (sport known there).
+    let client_sk = events
+        .iter()
+        .find(|e| {
+            is_client(e)
+                && e.kind
+                    == SockEventKind::StateChange {
+                        old: tcp_state::SYN_SENT,
+                        new: tcp_state::ESTABLISHED,
+                    }
+        })
+        .map(|e| e.skaddr)
+        .expect("the client's SYN_SENT → ESTABLISHED was not seen");
+    let seen = changes(&events, client_sk);
+    let expected = [
+        (tcp_state::CLOSE, tcp_state::SYN_SENT),
+        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED),
+        (tcp_state::ESTABLISHED, tcp_state::CLOSE_WAIT),
+    ];
+    for want in expected {
+        assert!(seen.contains(&want), "missing {want:?} in {seen:?}");
+    }
+    // The late write met the closed server socket: RST, then CLOSE.
+    assert!(
+        seen.iter().any(|&(_, new)| new == tcp_state::CLOSE),
+        "no transition to CLOSE in {seen:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.skaddr == client_sk && e.kind == SockEventKind::ResetReceived),
+        "the server's RST was not reported"
+    );
+    // The owner was learned at connect, in this process.
+    for e in events.iter().filter(|e| e.skaddr == client_sk) {
+        assert_eq!(e.pid, Some(me), "{e:?}");
+    }
+    assert!(
+        events.iter().any(|e| e.skaddr == client_sk
+            && matches!(e.kind, SockEventKind::SendAfterIdle { .. })
+            && e.state == tcp_state::CLOSE_WAIT),
+        "the write after the server's FIN was not reported in CLOSE_WAIT"
+    );
+    assert!(
+        events.iter().any(
+            |e| e.skaddr == client_sk && matches!(e.kind, SockEventKind::RecvEofOrError { .. })
+        ),
+        "the client's EOF (or reset) read was not reported"
+    );
+    // The server side (local port = listener port) was seen too.
+    assert!(events
+        .iter()
+        .any(|e| e.local.map(|a| a.port()) == Some(addr.port())));
+    assert_eq!(probe.lost().unwrap(), 0);
+    assert_eq!(probe.decode_errors(), 0);
+}
