@@ -237,6 +237,32 @@ mod tests {
     }
 
     #[test]
+    fn contrast_lines_name_their_kind() {
+        let refused = r#"2026/11/25 20:41:23 [error] 30806#30806: *2 connect() failed (111: Connection refused) while connecting to upstream, client: 198.18.1.1, server: , request: "POST /api/orders?rid=1 HTTP/1.1", upstream: "http://198.18.2.2:9009/api/orders?rid=1", host: "lab.tracer""#;
+        let timeout = r#"2026/11/25 20:41:27 [error] 30951#30951: *2 upstream timed out (110: Connection timed out) while reading response header from upstream, client: 198.18.1.1, server: , request: "POST /slow/3000?rid=1 HTTP/1.1", upstream: "http://198.18.2.2:9000/slow/3000?rid=1", host: "lab.tracer""#;
+        let abort = r#"2026/11/25 20:41:35 [info] 32170#32170: *37 epoll_wait() reported that client prematurely closed connection, so upstream connection is closed too while sending request to upstream, client: 198.18.1.1, server: , request: "POST /slow/3000?rid=19 HTTP/1.1", upstream: "http://198.18.2.2:9000/slow/3000?rid=19", host: "lab.tracer""#;
+        let kinds: Vec<_> = [refused, timeout, abort]
+            .iter()
+            .map(|l| parse_error(l).map(|e| (e.rid, e.kind)))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                Some((Some(1), ErrorKind::Refused)),
+                Some((Some(1), ErrorKind::Timeout)),
+                Some((Some(19), ErrorKind::ClientClosed)),
+            ]
+        );
+        assert_eq!(parse_error(abort).unwrap().level, "info");
+    }
+
+    #[test]
+    fn the_lab_listen_probe_names_no_request() {
+        let probe = "2026/11/25 20:41:23 [info] 30806#30806: *1 client closed connection while waiting for request, client: 198.18.1.2, server: 198.18.1.2:8080";
+        assert_eq!(parse_error(probe), None);
+    }
+
+    #[test]
     fn notices_without_a_request_are_skipped() {
         assert_eq!(
             parse_error(

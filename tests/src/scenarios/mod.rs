@@ -2,6 +2,7 @@
 
 use crate::scenario::Scenario;
 
+pub mod contrast;
 pub mod nginx;
 pub mod nginx_node;
 pub mod seed;
@@ -12,6 +13,12 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(seed::CaddyUwsgi { fixed: false }),
         Box::new(seed::CaddyUwsgi { fixed: true }),
         Box::new(nginx_node::NginxNode),
+        Box::new(contrast::Contrast(contrast::Kind::Refused)),
+        Box::new(contrast::Contrast(contrast::Kind::Crash)),
+        Box::new(contrast::Contrast(contrast::Kind::Timeout)),
+        Box::new(contrast::Contrast(contrast::Kind::ClientAbort)),
+        Box::new(contrast::Contrast(contrast::Kind::Upstream500)),
+        Box::new(contrast::Contrast(contrast::Kind::Upstream502)),
     ]
 }
 
