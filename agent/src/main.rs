@@ -15,11 +15,14 @@ struct Cli {
 enum Command {
     /// Diagnose every 5xx/499 in one or more capture files (pcap, pcapng).
     Analyze(cli::analyze::Args),
+    /// Check that this node can run the kernel probe: load, attach, see one connection.
+    Check(cli::check::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze(args) => cli::analyze::run(&args),
+        Command::Check(args) => cli::check::run(&args),
     }
 }

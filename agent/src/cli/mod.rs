@@ -1,2 +1,3 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run`.
 pub mod analyze;
+pub mod check;

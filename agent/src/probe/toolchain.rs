@@ -85,6 +85,20 @@ pub fn find_linker(host: &dyn Host) -> Option<PathBuf> {
 
 /// Chooses the compiler and linker, or says in one sentence what is missing.
 pub fn discover(host: &dyn Host) -> Result<Toolchain, Missing> {
+    for key in [
+        "TRACER_EBPF_RUSTC",
+        "TRACER_EBPF_CARGO",
+        "TRACER_BPF_LINKER",
+    ] {
+        if let Some(p) = nonempty(host.var(key)) {
+            // A bare name ("cargo") is looked up on PATH by the OS; a path must exist.
+            if p.contains('/') && !host.exists(Path::new(&p)) {
+                return Err(Missing(format!(
+                    "{key} names {p}, which does not exist: fix or unset it, or {INSTALL_HINT}"
+                )));
+            }
+        }
+    }
     let compiler = find_compiler(host);
     let linker = find_linker(host);
     match (compiler, linker) {
@@ -310,6 +324,7 @@ mod tests {
         f.vars
             .insert("TRACER_EBPF_RUSTC", "/opt/r/bin/rustc".into());
         f.files.push("/opt/r/bin/cargo".into());
+        f.files.push("/opt/r/bin/rustc".into());
         let tc = discover(&f).unwrap();
         assert_eq!(tc.program, Path::new("/opt/r/bin/cargo"));
         assert_eq!(tc.rustc.as_deref(), Some(Path::new("/opt/r/bin/rustc")));
@@ -342,6 +357,18 @@ mod tests {
         let Missing(msg) = discover(&f).unwrap_err();
         assert!(msg.contains("rust-web-src"), "{msg}");
         assert!(msg.contains("bootstrap.sh"), "{msg}");
+    }
+
+    #[test]
+    fn override_naming_a_missing_file_is_reported() {
+        let mut f = debian();
+        f.vars
+            .insert("TRACER_BPF_LINKER", "/nope/bpf-linker".into());
+        let Missing(msg) = discover(&f).unwrap_err();
+        assert!(
+            msg.starts_with("TRACER_BPF_LINKER names /nope/bpf-linker"),
+            "{msg}"
+        );
     }
 
     #[test]
