@@ -5,5 +5,8 @@
 //! that failed, and emits verdicts with evidence.
 
 pub mod capture;
+pub mod live;
 pub mod probe;
 pub mod segment;
+pub mod flow;
+pub mod http;

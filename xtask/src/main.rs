@@ -5,6 +5,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod ebpf;
 mod lab;
 
 #[derive(Parser)]
@@ -31,6 +32,12 @@ enum Task {
     },
     /// What CI runs: cargo fmt --check, clippy -D warnings, then every test.
     Test,
+    /// Build the kernel probe (ebpf/) alone and print where the object is.
+    BuildEbpf {
+        /// A debug build of the probe instead of release.
+        #[arg(long)]
+        debug: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,6 +47,7 @@ fn main() -> ExitCode {
         Task::Demo { out } => demo(&out),
         Task::Fixtures { scenarios } => lab::fixtures(&scenarios),
         Task::Test => test(),
+        Task::BuildEbpf { debug } => ebpf::build_ebpf(!debug),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,6 +84,9 @@ fn test() -> Result<()> {
     fmt.args(["fmt", "--all", "--", "--check"]);
     status(fmt, "cargo fmt --check")?;
     let mut clippy = cargo();
+    // The suite includes the kernel probe's tests: a build without the probe is a failure
+    // here, not a silent skip (agent/build.rs reads this).
+    clippy.env("TRACER_REQUIRE_EBPF", "1");
     clippy.args([
         "clippy",
         "--workspace",
@@ -86,6 +97,7 @@ fn test() -> Result<()> {
     ]);
     status(clippy, "cargo clippy -D warnings")?;
     let mut test = cargo();
+    test.env("TRACER_REQUIRE_EBPF", "1");
     // Lab tests share the machine's two cores and must not race each other for them.
     test.args(["test", "--workspace", "--", "--test-threads=2"]);
     status(test, "cargo test --workspace")
