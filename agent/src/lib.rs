@@ -10,3 +10,6 @@ pub mod probe;
 pub mod segment;
 pub mod flow;
 pub mod http;
+pub mod kernel;
+pub mod correlate;
+pub mod verdict;

@@ -1,0 +1,440 @@
+//! The kernel's side of the story, per connection: which process owned the socket, when the
+//! peer's FIN arrived (ESTABLISHED → CLOSE_WAIT), whether the process wrote after that
+//! (the FIN was there, unread: `fin_unread`), and when it read EOF or ECONNRESET.
+//!
+//! The [`Ledger`] takes probe events (already on the pcap clock) and answers by 4-tuple, so
+//! the engine can add kernel evidence to a verdict it made from packets.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::probe::{tcp_state, SockEvent, SockEventKind};
+
+/// Events kept per socket; the oldest go first (a socket's story is short).
+const MAX_EVENTS_PER_SOCKET: usize = 64;
+/// How long a destroyed socket's record is kept for late questions, nanoseconds.
+const KEEP_AFTER_DESTROY_NS: i64 = 30_000_000_000;
+/// ECONNRESET.
+const ECONNRESET: i64 = 104;
+
+/// One probe event on the pcap clock (unix nanoseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelEvent {
+    pub ts_ns: i64,
+    pub event: SockEvent,
+}
+
+/// What the kernel saw of one socket.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SocketRecord {
+    pub skaddr: u64,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub events: Vec<KernelEvent>,
+    #[serde(skip)]
+    destroyed_at: Option<i64>,
+}
+
+/// Kernel facts about one connection in a time window, for a verdict's evidence.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KernelFacts {
+    /// The process that owned the socket.
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// When the peer's FIN arrived (the socket entered CLOSE_WAIT).
+    pub fin_received_ns: Option<i64>,
+    /// The process wrote on the socket while it was in CLOSE_WAIT: the FIN had arrived and
+    /// the process had not read it. (time, idle gap before the write in ns)
+    pub write_in_close_wait: Option<(i64, u64)>,
+    /// A write after an idle gap, in any state: (time, idle gap ns, state name).
+    pub write_after_idle: Option<(i64, u64, &'static str)>,
+    /// The process read EOF.
+    pub eof_read_ns: Option<i64>,
+    /// The process read ECONNRESET (or another error: (time, errno)).
+    pub read_error: Option<(i64, i64)>,
+    /// A RST arrived.
+    pub reset_received_ns: Option<i64>,
+    /// The kernel sent a RST.
+    pub reset_sent_ns: Option<i64>,
+}
+
+impl KernelFacts {
+    /// The process read EOF or ECONNRESET: it learned the connection was dead.
+    pub fn process_saw_close(&self) -> Option<i64> {
+        match (self.eof_read_ns, self.read_error) {
+            (Some(a), Some((b, _))) => Some(a.min(b)),
+            (Some(a), None) => Some(a),
+            (None, Some((b, _))) => Some(b),
+            (None, None) => None,
+        }
+    }
+
+    /// A one-line account for reports.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let (Some(pid), Some(comm)) = (self.pid, &self.comm) {
+            parts.push(format!("owner {comm}[{pid}]"));
+        }
+        if let Some((_, idle)) = self.write_in_close_wait {
+            parts.push(format!(
+                "wrote after {} ms idle on a socket already in CLOSE_WAIT (FIN unread)",
+                idle / 1_000_000
+            ));
+        } else if let Some((_, idle, state)) = self.write_after_idle {
+            parts.push(format!(
+                "wrote after {} ms idle in {state}",
+                idle / 1_000_000
+            ));
+        }
+        if self.eof_read_ns.is_some() {
+            parts.push("read EOF".into());
+        }
+        if let Some((_, errno)) = self.read_error {
+            parts.push(if errno == ECONNRESET {
+                "read ECONNRESET".into()
+            } else {
+                format!("read error {errno}")
+            });
+        }
+        parts.join(", ")
+    }
+}
+
+/// Probe events indexed by socket and by 4-tuple.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    sockets: HashMap<u64, SocketRecord>,
+    /// (local, remote) → socket address of the live or most recent socket with that tuple.
+    by_tuple: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// Records replaced by a newer socket at the same kernel address, kept until evicted.
+    retired: Vec<SocketRecord>,
+    events: u64,
+}
+
+impl Ledger {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Events taken so far.
+    #[must_use]
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Sockets currently tracked.
+    #[must_use]
+    pub fn sockets(&self) -> usize {
+        self.sockets.len() + self.retired.len()
+    }
+
+    pub fn push(&mut self, ev: KernelEvent) {
+        self.events += 1;
+        let sk = ev.event.skaddr;
+        // A new connection at a kernel address that was destroyed: start a new record.
+        let starts_new = matches!(
+            ev.event.kind,
+            SockEventKind::StateChange {
+                old: tcp_state::CLOSE,
+                ..
+            }
+        );
+        if starts_new {
+            if let Some(old) = self.sockets.remove(&sk) {
+                self.retired.push(old);
+            }
+        }
+        let rec = self.sockets.entry(sk).or_insert_with(|| SocketRecord {
+            skaddr: sk,
+            ..SocketRecord::default()
+        });
+        if let (Some(l), Some(r)) = (ev.event.local, ev.event.remote) {
+            if l.port() != 0 && r.port() != 0 && rec.local.is_none() {
+                rec.local = Some(l);
+                rec.remote = Some(r);
+                self.by_tuple.insert((l, r), sk);
+            }
+        }
+        if rec.pid.is_none() {
+            rec.pid = ev.event.pid;
+            rec.comm.clone_from(&ev.event.comm);
+        }
+        if matches!(ev.event.kind, SockEventKind::Destroy) {
+            rec.destroyed_at = Some(ev.ts_ns);
+        }
+        if rec.events.len() == MAX_EVENTS_PER_SOCKET {
+            rec.events.remove(0);
+        }
+        rec.events.push(ev);
+    }
+
+    /// The socket whose local end is `local` and remote end `remote` (or the reverse).
+    #[must_use]
+    pub fn socket(&self, a: SocketAddr, b: SocketAddr) -> Option<&SocketRecord> {
+        let find = |l, r| {
+            let sk = self.by_tuple.get(&(l, r))?;
+            self.sockets
+                .get(sk)
+                .filter(|s| s.local == Some(l) && s.remote == Some(r))
+                .or_else(|| {
+                    self.retired
+                        .iter()
+                        .rev()
+                        .find(|s| s.local == Some(l) && s.remote == Some(r))
+                })
+        };
+        find(a, b).or_else(|| find(b, a))
+    }
+
+    /// Kernel facts about the connection between `a` and `b` from `from_ns` to `to_ns`.
+    #[must_use]
+    pub fn facts(
+        &self,
+        a: SocketAddr,
+        b: SocketAddr,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Option<KernelFacts> {
+        let rec = self.socket(a, b)?;
+        let mut f = KernelFacts {
+            pid: rec.pid,
+            comm: rec.comm.clone(),
+            ..KernelFacts::default()
+        };
+        for e in rec
+            .events
+            .iter()
+            .filter(|e| e.ts_ns >= from_ns && e.ts_ns <= to_ns)
+        {
+            match &e.event.kind {
+                SockEventKind::StateChange { new, .. } if *new == tcp_state::CLOSE_WAIT => {
+                    f.fin_received_ns.get_or_insert(e.ts_ns);
+                }
+                SockEventKind::SendAfterIdle { idle_ns, .. } => {
+                    if e.event.state == tcp_state::CLOSE_WAIT && f.write_in_close_wait.is_none() {
+                        f.write_in_close_wait = Some((e.ts_ns, *idle_ns));
+                    }
+                    f.write_after_idle
+                        .get_or_insert((e.ts_ns, *idle_ns, e.event.state_name()));
+                }
+                SockEventKind::RecvEofOrError { ret } if *ret == 0 => {
+                    f.eof_read_ns.get_or_insert(e.ts_ns);
+                }
+                SockEventKind::RecvEofOrError { ret } => {
+                    f.read_error.get_or_insert((e.ts_ns, -*ret));
+                }
+                SockEventKind::ResetReceived => {
+                    f.reset_received_ns.get_or_insert(e.ts_ns);
+                }
+                SockEventKind::ResetSent { .. } => {
+                    f.reset_sent_ns.get_or_insert(e.ts_ns);
+                }
+                _ => {}
+            }
+        }
+        Some(f)
+    }
+
+    /// Forgets sockets destroyed before `now_ns − 30 s`: memory follows open sockets.
+    pub fn evict(&mut self, now_ns: i64) {
+        let keep = |r: &SocketRecord| {
+            r.destroyed_at
+                .is_none_or(|t| now_ns - t < KEEP_AFTER_DESTROY_NS)
+        };
+        self.sockets.retain(|_, r| keep(r));
+        self.retired.retain(keep);
+        let sockets = &self.sockets;
+        let retired = &self.retired;
+        self.by_tuple
+            .retain(|_, sk| sockets.contains_key(sk) || retired.iter().any(|r| r.skaddr == *sk));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROXY: &str = "198.18.2.1:40000";
+    const UPSTREAM: &str = "198.18.2.2:9000";
+
+    fn ev(ts_ns: i64, kind: SockEventKind, state: u32) -> KernelEvent {
+        KernelEvent {
+            ts_ns,
+            event: SockEvent {
+                ktime_ns: 0,
+                skaddr: 0xffff_0001,
+                kind,
+                state,
+                pid: Some(42),
+                tid: Some(42),
+                comm: Some("caddy".into()),
+                netns: None,
+                local: Some(PROXY.parse().unwrap()),
+                remote: Some(UPSTREAM.parse().unwrap()),
+            },
+        }
+    }
+
+    fn ledger(events: Vec<KernelEvent>) -> Ledger {
+        let mut l = Ledger::new();
+        for e in events {
+            l.push(e);
+        }
+        l
+    }
+
+    #[test]
+    fn write_after_the_fin_arrived_is_fin_unread() {
+        let l = ledger(vec![
+            ev(
+                1_000,
+                SockEventKind::StateChange {
+                    old: tcp_state::ESTABLISHED,
+                    new: tcp_state::CLOSE_WAIT,
+                },
+                tcp_state::CLOSE_WAIT,
+            ),
+            ev(
+                2_000,
+                SockEventKind::SendAfterIdle {
+                    ret: 300,
+                    idle_ns: 5_000_000,
+                    ended_in: tcp_state::CLOSE,
+                },
+                tcp_state::CLOSE_WAIT,
+            ),
+            ev(
+                3_000,
+                SockEventKind::RecvEofOrError { ret: -104 },
+                tcp_state::CLOSE,
+            ),
+        ]);
+        let f = l
+            .facts(UPSTREAM.parse().unwrap(), PROXY.parse().unwrap(), 0, 10_000)
+            .unwrap();
+        assert_eq!(f.fin_received_ns, Some(1_000));
+        assert_eq!(f.write_in_close_wait, Some((2_000, 5_000_000)));
+        assert_eq!(f.read_error, Some((3_000, 104)));
+        assert_eq!(f.process_saw_close(), Some(3_000));
+        assert_eq!(f.comm.as_deref(), Some("caddy"));
+        assert!(
+            f.describe().contains("CLOSE_WAIT (FIN unread)"),
+            "{}",
+            f.describe()
+        );
+    }
+
+    #[test]
+    fn write_while_established_is_not_fin_unread() {
+        let l = ledger(vec![
+            ev(
+                2_000,
+                SockEventKind::SendAfterIdle {
+                    ret: 300,
+                    idle_ns: 5_000_000,
+                    ended_in: tcp_state::ESTABLISHED,
+                },
+                tcp_state::ESTABLISHED,
+            ),
+            ev(
+                2_500,
+                SockEventKind::StateChange {
+                    old: tcp_state::ESTABLISHED,
+                    new: tcp_state::CLOSE_WAIT,
+                },
+                tcp_state::CLOSE_WAIT,
+            ),
+            ev(
+                3_000,
+                SockEventKind::RecvEofOrError { ret: 0 },
+                tcp_state::CLOSE_WAIT,
+            ),
+        ]);
+        let f = l
+            .facts(PROXY.parse().unwrap(), UPSTREAM.parse().unwrap(), 0, 10_000)
+            .unwrap();
+        assert_eq!(f.write_in_close_wait, None);
+        assert_eq!(f.write_after_idle, Some((2_000, 5_000_000, "ESTABLISHED")));
+        assert_eq!(f.eof_read_ns, Some(3_000));
+    }
+
+    #[test]
+    fn events_outside_the_window_do_not_count() {
+        let l = ledger(vec![ev(
+            50_000,
+            SockEventKind::RecvEofOrError { ret: 0 },
+            tcp_state::CLOSE_WAIT,
+        )]);
+        let f = l
+            .facts(PROXY.parse().unwrap(), UPSTREAM.parse().unwrap(), 0, 10_000)
+            .unwrap();
+        assert_eq!(f.eof_read_ns, None);
+    }
+
+    #[test]
+    fn unknown_connection_has_no_facts() {
+        let l = ledger(vec![]);
+        assert!(l
+            .facts(PROXY.parse().unwrap(), UPSTREAM.parse().unwrap(), 0, 1)
+            .is_none());
+    }
+
+    #[test]
+    fn destroyed_sockets_are_evicted_after_the_grace_period() {
+        let mut l = ledger(vec![
+            ev(
+                1_000,
+                SockEventKind::StateChange {
+                    old: tcp_state::CLOSE,
+                    new: tcp_state::SYN_SENT,
+                },
+                tcp_state::SYN_SENT,
+            ),
+            ev(2_000, SockEventKind::Destroy, tcp_state::CLOSE),
+        ]);
+        l.evict(2_000 + KEEP_AFTER_DESTROY_NS - 1);
+        assert_eq!(l.sockets(), 1);
+        l.evict(2_000 + KEEP_AFTER_DESTROY_NS + 1);
+        assert_eq!(l.sockets(), 0);
+        assert!(l
+            .socket(PROXY.parse().unwrap(), UPSTREAM.parse().unwrap())
+            .is_none());
+    }
+
+    #[test]
+    fn a_reused_kernel_address_starts_a_new_record() {
+        let mut first = ev(
+            1_000,
+            SockEventKind::StateChange {
+                old: tcp_state::CLOSE,
+                new: tcp_state::SYN_SENT,
+            },
+            tcp_state::SYN_SENT,
+        );
+        first.event.local = Some("198.18.2.1:40001".parse().unwrap());
+        let second = ev(
+            5_000,
+            SockEventKind::StateChange {
+                old: tcp_state::CLOSE,
+                new: tcp_state::SYN_SENT,
+            },
+            tcp_state::SYN_SENT,
+        );
+        let l = ledger(vec![first, second]);
+        assert_eq!(l.sockets(), 2);
+        assert!(l
+            .socket(
+                "198.18.2.1:40001".parse().unwrap(),
+                UPSTREAM.parse().unwrap()
+            )
+            .is_some());
+        assert!(l
+            .socket(PROXY.parse().unwrap(), UPSTREAM.parse().unwrap())
+            .is_some());
+    }
+}
