@@ -5,6 +5,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod ebpf;
 mod lab;
 
@@ -32,6 +33,8 @@ enum Task {
     },
     /// What CI runs: cargo fmt --check, clippy -D warnings, then every test.
     Test,
+    /// Benchmark: a busy proxy's throughput and p99 with and without `tracer capture`.
+    BenchCapture(bench::BenchArgs),
     /// Build the kernel probe (ebpf/) alone and print where the object is.
     BuildEbpf {
         /// A debug build of the probe instead of release.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Task::Demo { out } => demo(&out),
         Task::Fixtures { scenarios } => lab::fixtures(&scenarios),
         Task::Test => test(),
+        Task::BenchCapture(args) => bench::bench_capture(&args),
         Task::BuildEbpf { debug } => ebpf::build_ebpf(!debug),
     };
     match result {

@@ -1,0 +1,274 @@
+//! `cargo xtask bench-capture`: what attaching `tracer capture` costs a busy proxy.
+//!
+//! nginx → nginx with upstream keep-alive in the lab's namespaces, `wrk` from the client
+//! namespace at a fixed concurrency. Rounds alternate between the proxy alone (the
+//! baseline) and the proxy with `tracer capture` attached to its namespace; the ratios of
+//! throughput and p99 latency are printed, with tracer's CPU, peak memory and events per
+//! request. Targets: at most 3% throughput loss and 5% p99 increase.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tracer_lab::net::Net;
+use tracer_lab::procs::Procs;
+use tracer_lab::scenario::{Launcher, PROXY_PORT, UPSTREAM_PORT};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Seconds per round.
+    #[arg(long, default_value_t = 8)]
+    seconds: u32,
+    /// Rounds of each kind (baseline, with tracer), alternated.
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
+    /// wrk connections.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Round {
+    rps: f64,
+    p99_ms: f64,
+    requests: f64,
+}
+
+pub fn bench_capture(args: &BenchArgs) -> Result<()> {
+    tracer_lab::run::preflight()?;
+    let wrk = tracer_lab::scenario::require_program("wrk", "wrk")?;
+    let tracer = build_tracer()?;
+    let dir = std::env::temp_dir().join(format!("tracer-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let net = Net::create()?;
+    let h = net.hosts().clone();
+    let mut procs = Procs::new(h.clone(), dir.clone());
+    start_nginx(
+        &mut procs,
+        &h.upstream_ns,
+        "backend",
+        &backend_conf(&dir, &h),
+    )?;
+    procs.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
+    start_nginx(&mut procs, &h.proxy_ns, "front", &front_conf(&dir, &h))?;
+    procs.wait_listening(&h.proxy_ns, h.proxy_front_ip, PROXY_PORT)?;
+    let url = format!("http://{}:{PROXY_PORT}/", h.proxy_front_ip);
+
+    // Warm up the keep-alive pools and caches.
+    run_wrk(&wrk, &h.client_ns, &url, 2, args.connections)?;
+    let (mut base, mut with) = (Vec::new(), Vec::new());
+    let (mut cpu_s, mut peak_kib, mut events) = (0.0, 0u64, 0u64);
+    for round in 0..args.rounds {
+        base.push(run_wrk(
+            &wrk,
+            &h.client_ns,
+            &url,
+            args.seconds,
+            args.connections,
+        )?);
+        let out = dir.join(format!("capture-{round}"));
+        let mut t = start_tracer(&tracer, &h, args.seconds + 3, &out)?;
+        std::thread::sleep(Duration::from_millis(1500)); // probe attached, captures open
+        let r = run_wrk(&wrk, &h.client_ns, &url, args.seconds, args.connections)?;
+        let (c, p) = usage(t.id());
+        let _ = t.wait();
+        cpu_s += c;
+        peak_kib = peak_kib.max(p);
+        events += count_lines(&out.join("events.jsonl"));
+        with.push(r);
+        eprintln!("round {round}: baseline {:.0} req/s p99 {:.2} ms; with tracer {:.0} req/s p99 {:.2} ms", base[round as usize].rps, base[round as usize].p99_ms, r.rps, r.p99_ms);
+    }
+    drop(procs);
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mean = |v: &[Round], f: fn(&Round) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    let (b_rps, w_rps) = (mean(&base, |r| r.rps), mean(&with, |r| r.rps));
+    let (b_p99, w_p99) = (mean(&base, |r| r.p99_ms), mean(&with, |r| r.p99_ms));
+    let requests: f64 = with.iter().map(|r| r.requests).sum();
+    println!(
+        "bench-capture: nginx -> nginx, wrk -c{} x {} s, {} rounds",
+        args.connections, args.seconds, args.rounds
+    );
+    println!("  baseline (proxy alone): {b_rps:.0} req/s, p99 {b_p99:.2} ms");
+    println!("  with tracer capture:    {w_rps:.0} req/s, p99 {w_p99:.2} ms");
+    println!(
+        "  throughput ratio with/baseline: {:.3} (loss {:.1}%, target <= 3%)",
+        w_rps / b_rps,
+        (1.0 - w_rps / b_rps) * 100.0
+    );
+    println!(
+        "  p99 ratio with/baseline:        {:.3} (increase {:.1}%, target <= 5%)",
+        w_p99 / b_p99,
+        (w_p99 / b_p99 - 1.0) * 100.0
+    );
+    println!(
+        "  probe events per request: {:.3}",
+        events as f64 / requests.max(1.0)
+    );
+    println!(
+        "  tracer CPU: {:.2} s per round ({:.1}% of one core), peak memory {} MiB",
+        cpu_s / f64::from(args.rounds),
+        cpu_s / f64::from(args.rounds) / f64::from(args.seconds + 3) * 100.0,
+        peak_kib / 1024
+    );
+    Ok(())
+}
+
+fn build_tracer() -> Result<PathBuf> {
+    let mut c = crate::cargo();
+    c.args(["build", "--release", "--quiet", "--bin", "tracer"]);
+    crate::status(c, "cargo build --release --bin tracer")?;
+    Ok(crate::workspace_root().join("target/release/tracer"))
+}
+
+fn backend_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String {
+    format!(
+        "worker_processes 1;\npid {d}/backend.pid;\nerror_log {d}/backend-error.log;\nevents {{ worker_connections 4096; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/tmp-b;\n proxy_temp_path {d}/tmp-b;\n\
+         keepalive_requests 100000;\n server {{\n  listen {ip}:{UPSTREAM_PORT};\n  location / {{ return 200 \"ok\\n\"; }}\n }}\n}}\n",
+        d = dir.display(),
+        ip = h.upstream_ip
+    )
+}
+
+fn front_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String {
+    format!(
+        "worker_processes 1;\npid {d}/front.pid;\nerror_log {d}/front-error.log;\nevents {{ worker_connections 4096; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/tmp-f;\n proxy_temp_path {d}/tmp-f;\n\
+         upstream app {{ server {up}:{UPSTREAM_PORT}; keepalive 64; keepalive_requests 100000; }}\n\
+         server {{\n  listen {ip}:{PROXY_PORT};\n  keepalive_requests 100000;\n  location / {{\n   proxy_pass http://app;\n   proxy_http_version 1.1;\n   proxy_set_header Connection \"\";\n  }}\n }}\n}}\n",
+        d = dir.display(),
+        up = h.upstream_ip,
+        ip = h.proxy_front_ip
+    )
+}
+
+fn start_nginx(procs: &mut Procs, ns: &str, name: &str, conf: &str) -> Result<()> {
+    let path = procs.dir().join(format!("{name}.conf"));
+    std::fs::write(&path, conf)?;
+    let mut cmd = Command::new(tracer_lab::scenario::require_program("nginx", "nginx")?);
+    cmd.arg("-p")
+        .arg(procs.dir())
+        .arg("-c")
+        .arg(&path)
+        .args(["-g", "daemon off;"]);
+    procs.spawn(ns, name, cmd)
+}
+
+fn start_tracer(
+    tracer: &Path,
+    h: &tracer_lab::scenario::Hosts,
+    seconds: u32,
+    out: &Path,
+) -> Result<Child> {
+    Command::new(tracer)
+        .arg("capture")
+        .args(["--netns", &h.proxy_ns, "-i", &h.front_if, "-i", &h.back_if])
+        .args(["--duration", &format!("{seconds}s"), "--out"])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting tracer capture")
+}
+
+fn run_wrk(wrk: &Path, ns: &str, url: &str, seconds: u32, connections: u32) -> Result<Round> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(wrk)
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_wrk(&text).with_context(|| {
+        format!(
+            "unexpected wrk output:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Requests/sec, the 99% latency and the request count from `wrk --latency`.
+fn parse_wrk(text: &str) -> Result<Round> {
+    let mut r = Round::default();
+    for line in text.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            r.rps = v.trim().parse()?;
+        } else if let Some(v) = line.strip_prefix("99%") {
+            r.p99_ms = latency_ms(v.trim())?;
+        } else if line.contains("requests in") {
+            r.requests = line.split_whitespace().next().unwrap_or("0").parse()?;
+        }
+    }
+    if r.rps == 0.0 || r.p99_ms == 0.0 {
+        bail!("no throughput or p99 in wrk's output");
+    }
+    Ok(r)
+}
+
+fn latency_ms(v: &str) -> Result<f64> {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse()?;
+    Ok(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => bail!("unknown latency unit in {v}"),
+    })
+}
+
+/// CPU seconds (user + system) and peak resident memory (KiB) of a running process.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let cpu = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum::<f64>()
+        / CLK_TCK;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (cpu, peak)
+}
+
+/// Clock ticks per second of /proc/PID/stat times (USER_HZ: 100 on Linux x86_64 and arm64).
+const CLK_TCK: f64 = 100.0;
+
+fn count_lines(path: &Path) -> u64 {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_latency_output_is_parsed() {
+        let out = "Running 8s test @ http://198.18.1.2:8080/\n  2 threads and 32 connections\n\
+                   Latency Distribution\n     50%  600.00us\n     75%    0.90ms\n     90%    1.20ms\n     99%    3.50ms\n\
+                   180000 requests in 8.00s, 30.00MB read\nRequests/sec:  22500.00\nTransfer/sec:      3.75MB\n";
+        let r = parse_wrk(out).unwrap();
+        assert!((r.rps - 22500.0).abs() < 1e-9);
+        assert!((r.p99_ms - 3.5).abs() < 1e-9);
+        assert!((r.requests - 180_000.0).abs() < 1e-9);
+        assert!((latency_ms("850.00us").unwrap() - 0.85).abs() < 1e-9);
+    }
+}
