@@ -2,7 +2,7 @@
 //! its id, its status and what nginx recorded of the upstream) and the error log (the system
 //! call or timeout behind a 5xx, naming the request line, hence its `rid`).
 
-use std::collections::HashMap;
+use crate::logs::fields;
 
 /// The `log_format` the lab's nginx configs use: `key=value` pairs, values that can hold
 /// spaces or commas (retries: `"502, 200"`) in double quotes.
@@ -48,7 +48,7 @@ impl AccessEntry {
 /// Parses one access-log line written with [`LOG_FORMAT`]; `None` when it has none of its
 /// fields.
 pub fn parse_access(line: &str) -> Option<AccessEntry> {
-    let fields = key_values(line);
+    let fields = fields::key_values(line);
     if !fields.contains_key("status") {
         return None;
     }
@@ -63,30 +63,6 @@ pub fn parse_access(line: &str) -> Option<AccessEntry> {
         upstream_addr: fields.get("upstream_addr").cloned().unwrap_or_default(),
         line: line.to_owned(),
     })
-}
-
-/// `key=value` and `key="value with spaces"` pairs of a line (other words are skipped).
-fn key_values(line: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut rest = line;
-    while let Some(eq) = rest.find('=') {
-        let key = rest[..eq].rsplit(' ').next().unwrap_or("").to_owned();
-        let after = &rest[eq + 1..];
-        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
-            match quoted.find('"') {
-                Some(end) => (&quoted[..end], &quoted[end + 1..]),
-                None => (quoted, ""),
-            }
-        } else {
-            let end = after.find(' ').unwrap_or(after.len());
-            (&after[..end], &after[end..])
-        };
-        if !key.is_empty() {
-            out.insert(key, value.to_owned());
-        }
-        rest = next;
-    }
-    out
 }
 
 /// What an error-log line says went wrong, from the words nginx uses.

@@ -3,6 +3,7 @@
 use crate::scenario::Scenario;
 
 pub mod contrast;
+pub mod haproxy_gunicorn;
 pub mod nginx;
 pub mod nginx_node;
 pub mod seed;
@@ -13,6 +14,7 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(seed::CaddyUwsgi { fixed: false }),
         Box::new(seed::CaddyUwsgi { fixed: true }),
         Box::new(nginx_node::NginxNode),
+        Box::new(haproxy_gunicorn::HaproxyGunicorn),
         Box::new(contrast::Contrast(contrast::Kind::Refused)),
         Box::new(contrast::Contrast(contrast::Kind::Crash)),
         Box::new(contrast::Contrast(contrast::Kind::Timeout)),
