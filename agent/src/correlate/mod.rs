@@ -1,0 +1,521 @@
+//! Correlation: learns which connections face the client and which the upstream, pairs each
+//! downstream request with the upstream attempts the proxy made for it, and turns errors
+//! into [`Verdict`]s once the evidence around them has had time to arrive ([`GRACE_NS`]).
+
+mod classify;
+pub mod roles;
+pub mod state;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+
+use crate::flow::hash::{FxHashMap, FxHasher};
+use crate::flow::{ConnId, Event};
+use crate::http::HttpEvent;
+use crate::verdict::Verdict;
+pub use roles::{Endpoint, Role, Roles};
+use state::{CConn, ExRef};
+
+/// How long after an error the engine waits for late evidence (the proxy's close of the
+/// upstream connection, reordered packets) before judging it.
+pub const GRACE_NS: i64 = 1_000_000_000;
+/// How long a closed connection's record is kept for verdicts that refer to it.
+const KEEP_CLOSED_NS: i64 = 4 * GRACE_NS;
+/// A downstream request older than this no longer waits for its upstream attempt.
+const PENDING_MAX_NS: i64 = 300_000_000_000;
+/// Captures merged from several interfaces are out of order by up to ~60 µs.
+pub const REORDER_NS: i64 = 1_000_000;
+/// Connection troubles (refused, unanswered SYNs) and idle closes kept for matching.
+const TROUBLE_KEEP_NS: i64 = 600_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Check {
+    /// Judge an exchange (an error response, or a request left without one).
+    Exchange(ConnId, u32),
+    /// Judge a connection that never carried a request (refused, unanswered SYNs).
+    Connect(ConnId),
+}
+
+/// An upstream connection that went away while idle.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleClose {
+    pub conn: ConnId,
+    /// The upstream's FIN (or RST).
+    pub upstream_ns: i64,
+    pub upstream_rst: bool,
+    /// The proxy's FIN or RST on that connection, once seen.
+    pub proxy_ns: Option<i64>,
+    /// Quiet time before the upstream closed.
+    pub idle_ns: Option<i64>,
+    pub claimed: bool,
+}
+
+/// Observations the timeout inference uses.
+#[derive(Debug, Clone, Default)]
+pub struct Observations {
+    /// Per upstream server: idle time before the upstream closed an idle connection.
+    pub upstream_idle_closes: HashMap<std::net::SocketAddr, Vec<i64>>,
+    /// Per upstream server: idle time before the proxy closed an idle connection.
+    pub proxy_idle_closes: HashMap<std::net::SocketAddr, Vec<i64>>,
+    /// Per upstream server: (responses without `Connection: close` followed within 5 ms by
+    /// the upstream's FIN, responses without `Connection: close`).
+    pub close_after_response: HashMap<std::net::SocketAddr, (u64, u64)>,
+    /// `Server`/`Via` values seen on downstream error responses (the proxy's own) and on
+    /// upstream responses.
+    pub proxy_software: Vec<String>,
+    pub upstream_software: HashMap<std::net::SocketAddr, String>,
+}
+
+/// The correlator.
+#[derive(Debug)]
+pub struct Correlator {
+    pub roles: Roles,
+    conns: FxHashMap<ConnId, CConn>,
+    /// Downstream candidates waiting for their upstream attempt, by request key.
+    pending: FxHashMap<u64, Vec<(ExRef, i64)>>,
+    checks: BinaryHeap<Reverse<(i64, u64, Check)>>,
+    check_seq: u64,
+    closed: VecDeque<(i64, ConnId)>,
+    troubles: VecDeque<ConnId>,
+    idle_closes: VecDeque<IdleClose>,
+    pub obs: Observations,
+    pub verdicts_out: Vec<Verdict>,
+    now: i64,
+}
+
+fn key_of(s: &str, salt: u8) -> u64 {
+    let mut h = FxHasher::default();
+    salt.hash(&mut h);
+    s.hash(&mut h);
+    h.finish()
+}
+
+impl Correlator {
+    #[must_use]
+    pub fn new(roles: Roles) -> Self {
+        Correlator {
+            roles,
+            conns: FxHashMap::default(),
+            pending: FxHashMap::default(),
+            checks: BinaryHeap::new(),
+            check_seq: 0,
+            closed: VecDeque::new(),
+            troubles: VecDeque::new(),
+            idle_closes: VecDeque::new(),
+            obs: Observations::default(),
+            verdicts_out: Vec::new(),
+            now: i64::MIN,
+        }
+    }
+
+    /// Connections currently remembered.
+    #[must_use]
+    pub fn remembered(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn schedule(&mut self, due: i64, c: Check) {
+        self.check_seq += 1;
+        self.checks.push(Reverse((due, self.check_seq, c)));
+    }
+
+    /// Applies one flow event.
+    pub fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Opened(info) => {
+                self.roles.saw(&info);
+                self.conns.insert(info.id, CConn::new(info));
+            }
+            Event::SynRetransmit { conn, ts, count } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.syn_count = count;
+                    c.last_syn_ns = Some(ts);
+                    if count == 2 {
+                        self.troubles.push_back(conn);
+                    }
+                }
+            }
+            Event::Established { conn, ts, rtt_ns } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.established_ns = Some(ts);
+                    c.rtt_ns = Some(rtt_ns);
+                    c.quiet_since = Some(ts);
+                    c.syn_count = c.syn_count.max(1);
+                }
+            }
+            Event::Refused { conn, ts } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.refused_ns = Some(ts);
+                    c.syn_count = c.syn_count.max(1);
+                    self.troubles.push_back(conn);
+                } else {
+                    return;
+                }
+                self.schedule(ts + 2 * GRACE_NS, Check::Connect(conn));
+            }
+            Event::Http {
+                conn,
+                ev,
+                idle_ns,
+                busy,
+            } => self.on_http(conn, ev, idle_ns, busy),
+            Event::Fin {
+                conn,
+                ts,
+                from_client,
+                outstanding,
+                responding,
+            } => self.on_close(conn, ts, from_client, false, outstanding, responding),
+            Event::Rst {
+                conn,
+                ts,
+                from_client,
+                outstanding,
+                responding,
+            } => self.on_close(conn, ts, from_client, true, outstanding, responding),
+            Event::Closed { conn, ts, .. } => {
+                let mut connect = false;
+                let mut waiting: Vec<u32> = Vec::new();
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.closed_ns.get_or_insert(ts);
+                    connect =
+                        c.established_ns.is_none() && c.refused_ns.is_none() && c.syn_count >= 2;
+                    // requests still waiting when the capture or connection ended
+                    waiting = c
+                        .exchanges
+                        .iter()
+                        .filter(|e| e.req.is_some() && e.res.is_none() && !e.judged)
+                        .map(|e| e.index)
+                        .collect();
+                }
+                if connect {
+                    self.schedule(ts + 2 * GRACE_NS, Check::Connect(conn));
+                }
+                for i in waiting {
+                    self.schedule(ts + GRACE_NS, Check::Exchange(conn, i));
+                }
+                self.closed.push_back((ts, conn));
+            }
+        }
+    }
+
+    fn on_http(&mut self, conn: ConnId, ev: HttpEvent, idle_ns: Option<i64>, busy: bool) {
+        match ev {
+            HttpEvent::Request {
+                ts, index, head, ..
+            } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                c.quiet_since = None;
+                let e = c.ex_entry(index);
+                e.req_ns = Some(ts);
+                e.idle_ns = idle_ns;
+                e.busy = busy;
+                e.req = Some(head);
+                self.pair(conn, index, ts);
+            }
+            HttpEvent::RequestEnd { ts, index } => {
+                if let Some(e) = self.conns.get_mut(&conn).and_then(|c| c.ex_mut(index)) {
+                    e.req_end_ns = Some(ts);
+                }
+            }
+            HttpEvent::Response {
+                ts, index, head, ..
+            } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                let status = head.status;
+                let role = self.roles.role(&c.info);
+                if role != Role::Down {
+                    if let Some(s) = &head.server {
+                        self.obs
+                            .upstream_software
+                            .entry(c.info.server)
+                            .or_insert_with(|| s.clone());
+                    }
+                }
+                let e = c.ex_entry(index);
+                e.res_ns = Some(ts);
+                e.res = Some(head);
+                if status >= 500 {
+                    self.schedule(ts + GRACE_NS, Check::Exchange(conn, index));
+                }
+            }
+            HttpEvent::ResponseEnd { ts, index } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                c.quiet_since = Some(ts);
+                if let Some(e) = c.ex_mut(index) {
+                    e.res_end_ns = Some(ts);
+                }
+            }
+            HttpEvent::Garbage { .. } => {}
+        }
+    }
+
+    /// Pairs a new request with a downstream request it mirrors, or registers it as a
+    /// downstream candidate.
+    fn pair(&mut self, conn: ConnId, index: u32, ts: i64) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let info = c.info;
+        let Some(req) = c.ex(index).and_then(|e| e.req.clone()) else {
+            return;
+        };
+        let role = self.roles.role(&info);
+        let keys = [
+            req.request_id.as_deref().map(|v| (key_of(v, 1), true)),
+            req.traceparent
+                .as_deref()
+                .and_then(|v| v.split('-').nth(1))
+                .map(|v| (key_of(v, 2), true)),
+            Some((key_of(&format!("{} {}", req.method, req.target), 3), false)),
+        ];
+        if role != Role::Down {
+            for (k, by_id) in keys.iter().flatten().copied() {
+                if let Some((down, unique)) = self.find_down(k, &info, ts) {
+                    let proven = by_id || unique;
+                    self.link(down, (conn, index), proven);
+                    return;
+                }
+            }
+        }
+        if role != Role::Up {
+            for (k, _) in keys.iter().flatten().copied() {
+                let v = self.pending.entry(k).or_default();
+                v.retain(|&(_, t)| ts - t < PENDING_MAX_NS);
+                if v.len() >= 256 {
+                    v.remove(0);
+                }
+                v.push(((conn, index), ts));
+            }
+        }
+    }
+
+    /// The best downstream candidate under key `k` for an upstream request of `up` at `ts`.
+    fn find_down(&mut self, k: u64, up: &crate::flow::ConnInfo, ts: i64) -> Option<(ExRef, bool)> {
+        let cands = self.pending.get_mut(&k)?;
+        let conns = &self.conns;
+        let roles = &self.roles;
+        cands.retain(|&((dc, di), t)| {
+            ts - t < PENDING_MAX_NS
+                && conns
+                    .get(&dc)
+                    .and_then(|c| c.ex(di))
+                    .is_some_and(|e| e.res.is_none())
+        });
+        let valid: Vec<(ExRef, i64, bool)> = cands
+            .iter()
+            .filter_map(|&((dc, di), t)| {
+                let c = conns.get(&dc)?;
+                let ok = dc != up.id
+                    && c.info.server != up.server
+                    && t <= ts + REORDER_NS
+                    && roles.role(&c.info) != Role::Up;
+                let fresh = c.ex(di).is_some_and(|e| e.attempts.is_empty());
+                ok.then_some(((dc, di), t, fresh))
+            })
+            .collect();
+        let unique = valid.len() == 1;
+        // prefer requests not yet forwarded, then the most recent
+        let best = valid
+            .iter()
+            .max_by_key(|(_, t, fresh)| (*fresh, *t))
+            .map(|(r, _, _)| *r)?;
+        Some((best, unique))
+    }
+
+    fn link(&mut self, down: ExRef, up: ExRef, proven: bool) {
+        let (Some(dinfo), Some(uinfo)) = (
+            self.conns.get(&down.0).map(|c| c.info),
+            self.conns.get(&up.0).map(|c| c.info),
+        ) else {
+            return;
+        };
+        self.roles.learn(&dinfo, &uinfo);
+        if let Some(e) = self.conns.get_mut(&down.0).and_then(|c| c.ex_mut(down.1)) {
+            e.attempts.push(up);
+        }
+        if let Some(e) = self.conns.get_mut(&up.0).and_then(|c| c.ex_mut(up.1)) {
+            e.serves = Some((down, proven));
+        }
+    }
+
+    fn on_close(
+        &mut self,
+        conn: ConnId,
+        ts: i64,
+        from_client: bool,
+        rst: bool,
+        outstanding: usize,
+        responding: bool,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let first_close = c.client_close().is_none() && c.server_close().is_none();
+        match (from_client, rst) {
+            (true, false) => c.fin_client = Some(ts),
+            (true, true) => c.rst_client = Some(ts),
+            (false, false) => c.fin_server = Some(ts),
+            (false, true) => c.rst_server = Some(ts),
+        }
+        let role = self.roles.role(&c.info);
+        let idle = outstanding == 0 && !responding;
+        if !idle {
+            // judge the oldest exchange left without a complete response
+            let target = c
+                .exchanges
+                .iter()
+                .find(|e| e.req.is_some() && (e.res.is_none() || e.res_end_ns.is_none()))
+                .map(|e| e.index);
+            if let Some(i) = target {
+                self.schedule(ts + GRACE_NS, Check::Exchange(conn, i));
+            }
+            return;
+        }
+        if role == Role::Down {
+            return;
+        }
+        let idle_ns = c.quiet_since.map(|q| ts - q);
+        if !from_client && first_close {
+            // the upstream closed an idle connection (a timeout unless it had said close)
+            let said_close = c
+                .exchanges
+                .back()
+                .and_then(|e| e.res.as_ref())
+                .is_some_and(crate::http::ResponseHead::closes);
+            if let Some(v) = idle_ns.filter(|_| !said_close) {
+                self.obs
+                    .upstream_idle_closes
+                    .entry(c.info.server)
+                    .or_default()
+                    .push(v);
+            }
+            let last = c.exchanges.back();
+            if let Some(res) = last.and_then(|e| e.res.as_ref()) {
+                if !res.closes() {
+                    let end = last.and_then(|e| e.res_end_ns).unwrap_or(ts);
+                    let entry = self
+                        .obs
+                        .close_after_response
+                        .entry(c.info.server)
+                        .or_default();
+                    if ts - end <= 5_000_000 {
+                        entry.0 += 1;
+                    }
+                }
+            }
+            self.idle_closes.push_back(IdleClose {
+                conn,
+                upstream_ns: ts,
+                upstream_rst: rst,
+                proxy_ns: None,
+                idle_ns,
+                claimed: false,
+            });
+        } else if from_client {
+            if first_close {
+                if let Some(v) = idle_ns {
+                    self.obs
+                        .proxy_idle_closes
+                        .entry(c.info.server)
+                        .or_default()
+                        .push(v);
+                }
+            }
+            for ic in self.idle_closes.iter_mut().rev() {
+                if ic.conn == conn {
+                    ic.proxy_ns.get_or_insert(ts);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Counts an upstream response without `Connection: close` (for the "closes after
+    /// every response" inference).
+    fn count_keepalive_response(&mut self, server: std::net::SocketAddr) {
+        self.obs.close_after_response.entry(server).or_default().1 += 1;
+    }
+
+    /// Runs the checks due by `now`; verdicts go to `verdicts_out`.
+    pub fn advance(&mut self, now: i64) {
+        self.now = self.now.max(now);
+        while let Some(Reverse((due, _, check))) = self.checks.peek().copied() {
+            if due > self.now {
+                break;
+            }
+            self.checks.pop();
+            self.run_check(check, false);
+        }
+        self.forget_old();
+    }
+
+    /// The input ended: judge everything still pending.
+    pub fn finish(&mut self) {
+        while let Some(Reverse((_, _, check))) = self.checks.pop() {
+            self.run_check(check, true);
+        }
+        self.conns.clear();
+        self.pending.clear();
+    }
+
+    fn forget_old(&mut self) {
+        while let Some(&(ts, id)) = self.closed.front() {
+            if ts + KEEP_CLOSED_NS > self.now {
+                break;
+            }
+            self.closed.pop_front();
+            if let Some(c) = self.conns.remove(&id) {
+                let role = self.roles.role(&c.info);
+                if role != Role::Down {
+                    for e in &c.exchanges {
+                        if e.res.as_ref().is_some_and(|r| !r.closes()) {
+                            self.count_keepalive_response(c.info.server);
+                        }
+                    }
+                }
+            }
+        }
+        while self
+            .troubles
+            .front()
+            .is_some_and(|id| !self.conns.contains_key(id))
+        {
+            self.troubles.pop_front();
+        }
+        let now = self.now;
+        while self
+            .idle_closes
+            .front()
+            .is_some_and(|ic| now - ic.upstream_ns > TROUBLE_KEEP_NS)
+        {
+            self.idle_closes.pop_front();
+        }
+    }
+
+    /// Counts keep-alive responses of connections still remembered (at the end).
+    pub fn count_remaining_responses(&mut self) {
+        let servers: Vec<std::net::SocketAddr> = self
+            .conns
+            .values()
+            .filter(|c| self.roles.role(&c.info) != Role::Down)
+            .flat_map(|c| {
+                c.exchanges
+                    .iter()
+                    .filter(|e| e.res.as_ref().is_some_and(|r| !r.closes()))
+                    .map(|_| c.info.server)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for s in servers {
+            self.count_keepalive_response(s);
+        }
+    }
+}

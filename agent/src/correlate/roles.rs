@@ -1,0 +1,192 @@
+//! Which connections face the client (downstream: client → proxy) and which face the
+//! upstream (proxy → upstream): named by the user, or learned from the traffic.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use crate::flow::ConnInfo;
+
+/// An address with an optional port, as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+/// `--proxy`/`--upstream` values that are neither `IP` nor `IP:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an address: give IP or IP:PORT (e.g. 10.0.0.5 or 10.0.0.5:8080)")]
+pub struct BadEndpoint(pub String);
+
+impl FromStr for Endpoint {
+    type Err = BadEndpoint;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            return Ok(Endpoint {
+                ip: sa.ip(),
+                port: Some(sa.port()),
+            });
+        }
+        let bare = s.trim_start_matches('[').trim_end_matches(']');
+        bare.parse::<IpAddr>()
+            .map(|ip| Endpoint { ip, port: None })
+            .map_err(|_| BadEndpoint(s.to_owned()))
+    }
+}
+
+impl Endpoint {
+    #[must_use]
+    pub fn matches(&self, a: SocketAddr) -> bool {
+        self.ip == a.ip() && self.port.is_none_or(|p| p == a.port())
+    }
+}
+
+/// A connection's side of the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Client → proxy.
+    Down,
+    /// Proxy → upstream.
+    Up,
+    Unknown,
+}
+
+/// What is known about roles.
+#[derive(Debug, Default)]
+pub struct Roles {
+    pub proxy: Option<Endpoint>,
+    pub upstream: Option<Endpoint>,
+    /// Server endpoints learned to be the proxy's listeners.
+    listeners: HashSet<SocketAddr>,
+    /// Server endpoints learned to be upstreams.
+    upstreams: HashSet<SocketAddr>,
+    /// IPs that opened connections / accepted connections.
+    client_ips: HashSet<IpAddr>,
+    server_ips: HashSet<IpAddr>,
+}
+
+impl Roles {
+    #[must_use]
+    pub fn new(proxy: Option<Endpoint>, upstream: Option<Endpoint>) -> Self {
+        Roles {
+            proxy,
+            upstream,
+            ..Roles::default()
+        }
+    }
+
+    /// Notes a connection's endpoints (connections whose opener was seen only).
+    pub fn saw(&mut self, info: &ConnInfo) {
+        if info.opener_known {
+            self.client_ips.insert(info.client.ip());
+            self.server_ips.insert(info.server.ip());
+        }
+    }
+
+    /// A request on `up` mirrored one on `down`: learn both sides.
+    pub fn learn(&mut self, down: &ConnInfo, up: &ConnInfo) {
+        self.listeners.insert(down.server);
+        self.upstreams.insert(up.server);
+    }
+
+    /// Any upstream side is known at all.
+    #[must_use]
+    pub fn knows_upstreams(&self) -> bool {
+        !self.upstreams.is_empty() || self.upstream.is_some()
+    }
+
+    /// The role of a connection, as far as it is known now.
+    #[must_use]
+    pub fn role(&self, info: &ConnInfo) -> Role {
+        if let Some(p) = self.proxy {
+            if p.matches(info.server) {
+                return Role::Down;
+            }
+            if p.ip == info.client.ip() {
+                return Role::Up;
+            }
+        }
+        if let Some(u) = self.upstream {
+            if u.matches(info.server) {
+                return Role::Up;
+            }
+            if self.proxy.is_none() && u.ip != info.server.ip() {
+                // everything that is not the upstream faces the client
+                if self.listeners.contains(&info.server) {
+                    return Role::Down;
+                }
+            }
+        }
+        if self.listeners.contains(&info.server) {
+            return Role::Down;
+        }
+        if self.upstreams.contains(&info.server) {
+            return Role::Up;
+        }
+        // an address that accepts here and opens elsewhere is the proxy
+        let server_opens = self.client_ips.contains(&info.server.ip());
+        let client_accepts = self.server_ips.contains(&info.client.ip());
+        match (server_opens, client_accepts) {
+            (true, false) => Role::Down,
+            (false, true) => Role::Up,
+            _ => Role::Unknown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::ConnId;
+
+    fn info(c: &str, s: &str) -> ConnInfo {
+        ConnInfo {
+            id: ConnId(1),
+            client: c.parse().unwrap(),
+            server: s.parse().unwrap(),
+            opener_known: true,
+            first_ns: 0,
+            syn_ns: Some(0),
+        }
+    }
+
+    #[test]
+    fn endpoint_parses_ip_and_ip_port() {
+        assert_eq!("10.0.0.1".parse::<Endpoint>().unwrap().port, None);
+        assert_eq!("10.0.0.1:80".parse::<Endpoint>().unwrap().port, Some(80));
+        assert_eq!("[::1]:80".parse::<Endpoint>().unwrap().port, Some(80));
+        assert!("nope".parse::<Endpoint>().is_err());
+    }
+
+    #[test]
+    fn address_that_accepts_and_opens_is_the_proxy() {
+        let mut r = Roles::default();
+        let down = info("10.0.0.1:40000", "10.0.0.2:80");
+        let up = info("10.0.0.2:50000", "10.0.0.3:9000");
+        r.saw(&down);
+        r.saw(&up);
+        assert_eq!(r.role(&down), Role::Down);
+        assert_eq!(r.role(&up), Role::Up);
+    }
+
+    #[test]
+    fn override_names_the_proxy() {
+        let r = Roles::new(Some("10.0.0.2:80".parse().unwrap()), None);
+        assert_eq!(r.role(&info("10.0.0.1:1", "10.0.0.2:80")), Role::Down);
+        assert_eq!(r.role(&info("10.0.0.2:5", "10.0.0.3:9000")), Role::Up);
+    }
+
+    #[test]
+    fn learned_mirror_survives_two_proxy_addresses() {
+        let mut r = Roles::default();
+        let down = info("198.18.1.1:40000", "198.18.1.2:8080");
+        let up = info("198.18.2.2:50000", "198.18.2.3:9000");
+        r.saw(&down);
+        r.saw(&up);
+        assert_eq!(r.role(&down), Role::Unknown);
+        r.learn(&down, &up);
+        assert_eq!(r.role(&down), Role::Down);
+        assert_eq!(r.role(&up), Role::Up);
+    }
+}

@@ -1,0 +1,113 @@
+//! The engine: segments in, verdicts out. Streams: memory follows the open connections and
+//! the errors awaiting judgement, never the size of the input.
+
+use crate::advice::{advise, Advice};
+use crate::correlate::{Correlator, Endpoint, Roles};
+use crate::flow::{Event, FlowStats, Tracker};
+use crate::segment::Segment;
+use crate::timeouts::{infer, UpstreamTimeouts};
+use crate::verdict::Verdict;
+
+/// How often (capture time) due checks are run.
+const ADVANCE_EVERY_NS: i64 = 10_000_000;
+
+/// What the user said about roles.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub proxy: Option<Endpoint>,
+    pub upstream: Option<Endpoint>,
+}
+
+/// Everything an analysis found.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    /// In time order.
+    pub verdicts: Vec<Verdict>,
+    pub timeouts: Vec<UpstreamTimeouts>,
+    pub advice: Vec<Advice>,
+    pub flow: FlowStats,
+    /// `Server`/`Via` values of the proxy's own error responses.
+    pub proxy_software: Vec<String>,
+}
+
+/// Segments → verdicts.
+#[derive(Debug)]
+pub struct Engine {
+    tracker: Tracker,
+    corr: Correlator,
+    events: Vec<Event>,
+    verdicts: Vec<Verdict>,
+    last_advance: i64,
+}
+
+impl Engine {
+    #[must_use]
+    pub fn new(cfg: Config) -> Self {
+        Engine {
+            tracker: Tracker::new(),
+            corr: Correlator::new(Roles::new(cfg.proxy, cfg.upstream)),
+            events: Vec::new(),
+            verdicts: Vec::new(),
+            last_advance: i64::MIN,
+        }
+    }
+
+    /// Feeds one segment (segments should come in time order, give or take a few ms).
+    pub fn push(&mut self, seg: &Segment) {
+        self.tracker.push(seg, &mut self.events);
+        for ev in self.events.drain(..) {
+            self.corr.on_event(ev);
+        }
+        let now = self.tracker.now();
+        if now.saturating_sub(self.last_advance) >= ADVANCE_EVERY_NS {
+            self.last_advance = now;
+            self.corr.advance(now);
+            self.verdicts.append(&mut self.corr.verdicts_out);
+        }
+    }
+
+    /// Verdicts made so far (for live use); they are not returned again by `finish`.
+    pub fn take_verdicts(&mut self) -> Vec<Verdict> {
+        std::mem::take(&mut self.verdicts)
+    }
+
+    /// Connections tracked right now.
+    #[must_use]
+    pub fn open_connections(&self) -> usize {
+        self.tracker.open()
+    }
+
+    /// The input ended: judge what is pending and infer timeouts and advice.
+    #[must_use]
+    pub fn finish(mut self) -> Analysis {
+        self.tracker.finish(&mut self.events);
+        for ev in self.events.drain(..) {
+            self.corr.on_event(ev);
+        }
+        self.corr.count_remaining_responses();
+        self.corr.finish();
+        self.verdicts.append(&mut self.corr.verdicts_out);
+        self.verdicts.sort_by_key(|v| v.ts_ns);
+        let timeouts = infer(&self.corr.obs);
+        let mut ups: Vec<String> = self.corr.obs.upstream_software.values().cloned().collect();
+        ups.sort();
+        ups.dedup();
+        let advice = advise(&self.verdicts, &timeouts, &self.corr.obs.proxy_software, &ups);
+        Analysis {
+            verdicts: self.verdicts,
+            timeouts,
+            advice,
+            flow: self.tracker.stats,
+            proxy_software: self.corr.obs.proxy_software.clone(),
+        }
+    }
+}
+
+/// Runs the engine over segments.
+pub fn analyze(cfg: Config, segments: impl IntoIterator<Item = Segment>) -> Analysis {
+    let mut e = Engine::new(cfg);
+    for s in segments {
+        e.push(&s);
+    }
+    e.finish()
+}

@@ -1,0 +1,165 @@
+//! `--format json`: schema `tracer.report/v1`, documented in `docs/report-schema.md`.
+//! Fields are only ever added within a version.
+
+use serde::Serialize;
+
+use super::{rfc3339, CaptureSummary};
+use crate::engine::Analysis;
+use crate::verdict::Verdict;
+
+/// The schema name and version.
+pub const SCHEMA: &str = "tracer.report/v1";
+
+#[derive(Serialize)]
+struct Report<'a> {
+    schema: &'static str,
+    verdicts: Vec<JVerdict<'a>>,
+    timeouts: Vec<JTimeout>,
+    advice: Vec<JAdvice<'a>>,
+    capture: JCapture,
+}
+
+#[derive(Serialize)]
+struct JVerdict<'a> {
+    cause: &'static str,
+    subcause: Option<&'static str>,
+    confidence: &'static str,
+    status: Option<u16>,
+    time: String,
+    downstream: Option<JDown<'a>>,
+    upstream: Option<JUp>,
+    summary: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotent: Option<bool>,
+    evidence: Vec<JEvidence<'a>>,
+}
+
+#[derive(Serialize)]
+struct JDown<'a> {
+    client: String,
+    proxy: String,
+    method: Option<&'a str>,
+    target: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JUp {
+    connection: String,
+    exchange_index: Option<u32>,
+    idle_ms: Option<f64>,
+    fin_to_request_ms: Option<f64>,
+    close_order: String,
+}
+
+#[derive(Serialize)]
+struct JEvidence<'a> {
+    time: String,
+    connection: &'a str,
+    what: &'a str,
+}
+
+#[derive(Serialize)]
+struct JTimeout {
+    upstream: String,
+    upstream_idle_close_ms: Option<f64>,
+    upstream_samples: usize,
+    proxy_idle_close_ms: Option<f64>,
+    proxy_samples: usize,
+    closes_after_every_response: bool,
+    upstream_shorter: bool,
+}
+
+#[derive(Serialize)]
+struct JAdvice<'a> {
+    about: &'static str,
+    software: Option<&'a str>,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct JCapture {
+    packets: u64,
+    dropped_or_missing: u64,
+}
+
+fn verdict(v: &Verdict) -> JVerdict<'_> {
+    JVerdict {
+        cause: v.cause.name(),
+        subcause: v.subcause.map(|s| s.name()),
+        confidence: v.confidence.name(),
+        status: v.status,
+        time: rfc3339(v.ts_ns),
+        downstream: v.downstream.as_ref().map(|d| JDown {
+            client: d.client.to_string(),
+            proxy: d.proxy.to_string(),
+            method: d.method.as_deref(),
+            target: d.target.as_deref(),
+        }),
+        upstream: v.upstream.as_ref().map(|u| JUp {
+            connection: u.connection(),
+            exchange_index: u.exchange_index,
+            idle_ms: u.idle_ms,
+            fin_to_request_ms: u.fin_to_request_ms,
+            close_order: u.close_order.clone(),
+        }),
+        summary: &v.summary,
+        request_id: v.request_id.as_deref(),
+        reason: v.reason.as_deref(),
+        idempotent: v.idempotent,
+        evidence: v
+            .evidence
+            .iter()
+            .map(|e| JEvidence {
+                time: rfc3339(e.ts_ns),
+                connection: &e.connection,
+                what: &e.what,
+            })
+            .collect(),
+    }
+}
+
+/// The report as a JSON value.
+#[must_use]
+pub fn to_value(a: &Analysis, capture: CaptureSummary) -> serde_json::Value {
+    let r = Report {
+        schema: SCHEMA,
+        verdicts: a.verdicts.iter().map(verdict).collect(),
+        timeouts: a
+            .timeouts
+            .iter()
+            .map(|t| JTimeout {
+                upstream: t.upstream.to_string(),
+                upstream_idle_close_ms: t.upstream_idle_close_ms,
+                upstream_samples: t.upstream_samples,
+                proxy_idle_close_ms: t.proxy_idle_close_ms,
+                proxy_samples: t.proxy_samples,
+                closes_after_every_response: t.closes_after_every_response,
+                upstream_shorter: t.upstream_shorter,
+            })
+            .collect(),
+        advice: a
+            .advice
+            .iter()
+            .map(|x| JAdvice {
+                about: x.about,
+                software: x.software.as_deref(),
+                text: &x.text,
+            })
+            .collect(),
+        capture: JCapture {
+            packets: capture.packets,
+            dropped_or_missing: capture.dropped_or_missing,
+        },
+    };
+    serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
+}
+
+/// The report as pretty JSON text.
+#[must_use]
+pub fn render(a: &Analysis, capture: CaptureSummary) -> String {
+    serde_json::to_string_pretty(&to_value(a, capture)).unwrap_or_default()
+}
