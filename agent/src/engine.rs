@@ -84,7 +84,6 @@ impl Engine {
         for ev in self.events.drain(..) {
             self.corr.on_event(ev);
         }
-        self.corr.count_remaining_responses();
         self.corr.finish();
         self.verdicts.append(&mut self.corr.verdicts_out);
         self.verdicts.sort_by_key(|v| v.ts_ns);

@@ -16,6 +16,13 @@ fn ms(ns: i64) -> f64 {
     (ns as f64 / 1e6 * 1000.0).round() / 1000.0
 }
 
+/// How an upstream closes idle connections, as seen so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Habit {
+    idle_limit: Option<i64>,
+    closes_after_response: bool,
+}
+
 /// How an upstream attempt without a response ended.
 struct AttemptFailure {
     cause: Cause,
@@ -25,6 +32,8 @@ struct AttemptFailure {
     proxy_after_ns: Option<i64>,
     sentence: String,
     ts: i64,
+    /// Every link was seen on the wire (false: rests on the inferred idle timer).
+    confident: bool,
 }
 
 impl Correlator {
@@ -188,7 +197,7 @@ impl Correlator {
                     v.reason = Some(format!("the upstream answered {us} but the client got {what}"));
                     v.summary = format!("the proxy turned the upstream's {us} into {what}");
                 }
-            } else if let Some(f) = classify_attempt(uc, ue) {
+            } else if let Some(f) = classify_attempt(uc, ue, self.habit(uc)) {
                 up.fin_to_request_ms = f.fin_to_request_ns.map(ms);
                 if f.cause == Cause::ProxyTimeout && status != Some(504) {
                     v.reason = Some(format!(
@@ -199,6 +208,9 @@ impl Correlator {
                 } else {
                     v.cause = f.cause;
                     v.subcause = f.subcause;
+                    if !f.confident {
+                        v.confidence = Confidence::Probable;
+                    }
                     v.summary = format!("{}; the client got {what}", f.sentence);
                 }
             } else if status == Some(504) {
@@ -284,6 +296,24 @@ impl Correlator {
         Some(v)
     }
 
+    /// How this upstream was seen closing idle connections so far: its idle timer
+    /// (1.5 × the 90th percentile of the quiet times before it closed, with 3 samples or
+    /// more) and whether it closes right after every response.
+    fn habit(&self, c: &CConn) -> Habit {
+        let s = c.info.server;
+        let idle_limit = self.obs.upstream_idle_closes.get(&s).filter(|v| v.len() >= 3).map(|v| {
+            let mut v = v.clone();
+            v.sort_unstable();
+            let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
+            p90 + p90 / 2
+        });
+        let (closed, total) = self.obs.close_after_response.get(&s).copied().unwrap_or((0, 0));
+        Habit {
+            idle_limit,
+            closes_after_response: closed >= 3 && closed * 10 >= total * 8,
+        }
+    }
+
     /// The upstream exchange `a`, its connection, and whether its link is proven.
     fn attempt(&self, a: ExRef) -> Option<(&CConn, &Ex, bool)> {
         let c = self.conns.get(&a.0)?;
@@ -339,10 +369,13 @@ impl Correlator {
             v.cause = Cause::UpstreamClosedEarly;
             v.summary = format!("the upstream {} closed in the middle of its response{tail}", c.info.server);
         } else {
-            let f = classify_attempt(c, e)?;
+            let f = classify_attempt(c, e, self.habit(c))?;
             up.fin_to_request_ms = f.fin_to_request_ns.map(ms);
             v.cause = f.cause;
             v.subcause = f.subcause;
+            if !f.confident {
+                v.confidence = Confidence::Probable;
+            }
             v.ts_ns = f.ts;
             v.summary = format!("{}{tail}", f.sentence);
         }
@@ -444,7 +477,8 @@ impl Correlator {
 }
 
 /// Classifies an upstream attempt that got no response (or a cut one).
-fn classify_attempt(c: &CConn, e: &Ex) -> Option<AttemptFailure> {
+/// `habit`: how this upstream was seen closing idle connections.
+fn classify_attempt(c: &CConn, e: &Ex, habit: Habit) -> Option<AttemptFailure> {
     let req_ns = e.req_ns?;
     let up_close = c.server_close();
     let px_close = c.client_close();
@@ -475,6 +509,36 @@ fn classify_attempt(c: &CConn, e: &Ex) -> Option<AttemptFailure> {
                             }
                         ),
                         ts: u.max(req_ns),
+                        confident: true,
+                    });
+                }
+            }
+            // The upstream's idle timer fired: it closed (FIN, or RST with the request
+            // unread) about when it closes idle connections, without a response byte.
+            let quiet = e.idle_ns.map(|i| req_ns - i);
+            if let Some(q) = quiet {
+                let timer = habit.idle_limit.is_some_and(|limit| u - q <= limit + rtt);
+                if reused && idle && e.res.is_none() && (timer || habit.closes_after_response) {
+                    return Some(AttemptFailure {
+                        cause: Cause::KeepaliveRace,
+                        subcause: Some(Subcause::FinCrossed),
+                        fin_to_request_ns: Some(req_ns - u),
+                        proxy_after_ns: None,
+                        sentence: format!(
+                            "the request went out on reused connection {name} (exchange #{}, idle {:.1} ms); the upstream closed it ({}) {:.3} ms later, {:.1} ms after it went idle, {}, without a response byte",
+                            e.index,
+                            ms(req_ns - q),
+                            if c.fin_server == Some(u) { "FIN" } else { "RST" },
+                            ms(u - req_ns),
+                            ms(u - q),
+                            if habit.closes_after_response {
+                                "as it closes after every response"
+                            } else {
+                                "as it closes idle connections"
+                            }
+                        ),
+                        ts: u,
+                        confident: false,
                     });
                 }
             }
@@ -492,6 +556,7 @@ fn classify_attempt(c: &CConn, e: &Ex) -> Option<AttemptFailure> {
                         e.index
                     ),
                     ts: u,
+                    confident: true,
                 })
             } else {
                 Some(AttemptFailure {
@@ -505,6 +570,7 @@ fn classify_attempt(c: &CConn, e: &Ex) -> Option<AttemptFailure> {
                         e.index
                     ),
                     ts: u,
+                    confident: true,
                 })
             }
         }
@@ -523,6 +589,7 @@ fn proxy_closed(c: &CConn, req_ns: i64, p: i64) -> AttemptFailure {
             ms(p - req_ns)
         ),
         ts: p,
+        confident: true,
     }
 }
 

@@ -26,6 +26,8 @@ const KEEP_CLOSED_NS: i64 = 4 * GRACE_NS;
 const PENDING_MAX_NS: i64 = 300_000_000_000;
 /// Captures merged from several interfaces are out of order by up to ~60 µs.
 pub const REORDER_NS: i64 = 1_000_000;
+/// Idle-close samples kept per upstream (enough for percentiles, bounded memory).
+const MAX_SAMPLES: usize = 4096;
 /// Connection troubles (refused, unanswered SYNs) and idle closes kept for matching.
 const TROUBLE_KEEP_NS: i64 = 600_000_000_000;
 
@@ -237,6 +239,9 @@ impl Correlator {
                             .or_insert_with(|| s.clone());
                     }
                 }
+                if role != Role::Down && !head.closes() && !(100..200).contains(&status) {
+                    self.obs.close_after_response.entry(c.info.server).or_default().1 += 1;
+                }
                 let e = c.ex_entry(index);
                 e.res_ns = Some(ts);
                 e.res = Some(head);
@@ -391,11 +396,10 @@ impl Correlator {
                 .and_then(|e| e.res.as_ref())
                 .is_some_and(crate::http::ResponseHead::closes);
             if let Some(v) = idle_ns.filter(|_| !said_close) {
-                self.obs
-                    .upstream_idle_closes
-                    .entry(c.info.server)
-                    .or_default()
-                    .push(v);
+                let samples = self.obs.upstream_idle_closes.entry(c.info.server).or_default();
+                if samples.len() < MAX_SAMPLES {
+                    samples.push(v);
+                }
             }
             let last = c.exchanges.back();
             if let Some(res) = last.and_then(|e| e.res.as_ref()) {
@@ -422,11 +426,10 @@ impl Correlator {
         } else if from_client {
             if first_close {
                 if let Some(v) = idle_ns {
-                    self.obs
-                        .proxy_idle_closes
-                        .entry(c.info.server)
-                        .or_default()
-                        .push(v);
+                    let samples = self.obs.proxy_idle_closes.entry(c.info.server).or_default();
+                    if samples.len() < MAX_SAMPLES {
+                        samples.push(v);
+                    }
                 }
             }
             for ic in self.idle_closes.iter_mut().rev() {
@@ -436,12 +439,6 @@ impl Correlator {
                 }
             }
         }
-    }
-
-    /// Counts an upstream response without `Connection: close` (for the "closes after
-    /// every response" inference).
-    fn count_keepalive_response(&mut self, server: std::net::SocketAddr) {
-        self.obs.close_after_response.entry(server).or_default().1 += 1;
     }
 
     /// Runs the checks due by `now`; verdicts go to `verdicts_out`.
@@ -472,16 +469,7 @@ impl Correlator {
                 break;
             }
             self.closed.pop_front();
-            if let Some(c) = self.conns.remove(&id) {
-                let role = self.roles.role(&c.info);
-                if role != Role::Down {
-                    for e in &c.exchanges {
-                        if e.res.as_ref().is_some_and(|r| !r.closes()) {
-                            self.count_keepalive_response(c.info.server);
-                        }
-                    }
-                }
-            }
+            self.conns.remove(&id);
         }
         while self
             .troubles
@@ -500,22 +488,4 @@ impl Correlator {
         }
     }
 
-    /// Counts keep-alive responses of connections still remembered (at the end).
-    pub fn count_remaining_responses(&mut self) {
-        let servers: Vec<std::net::SocketAddr> = self
-            .conns
-            .values()
-            .filter(|c| self.roles.role(&c.info) != Role::Down)
-            .flat_map(|c| {
-                c.exchanges
-                    .iter()
-                    .filter(|e| e.res.as_ref().is_some_and(|r| !r.closes()))
-                    .map(|_| c.info.server)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        for s in servers {
-            self.count_keepalive_response(s);
-        }
-    }
 }
