@@ -302,7 +302,7 @@ fn evidence_pcap_same_link_type_reads_back_identically() {
     let input = data("any-sll2.pcap");
     write_evidence(std::slice::from_ref(&input), &out, LinkType::LINUX_SLL2);
     let (orig, _) = read(&[input]);
-    let (back, _) = read(&[out.clone()]);
+    let (back, _) = read(std::slice::from_ref(&out));
     assert_eq!(back, orig);
     if tshark_available() {
         assert_eq!(tshark_rows(&out), orig.iter().map(row).collect::<Vec<_>>());
@@ -318,7 +318,7 @@ fn evidence_pcap_raw_ip_mixes_link_types_and_opens_in_tshark() {
     let inputs = [data("lo-eth-us.pcap"), data("any-sll.pcap")];
     let n = write_evidence(&inputs, &out, LinkType::RAW);
     let (orig, _) = read(&inputs);
-    let (back, stats) = read(&[out.clone()]);
+    let (back, stats) = read(std::slice::from_ref(&out));
     assert_eq!(n, orig.len() as u64);
     assert_eq!(back, orig);
     assert_eq!(stats.undecodable, 0);

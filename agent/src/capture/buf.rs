@@ -8,10 +8,15 @@ use std::io::{self, Read};
 
 /// Default capacity: large enough that refills are rare, small enough to stay in L2/L3.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
+/// The buffer starts this small and doubles on each refill up to its capacity, so tiny
+/// inputs (tests, fuzzing, short captures) do not pay for zeroing a megabyte.
+const INITIAL_CAPACITY: usize = 64 << 10;
 
 pub struct Buf<R> {
     inner: R,
     buf: Vec<u8>,
+    /// Size the buffer grows to on refills (larger only for a record that needs it).
+    capacity: usize,
     start: usize,
     end: usize,
     /// File offset of `buf[start]`.
@@ -21,9 +26,11 @@ pub struct Buf<R> {
 
 impl<R: Read> Buf<R> {
     pub fn new(inner: R, capacity: usize) -> Self {
+        let capacity = capacity.max(64);
         Buf {
             inner,
-            buf: vec![0; capacity.max(64)],
+            buf: vec![0; capacity.min(INITIAL_CAPACITY)],
+            capacity,
             start: 0,
             end: 0,
             offset: 0,
@@ -33,19 +40,27 @@ impl<R: Read> Buf<R> {
 
     /// Makes at least `n` bytes available; `Ok(false)` when the input ends first
     /// (then [`Buf::available`] tells how many there are).
+    ///
+    /// A record larger than the buffer grows it only as the record's bytes arrive, so a
+    /// corrupt length field in a short file costs no more memory than the file.
     pub fn fill(&mut self, n: usize) -> io::Result<bool> {
-        if self.end - self.start >= n {
+        if self.available() >= n {
             return Ok(true);
         }
         if self.start + n > self.buf.len() {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
-            if n > self.buf.len() {
-                self.buf.resize(n, 0);
+            if self.buf.len() < self.capacity {
+                let grown = (self.buf.len() * 2).min(self.capacity);
+                self.buf.resize(grown, 0);
             }
         }
-        while self.end - self.start < n && !self.eof {
+        while self.available() < n && !self.eof {
+            if self.end == self.buf.len() {
+                let grown = (self.buf.len() * 2).min(n.max(self.capacity));
+                self.buf.resize(grown.max(self.end + 1), 0);
+            }
             match self.inner.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(k) => self.end += k,
@@ -53,7 +68,7 @@ impl<R: Read> Buf<R> {
                 Err(e) => return Err(e),
             }
         }
-        Ok(self.end - self.start >= n)
+        Ok(self.available() >= n)
     }
 
     /// The buffered, unconsumed bytes.
@@ -120,6 +135,14 @@ mod tests {
         assert!(b.fill(1000).unwrap());
         assert!(!b.fill(1001).unwrap());
         assert_eq!(b.available(), 1000);
+    }
+
+    #[test]
+    fn claimed_length_beyond_input_does_not_allocate_it() {
+        let data = [0u8; 100];
+        let mut b = Buf::new(&data[..], 64);
+        assert!(!b.fill(16 << 20).unwrap());
+        assert!(b.buf.len() < 1024, "buffer grew to {}", b.buf.len());
     }
 
     #[test]
