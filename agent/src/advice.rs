@@ -21,7 +21,11 @@ impl Proxy {
     pub fn recognise(s: &str) -> Option<Proxy> {
         let l = s.to_ascii_lowercase();
         if l.contains("traefik") {
-            Some(if l.contains("1.7") || l.contains("/1.") { Proxy::Traefik1 } else { Proxy::Traefik })
+            Some(if l.contains("1.7") || l.contains("/1.") {
+                Proxy::Traefik1
+            } else {
+                Proxy::Traefik
+            })
         } else if l.contains("nginx") || l.contains("openresty") {
             Some(Proxy::Nginx)
         } else if l.contains("envoy") || l.contains("istio") {
@@ -100,7 +104,10 @@ pub fn advise(
     upstream_software: &[String],
 ) -> Vec<Advice> {
     let mut out = Vec::new();
-    let races = verdicts.iter().filter(|v| v.cause == Cause::KeepaliveRace).count();
+    let races = verdicts
+        .iter()
+        .filter(|v| v.cause == Cause::KeepaliveRace)
+        .count();
     let shorter: Vec<&UpstreamTimeouts> = timeouts.iter().filter(|t| t.upstream_shorter).collect();
     if races == 0 && shorter.is_empty() {
         return out;
@@ -136,8 +143,15 @@ pub fn advise(
             });
         }
     }
-    let recognised: Vec<Proxy> = proxy_software.iter().filter_map(|s| Proxy::recognise(s)).collect();
-    let proxies: Vec<Proxy> = if recognised.is_empty() { ALL.to_vec() } else { recognised };
+    let recognised: Vec<Proxy> = proxy_software
+        .iter()
+        .filter_map(|s| Proxy::recognise(s))
+        .collect();
+    let proxies: Vec<Proxy> = if recognised.is_empty() {
+        ALL.to_vec()
+    } else {
+        recognised
+    };
     let mut seen = Vec::new();
     for p in proxies {
         if seen.contains(&p) {
@@ -160,16 +174,25 @@ pub fn advise(
     };
     let generic = !(ups.contains("gunicorn") || ups.contains("apache") || ups.contains("uwsgi"));
     if ups.contains("uwsgi") || generic {
-        upstream_fix("uwsgi", "uwsgi: `http-keepalive = 1` (HTTP router) so connections stay open between requests.");
+        upstream_fix(
+            "uwsgi",
+            "uwsgi: `http-keepalive = 1` (HTTP router) so connections stay open between requests.",
+        );
     }
     if ups.contains("gunicorn") || generic {
-        upstream_fix("gunicorn", "gunicorn: `--keep-alive N` with N above the proxy's idle timeout (default 2 s).");
+        upstream_fix(
+            "gunicorn",
+            "gunicorn: `--keep-alive N` with N above the proxy's idle timeout (default 2 s).",
+        );
     }
     if generic {
         upstream_fix("Node.js", "Node.js: `server.keepAliveTimeout` above the proxy's idle timeout (and `server.headersTimeout` above that); Node closes about 1 s after it.");
     }
     if ups.contains("apache") || generic {
-        upstream_fix("Apache", "Apache httpd: `KeepAliveTimeout` above the proxy's idle timeout.");
+        upstream_fix(
+            "Apache",
+            "Apache httpd: `KeepAliveTimeout` above the proxy's idle timeout.",
+        );
     }
     out.push(Advice {
         about: "kubernetes",

@@ -91,7 +91,12 @@ impl Engine {
         let mut ups: Vec<String> = self.corr.obs.upstream_software.values().cloned().collect();
         ups.sort();
         ups.dedup();
-        let advice = advise(&self.verdicts, &timeouts, &self.corr.obs.proxy_software, &ups);
+        let advice = advise(
+            &self.verdicts,
+            &timeouts,
+            &self.corr.obs.proxy_software,
+            &ups,
+        );
         Analysis {
             verdicts: self.verdicts,
             timeouts,

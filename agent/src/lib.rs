@@ -13,3 +13,7 @@ pub mod http;
 pub mod kernel;
 pub mod correlate;
 pub mod verdict;
+pub mod advice;
+pub mod engine;
+pub mod report;
+pub mod timeouts;

@@ -50,7 +50,10 @@ pub fn infer(obs: &Observations) -> Vec<UpstreamTimeouts> {
     servers.dedup();
     let mut out = Vec::new();
     for s in servers {
-        let up = obs.upstream_idle_closes.get(&s).map_or(&[][..], Vec::as_slice);
+        let up = obs
+            .upstream_idle_closes
+            .get(&s)
+            .map_or(&[][..], Vec::as_slice);
         let px = obs.proxy_idle_closes.get(&s).map_or(&[][..], Vec::as_slice);
         let after = obs.close_after_response.get(&s).copied().unwrap_or((0, 0));
         let every = after.0 >= 3 && after.0 as f64 >= AFTER_EVERY_RESPONSE * after.1 as f64;

@@ -95,7 +95,12 @@ fn pair(a: SocketAddr, b: SocketAddr) -> Pair {
 }
 
 /// Second pass over the files: copies every packet of an implicated connection.
-fn write_evidence(dir: &Path, files: &[PathBuf], a: &Analysis, capture: CaptureSummary) -> Result<()> {
+fn write_evidence(
+    dir: &Path,
+    files: &[PathBuf],
+    a: &Analysis,
+    capture: CaptureSummary,
+) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut wanted: HashSet<Pair> = HashSet::new();
     for v in &a.verdicts {

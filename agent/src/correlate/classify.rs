@@ -85,7 +85,11 @@ impl Correlator {
                     let resolved =
                         x.res.is_some() || d.client_close().is_some() || d.server_close().is_some();
                     let down_failed = x.status().is_none_or(|s| s >= 500);
-                    Some((resolved, down_failed, x.attempts.last() == Some(&(conn, index))))
+                    Some((
+                        resolved,
+                        down_failed,
+                        x.attempts.last() == Some(&(conn, index)),
+                    ))
                 });
                 let since = e.req_ns.unwrap_or(self.now);
                 if let Some((resolved, down_failed, last)) = link {
@@ -192,9 +196,14 @@ impl Correlator {
             } else if let Some(us) = ue.status() {
                 if us >= 500 {
                     v.cause = Cause::UpstreamGenerated;
-                    v.summary = format!("the upstream {} answered {us} itself; the proxy passed on {what}", uc.info.server);
+                    v.summary = format!(
+                        "the upstream {} answered {us} itself; the proxy passed on {what}",
+                        uc.info.server
+                    );
                 } else {
-                    v.reason = Some(format!("the upstream answered {us} but the client got {what}"));
+                    v.reason = Some(format!(
+                        "the upstream answered {us} but the client got {what}"
+                    ));
                     v.summary = format!("the proxy turned the upstream's {us} into {what}");
                 }
             } else if let Some(f) = classify_attempt(uc, ue, self.habit(uc)) {
@@ -222,8 +231,12 @@ impl Correlator {
                     ms(err_ns - ue.req_ns.unwrap_or(req_ns))
                 );
             } else {
-                v.reason = Some(format!("the upstream attempt on {} had no response and was still open", uc.name()));
-                v.summary = format!("the proxy answered {what} while its upstream attempt was still open");
+                v.reason = Some(format!(
+                    "the upstream attempt on {} had no response and was still open",
+                    uc.name()
+                ));
+                v.summary =
+                    format!("the proxy answered {what} while its upstream attempt was still open");
             }
             v.upstream = Some(up);
         } else if client_gone {
@@ -235,11 +248,18 @@ impl Correlator {
         } else if let Some((tc, refused)) = self.find_trouble(req_ns, err_ns) {
             let tcc = &self.conns[&tc].clone();
             v.confidence = Confidence::Probable;
-            v.cause = if refused { Cause::UpstreamRefused } else { Cause::ConnectTimeout };
+            v.cause = if refused {
+                Cause::UpstreamRefused
+            } else {
+                Cause::ConnectTimeout
+            };
             v.summary = if refused {
                 format!("the proxy's connection to {} was refused (SYN answered by RST); the client got {what}", tcc.info.server)
             } else {
-                format!("{} SYNs to {} went unanswered; the client got {what}", tcc.syn_count, tcc.info.server)
+                format!(
+                    "{} SYNs to {} went unanswered; the client got {what}",
+                    tcc.syn_count, tcc.info.server
+                )
             };
             evidence.extend(connect_evidence(tcc));
             v.upstream = Some(upstream_of_conn(tcc, None));
@@ -266,7 +286,8 @@ impl Correlator {
                 what: format!(
                     "upstream {} on the idle pooled connection (idle {})",
                     if ic.upstream_rst { "RST" } else { "FIN" },
-                    ic.idle_ns.map_or("unknown".into(), |i| format!("{:.1} ms", ms(i)))
+                    ic.idle_ns
+                        .map_or("unknown".into(), |i| format!("{:.1} ms", ms(i)))
                 ),
             });
             if let Some(p) = ic.proxy_ns {
@@ -282,11 +303,16 @@ impl Correlator {
             v.reason = Some(if self.roles.knows_upstreams() {
                 "no upstream attempt, connection failure or idle close matches this request".into()
             } else {
-                "the capture shows no upstream connection: capture the proxy's upstream side too".into()
+                "the capture shows no upstream connection: capture the proxy's upstream side too"
+                    .into()
             });
             v.summary = format!("the proxy answered {what} with no upstream failure in sight");
         }
-        if let Some(s) = e.res.as_ref().and_then(|r| r.server.clone().or_else(|| r.via.clone())) {
+        if let Some(s) = e
+            .res
+            .as_ref()
+            .and_then(|r| r.server.clone().or_else(|| r.via.clone()))
+        {
             if !self.obs.proxy_software.contains(&s) {
                 self.obs.proxy_software.push(s);
             }
@@ -301,13 +327,23 @@ impl Correlator {
     /// more) and whether it closes right after every response.
     fn habit(&self, c: &CConn) -> Habit {
         let s = c.info.server;
-        let idle_limit = self.obs.upstream_idle_closes.get(&s).filter(|v| v.len() >= 3).map(|v| {
-            let mut v = v.clone();
-            v.sort_unstable();
-            let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
-            p90 + p90 / 2
-        });
-        let (closed, total) = self.obs.close_after_response.get(&s).copied().unwrap_or((0, 0));
+        let idle_limit = self
+            .obs
+            .upstream_idle_closes
+            .get(&s)
+            .filter(|v| v.len() >= 3)
+            .map(|v| {
+                let mut v = v.clone();
+                v.sort_unstable();
+                let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
+                p90 + p90 / 2
+            });
+        let (closed, total) = self
+            .obs
+            .close_after_response
+            .get(&s)
+            .copied()
+            .unwrap_or((0, 0));
         Habit {
             idle_limit,
             closes_after_response: closed >= 3 && closed * 10 >= total * 8,
@@ -332,7 +368,11 @@ impl Correlator {
             subcause: None,
             confidence: Confidence::Proven,
             status: None,
-            ts_ns: e.res_ns.or_else(|| c.server_close()).or_else(|| c.client_close()).unwrap_or(self.now),
+            ts_ns: e
+                .res_ns
+                .or_else(|| c.server_close())
+                .or_else(|| c.client_close())
+                .unwrap_or(self.now),
             downstream: None,
             upstream: None,
             request_id: e.req.as_ref().and_then(|r| r.request_id.clone()),
@@ -367,7 +407,10 @@ impl Correlator {
             v.summary = format!("the upstream {} answered {us} itself{tail}", c.info.server);
         } else if e.res.is_some() {
             v.cause = Cause::UpstreamClosedEarly;
-            v.summary = format!("the upstream {} closed in the middle of its response{tail}", c.info.server);
+            v.summary = format!(
+                "the upstream {} closed in the middle of its response{tail}",
+                c.info.server
+            );
         } else {
             let f = classify_attempt(c, e, self.habit(c))?;
             up.fin_to_request_ms = f.fin_to_request_ns.map(ms);
@@ -399,7 +442,10 @@ impl Correlator {
         let (cause, summary) = if c.refused_ns.is_some() {
             (
                 Cause::UpstreamRefused,
-                format!("{} refused the connection (SYN answered by RST)", c.info.server),
+                format!(
+                    "{} refused the connection (SYN answered by RST)",
+                    c.info.server
+                ),
             )
         } else if c.syn_count >= 2 {
             (
@@ -446,7 +492,12 @@ impl Correlator {
 
     /// An idle pooled connection closed by the upstream shortly before the error, which
     /// the proxy closed at about the time of the error and on which no request went out.
-    fn find_never_sent(&mut self, status: Option<u16>, req_ns: i64, err_ns: i64) -> Option<super::IdleClose> {
+    fn find_never_sent(
+        &mut self,
+        status: Option<u16>,
+        req_ns: i64,
+        err_ns: i64,
+    ) -> Option<super::IdleClose> {
         if !matches!(status, Some(500 | 502)) {
             return None;
         }
@@ -542,7 +593,9 @@ fn classify_attempt(c: &CConn, e: &Ex, habit: Habit) -> Option<AttemptFailure> {
                     });
                 }
             }
-            let rst_first = c.rst_server.is_some_and(|r| c.fin_server.is_none_or(|f| r < f));
+            let rst_first = c
+                .rst_server
+                .is_some_and(|r| c.fin_server.is_none_or(|f| r < f));
             let state = if e.index >= 2 { "busy" } else { "fresh" };
             if rst_first {
                 Some(AttemptFailure {
@@ -644,7 +697,10 @@ fn base_evidence(c: &CConn, e: &Ex, client: &str, server: &str) -> Vec<Evidence>
         };
         push(
             e.req_ns,
-            format!("{client} sends {} {} (exchange #{}, {idle})", r.method, r.target, e.index),
+            format!(
+                "{client} sends {} {} (exchange #{}, {idle})",
+                r.method, r.target, e.index
+            ),
         );
     }
     if let Some(r) = &e.res {

@@ -240,7 +240,11 @@ impl Correlator {
                     }
                 }
                 if role != Role::Down && !head.closes() && !(100..200).contains(&status) {
-                    self.obs.close_after_response.entry(c.info.server).or_default().1 += 1;
+                    self.obs
+                        .close_after_response
+                        .entry(c.info.server)
+                        .or_default()
+                        .1 += 1;
                 }
                 let e = c.ex_entry(index);
                 e.res_ns = Some(ts);
@@ -396,7 +400,11 @@ impl Correlator {
                 .and_then(|e| e.res.as_ref())
                 .is_some_and(crate::http::ResponseHead::closes);
             if let Some(v) = idle_ns.filter(|_| !said_close) {
-                let samples = self.obs.upstream_idle_closes.entry(c.info.server).or_default();
+                let samples = self
+                    .obs
+                    .upstream_idle_closes
+                    .entry(c.info.server)
+                    .or_default();
                 if samples.len() < MAX_SAMPLES {
                     samples.push(v);
                 }
@@ -487,5 +495,4 @@ impl Correlator {
             self.idle_closes.pop_front();
         }
     }
-
 }

@@ -72,7 +72,11 @@ pub enum Event {
         responding: bool,
     },
     /// The connection is forgotten (closed and lingered, or the capture ended).
-    Closed { conn: ConnId, ts: i64, info: ConnInfo },
+    Closed {
+        conn: ConnId,
+        ts: i64,
+        info: ConnInfo,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -144,6 +148,8 @@ pub struct FlowStats {
     pub retransmits: u64,
     /// Bytes that sequence numbers say were sent but no captured segment carried.
     pub gap_bytes: u64,
+    /// Places where sequence numbers jumped over bytes no captured segment carried.
+    pub gaps: u64,
     pub unparseable_connections: u64,
 }
 
@@ -213,9 +219,11 @@ impl Tracker {
         };
         let before = c.c2s.seq.gap_bytes + c.s2c.seq.gap_bytes;
         let rtx = c.retransmits();
+        let gaps = c.c2s.seq.gaps + c.s2c.seq.gaps;
         let closed = step(c, seg, &mut self.http_out, out);
         self.stats.gap_bytes += c.c2s.seq.gap_bytes + c.s2c.seq.gap_bytes - before;
         self.stats.retransmits += u64::from(c.retransmits() - rtx);
+        self.stats.gaps += u64::from(c.c2s.seq.gaps + c.s2c.seq.gaps - gaps);
         if closed {
             self.closing.push_back((seg.ts_ns, k, c.info.id));
         }
@@ -389,7 +397,13 @@ fn step(c: &mut Conn, seg: &Segment, http_out: &mut Vec<HttpEvent>, out: &mut Ve
     false
 }
 
-fn payload(c: &mut Conn, seg: &Segment, from_client: bool, http_out: &mut Vec<HttpEvent>, out: &mut Vec<Event>) {
+fn payload(
+    c: &mut Conn,
+    seg: &Segment,
+    from_client: bool,
+    http_out: &mut Vec<HttpEvent>,
+    out: &mut Vec<Event>,
+) {
     let half = if from_client { &mut c.c2s } else { &mut c.s2c };
     let wire = seg.wire_len;
     let captured = seg.payload.len().min(wire as usize);
@@ -426,10 +440,8 @@ fn translate(c: &mut Conn, http_out: &mut Vec<HttpEvent>, out: &mut Vec<Event>) 
                 }
                 c.quiet_since = None;
             }
-            HttpEvent::ResponseEnd { ts, .. } => {
-                if c.http.outstanding() == 0 {
-                    c.quiet_since = Some(*ts);
-                }
+            HttpEvent::ResponseEnd { ts, .. } if c.http.outstanding() == 0 => {
+                c.quiet_since = Some(*ts);
             }
             _ => {}
         }

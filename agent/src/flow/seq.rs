@@ -26,6 +26,8 @@ pub struct SeqSpace {
     pub retransmits: u32,
     /// Bytes skipped over by gaps (later filled or never seen).
     pub gap_bytes: u64,
+    /// Gaps: places where bytes were skipped over (lost or reordered segments).
+    pub gaps: u32,
 }
 
 /// Largest distance a segment may sit behind `end` and still count as a retransmission;
@@ -79,6 +81,7 @@ impl SeqSpace {
         } else if start > self.end {
             let missing = start - self.end;
             self.gap_bytes += missing;
+            self.gaps += 1;
             self.end = stop;
             Placement::Gap { missing }
         } else if stop <= self.end {

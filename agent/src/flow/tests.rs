@@ -5,8 +5,14 @@ const S: &str = "10.0.0.2:80";
 
 const TEMPLATE: Segment = Segment {
     ts_ns: 0,
-    src: SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
-    dst: SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
+    src: SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::UNSPECIFIED,
+        0,
+    )),
+    dst: SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::UNSPECIFIED,
+        0,
+    )),
     flags: flags::ACK,
     seq: 0,
     ack: 0,
@@ -87,19 +93,39 @@ fn syn_retransmits_are_counted() {
 #[test]
 fn bytes_come_from_sequence_numbers_despite_retransmit_and_cut() {
     let mut s = handshake();
-    let mut big = seg(300, true, flags::ACK, 100, b"POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n");
+    let mut big = seg(
+        300,
+        true,
+        flags::ACK,
+        100,
+        b"POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n",
+    );
     let head_len = big.payload.len() as u32;
     big.wire_len = head_len + 1000; // snaplen cut the body
     s.push(big.clone());
     s.push(big); // retransmission
-    s.push(seg(400, true, flags::ACK, 100 + head_len + 1000, &[b'x'; 1000]));
+    s.push(seg(
+        400,
+        true,
+        flags::ACK,
+        100 + head_len + 1000,
+        &[b'x'; 1000],
+    ));
     let (t, out) = run(&s);
     let c = t.get(C.parse().unwrap(), S.parse().unwrap()).unwrap();
     assert_eq!(c.client_bytes(), u64::from(head_len) + 2000);
     assert_eq!(c.retransmits(), 1);
     let ends = out
         .iter()
-        .filter(|e| matches!(e, Event::Http { ev: HttpEvent::RequestEnd { .. }, .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Http {
+                    ev: HttpEvent::RequestEnd { .. },
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(ends, 1);
 }
@@ -108,13 +134,28 @@ fn bytes_come_from_sequence_numbers_despite_retransmit_and_cut() {
 fn out_of_order_segment_is_not_parsed_twice() {
     let mut s = handshake();
     s.push(seg(300, true, flags::ACK, 100, b"GET /a HTTP/1.1\r\n\r\n"));
-    s.push(seg(310, true, flags::ACK, 100 + 19 + 19, b"GET /c HTTP/1.1\r\n\r\n"));
-    s.push(seg(320, true, flags::ACK, 100 + 19, b"GET /b HTTP/1.1\r\n\r\n"));
+    s.push(seg(
+        310,
+        true,
+        flags::ACK,
+        100 + 19 + 19,
+        b"GET /c HTTP/1.1\r\n\r\n",
+    ));
+    s.push(seg(
+        320,
+        true,
+        flags::ACK,
+        100 + 19,
+        b"GET /b HTTP/1.1\r\n\r\n",
+    ));
     let (_, out) = run(&s);
     let reqs: Vec<String> = out
         .iter()
         .filter_map(|e| match e {
-            Event::Http { ev: HttpEvent::Request { head, .. }, .. } => Some(head.target.clone()),
+            Event::Http {
+                ev: HttpEvent::Request { head, .. },
+                ..
+            } => Some(head.target.clone()),
             _ => None,
         })
         .collect();
@@ -129,18 +170,36 @@ fn sequence_wraparound_keeps_parsing() {
         seg(0, true, flags::SYN, isn, b""),
         seg(100, false, flags::SYN | flags::ACK, 10, b""),
         seg(200, true, flags::ACK, isn.wrapping_add(1), b""),
-        seg(300, true, flags::ACK, isn.wrapping_add(1), b"GET /a HTTP/1.1\r\n"),
+        seg(
+            300,
+            true,
+            flags::ACK,
+            isn.wrapping_add(1),
+            b"GET /a HTTP/1.1\r\n",
+        ),
         seg(310, true, flags::ACK, isn.wrapping_add(1 + 17), b"\r\n"),
     ];
     let (t, out) = run(&s);
-    assert!(out.iter().any(|e| matches!(e, Event::Http { ev: HttpEvent::Request { .. }, .. })));
+    assert!(out.iter().any(|e| matches!(
+        e,
+        Event::Http {
+            ev: HttpEvent::Request { .. },
+            ..
+        }
+    )));
     let c = t.get(C.parse().unwrap(), S.parse().unwrap()).unwrap();
     assert_eq!(c.client_bytes(), 19);
 }
 
 #[test]
 fn mid_stream_connection_is_oriented_by_payload() {
-    let (t, out) = run(&[seg(5, false, flags::ACK, 77, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]);
+    let (t, out) = run(&[seg(
+        5,
+        false,
+        flags::ACK,
+        77,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    )]);
     let c = t.get(C.parse().unwrap(), S.parse().unwrap()).unwrap();
     assert_eq!(c.info.server, S.parse().unwrap());
     assert!(!c.info.opener_known);
@@ -154,7 +213,13 @@ fn closed_connections_are_evicted_after_linger() {
     s.push(seg(400, false, flags::FIN | flags::ACK, 500, b""));
     s.push(seg(LINGER_NS + 500, true, flags::SYN, 5000, b"")); // another connection's SYN
     let (t, out) = run(&s);
-    assert!(out.iter().any(|e| matches!(e, Event::Closed { conn: ConnId(1), .. })));
+    assert!(out.iter().any(|e| matches!(
+        e,
+        Event::Closed {
+            conn: ConnId(1),
+            ..
+        }
+    )));
     assert_eq!(t.open(), 1);
 }
 
@@ -162,13 +227,29 @@ fn closed_connections_are_evicted_after_linger() {
 fn idle_gap_before_reused_request_is_reported() {
     let mut s = handshake();
     s.push(seg(300, true, flags::ACK, 100, b"GET /a HTTP/1.1\r\n\r\n"));
-    s.push(seg(400, false, flags::ACK, 500, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
-    s.push(seg(5_000_400, true, flags::ACK, 119, b"GET /b HTTP/1.1\r\n\r\n"));
+    s.push(seg(
+        400,
+        false,
+        flags::ACK,
+        500,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ));
+    s.push(seg(
+        5_000_400,
+        true,
+        flags::ACK,
+        119,
+        b"GET /b HTTP/1.1\r\n\r\n",
+    ));
     let (_, out) = run(&s);
     let idles: Vec<Option<i64>> = out
         .iter()
         .filter_map(|e| match e {
-            Event::Http { ev: HttpEvent::Request { .. }, idle_ns, .. } => Some(*idle_ns),
+            Event::Http {
+                ev: HttpEvent::Request { .. },
+                idle_ns,
+                ..
+            } => Some(*idle_ns),
             _ => None,
         })
         .collect();

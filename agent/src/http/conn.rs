@@ -92,7 +92,15 @@ impl HttpConn {
         segment_start: bool,
         out: &mut Vec<HttpEvent>,
     ) {
-        self.bytes(true, ts, missing_before, data, missing_after, segment_start, out);
+        self.bytes(
+            true,
+            ts,
+            missing_before,
+            data,
+            missing_after,
+            segment_start,
+            out,
+        );
     }
 
     /// Feeds bytes the server sent; see [`HttpConn::client_bytes`].
@@ -105,10 +113,21 @@ impl HttpConn {
         segment_start: bool,
         out: &mut Vec<HttpEvent>,
     ) {
-        self.bytes(false, ts, missing_before, data, missing_after, segment_start, out);
+        self.bytes(
+            false,
+            ts,
+            missing_before,
+            data,
+            missing_after,
+            segment_start,
+            out,
+        );
     }
 
-    #[allow(clippy::too_many_arguments, reason = "one call per segment, all plain values")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call per segment, all plain values"
+    )]
     fn bytes(
         &mut self,
         client: bool,
@@ -259,7 +278,13 @@ impl HttpConn {
         }
     }
 
-    fn response_head(&mut self, ts: i64, head: ResponseHead, partial: bool, out: &mut Vec<HttpEvent>) {
+    fn response_head(
+        &mut self,
+        ts: i64,
+        head: ResponseHead,
+        partial: bool,
+        out: &mut Vec<HttpEvent>,
+    ) {
         let pending = self.waiting.front().copied();
         let interim = (100..200).contains(&head.status) && head.status != 101;
         if interim {

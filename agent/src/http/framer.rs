@@ -36,7 +36,9 @@ enum State {
     /// Between messages.
     Start,
     /// Inside a head; `scan` is where the search for the empty line resumes.
-    Head { scan: usize },
+    Head {
+        scan: usize,
+    },
     /// A head was returned; the caller has to say how its body is framed.
     AwaitFraming,
     Body(u64),
@@ -96,7 +98,11 @@ fn find_end(buf: &[u8], from: usize) -> Option<usize> {
     hay.windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|p| from + p + 4)
-        .or_else(|| hay.windows(2).position(|w| w == b"\n\n").map(|p| from + p + 2))
+        .or_else(|| {
+            hay.windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|p| from + p + 2)
+        })
 }
 
 impl Framer {
@@ -152,7 +158,10 @@ impl Framer {
         self.state = match f {
             Framing::Empty | Framing::Length(0) => State::Start,
             Framing::Length(n) => State::Body(n),
-            Framing::Chunked => State::Chunked(Chunk::Size { value: 0, digits: 0 }),
+            Framing::Chunked => State::Chunked(Chunk::Size {
+                value: 0,
+                digits: 0,
+            }),
             Framing::UntilClose => State::UntilClose,
             Framing::Tunnel => State::Tunnel,
         };

@@ -181,7 +181,14 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseHead, HeadError> {
 #[must_use]
 pub fn looks_like_request(data: &[u8]) -> bool {
     const METHODS: [&[u8]; 9] = [
-        b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"TRACE ",
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"TRACE ",
         b"CONNECT ",
     ];
     METHODS.iter().any(|m| data.starts_with(m))

@@ -53,7 +53,11 @@ pub fn render(a: &Analysis, capture: CaptureSummary, verbose: bool) -> String {
             Some(sc) => format!("{}/{}", v.cause, sc.name()),
             None => v.cause.to_string(),
         };
-        let mut line = format!("  {} {status} {cause} ({})", rfc3339(v.ts_ns), v.confidence.name());
+        let mut line = format!(
+            "  {} {status} {cause} ({})",
+            rfc3339(v.ts_ns),
+            v.confidence.name()
+        );
         if let Some(u) = &v.upstream {
             let _ = write!(line, " upstream {}", u.connection());
             if let Some(i) = u.exchange_index {
@@ -74,16 +78,30 @@ pub fn render(a: &Analysis, capture: CaptureSummary, verbose: bool) -> String {
         }
         if verbose {
             for e in &v.evidence {
-                let _ = writeln!(s, "        {}  {:<45} {}", rfc3339(e.ts_ns), e.connection, e.what);
+                let _ = writeln!(
+                    s,
+                    "        {}  {:<45} {}",
+                    rfc3339(e.ts_ns),
+                    e.connection,
+                    e.what
+                );
             }
         }
     }
     if !a.timeouts.is_empty() {
         let _ = writeln!(s, "\ninferred timeouts:");
         for t in &a.timeouts {
-            let up = t.upstream_idle_close_ms.map_or("unknown".into(), |m| format!("{:.3} s ({} samples)", m / 1000.0, t.upstream_samples));
-            let px = t.proxy_idle_close_ms.map_or("unknown".into(), |m| format!("{:.3} s ({} samples)", m / 1000.0, t.proxy_samples));
-            let _ = writeln!(s, "  {}: upstream closes idle connections after {up}; proxy after {px}", t.upstream);
+            let up = t.upstream_idle_close_ms.map_or("unknown".into(), |m| {
+                format!("{:.3} s ({} samples)", m / 1000.0, t.upstream_samples)
+            });
+            let px = t.proxy_idle_close_ms.map_or("unknown".into(), |m| {
+                format!("{:.3} s ({} samples)", m / 1000.0, t.proxy_samples)
+            });
+            let _ = writeln!(
+                s,
+                "  {}: upstream closes idle connections after {up}; proxy after {px}",
+                t.upstream
+            );
             if t.closes_after_every_response {
                 let _ = writeln!(
                     s,

@@ -16,7 +16,14 @@ fn kinds(ev: &[HttpEvent]) -> Vec<String> {
 fn pipelined_requests_get_responses_in_order() {
     let mut c = HttpConn::default();
     let mut ev = Vec::new();
-    c.client_bytes(1, 0, b"GET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\n", 0, true, &mut ev);
+    c.client_bytes(
+        1,
+        0,
+        b"GET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\n",
+        0,
+        true,
+        &mut ev,
+    );
     c.server_bytes(
         2,
         0,
@@ -27,7 +34,16 @@ fn pipelined_requests_get_responses_in_order() {
     );
     assert_eq!(
         kinds(&ev),
-        ["req1 GET", "reqend1", "req2 HEAD", "reqend2", "res1 200", "resend1", "res2 200", "resend2"]
+        [
+            "req1 GET",
+            "reqend1",
+            "req2 HEAD",
+            "reqend2",
+            "res1 200",
+            "resend1",
+            "res2 200",
+            "resend2"
+        ]
     );
     assert_eq!(c.outstanding(), 0);
 }
@@ -36,7 +52,14 @@ fn pipelined_requests_get_responses_in_order() {
 fn interim_1xx_is_not_the_final_response() {
     let mut c = HttpConn::default();
     let mut ev = Vec::new();
-    c.client_bytes(1, 0, b"POST / HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n", 0, true, &mut ev);
+    c.client_bytes(
+        1,
+        0,
+        b"POST / HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
+        0,
+        true,
+        &mut ev,
+    );
     c.server_bytes(2, 0, b"HTTP/1.1 100 Continue\r\n\r\n", 0, true, &mut ev);
     c.client_bytes(3, 0, b"hi", 0, true, &mut ev);
     c.server_bytes(4, 0, b"HTTP/1.1 204 No Content\r\n\r\n", 0, true, &mut ev);
@@ -47,10 +70,27 @@ fn interim_1xx_is_not_the_final_response() {
 fn not_modified_and_no_content_have_no_body() {
     let mut c = HttpConn::default();
     let mut ev = Vec::new();
-    c.client_bytes(1, 0, b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n", 0, true, &mut ev);
-    c.server_bytes(2, 0, b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", 0, true, &mut ev);
+    c.client_bytes(
+        1,
+        0,
+        b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        0,
+        true,
+        &mut ev,
+    );
+    c.server_bytes(
+        2,
+        0,
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+        0,
+        true,
+        &mut ev,
+    );
     c.server_bytes(3, 0, b"HTTP/1.1 204 No Content\r\n\r\n", 0, true, &mut ev);
-    assert_eq!(kinds(&ev)[4..], ["res1 304", "resend1", "res2 204", "resend2"]);
+    assert_eq!(
+        kinds(&ev)[4..],
+        ["res1 304", "resend1", "res2 204", "resend2"]
+    );
 }
 
 #[test]
@@ -67,7 +107,14 @@ fn close_delimited_response_ends_at_server_fin() {
 fn snaplen_cut_request_body_ends_by_sequence_numbers() {
     let mut c = HttpConn::default();
     let mut ev = Vec::new();
-    c.client_bytes(1, 0, b"POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\nabc", 997, true, &mut ev);
+    c.client_bytes(
+        1,
+        0,
+        b"POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\nabc",
+        997,
+        true,
+        &mut ev,
+    );
     assert_eq!(kinds(&ev), ["req1 POST", "reqend1"]);
 }
 
@@ -75,7 +122,14 @@ fn snaplen_cut_request_body_ends_by_sequence_numbers() {
 fn tls_bytes_mark_the_connection_unparseable() {
     let mut c = HttpConn::default();
     let mut ev = Vec::new();
-    c.client_bytes(1, 0, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 0, true, &mut ev);
+    c.client_bytes(
+        1,
+        0,
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n",
+        0,
+        true,
+        &mut ev,
+    );
     assert_eq!(kinds(&ev), ["garbage"]);
     assert!(c.unparseable.is_some());
 }
@@ -84,6 +138,13 @@ fn tls_bytes_mark_the_connection_unparseable() {
 fn response_without_seen_request_gets_its_own_exchange() {
     let mut c = HttpConn::default();
     let mut ev = Vec::new();
-    c.server_bytes(1, 0, b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n", 0, true, &mut ev);
+    c.server_bytes(
+        1,
+        0,
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+        0,
+        true,
+        &mut ev,
+    );
     assert_eq!(kinds(&ev), ["res1 502", "resend1"]);
 }

@@ -33,7 +33,12 @@ fn chunked_body_is_followed_through_chunks_and_trailer() {
     let msg = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\nNEXT";
     let n = head_then(&mut f, msg, Framing::Chunked);
     let rest = &msg[n..];
-    assert_eq!(f.feed(rest), Step::End { consumed: rest.len() - 4 });
+    assert_eq!(
+        f.feed(rest),
+        Step::End {
+            consumed: rest.len() - 4
+        }
+    );
 }
 
 #[test]
@@ -78,13 +83,22 @@ fn empty_framing_returns_to_start() {
     let msg = b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 304 Not Modified\r\n\r\n";
     let n = head_then(&mut f, msg, Framing::Empty);
     assert!(f.idle());
-    assert_eq!(f.feed(&msg[n..]), Step::Head { consumed: msg.len() - n });
+    assert_eq!(
+        f.feed(&msg[n..]),
+        Step::Head {
+            consumed: msg.len() - n
+        }
+    );
 }
 
 #[test]
 fn snaplen_cut_body_is_skipped_by_length() {
     let mut f = Framer::default();
-    let n = head_then(&mut f, b"POST / HTTP/1.1\r\nContent-Length: 3000\r\n\r\nxx", Framing::Length(3000));
+    let n = head_then(
+        &mut f,
+        b"POST / HTTP/1.1\r\nContent-Length: 3000\r\n\r\nxx",
+        Framing::Length(3000),
+    );
     assert_eq!(n, 41);
     assert_eq!(f.feed(b"xx"), Step::NeedMore);
     assert_eq!(f.gap(2998), GapStep::End);
@@ -93,13 +107,19 @@ fn snaplen_cut_body_is_skipped_by_length() {
 #[test]
 fn snaplen_cut_head_yields_a_partial_head_then_resyncs() {
     let mut f = Framer::default();
-    assert_eq!(f.feed(b"HTTP/1.1 502 Bad Gateway\r\nServer: x\r\nX-Lo"), Step::NeedMore);
+    assert_eq!(
+        f.feed(b"HTTP/1.1 502 Bad Gateway\r\nServer: x\r\nX-Lo"),
+        Step::NeedMore
+    );
     assert_eq!(f.gap(500), GapStep::PartialHead);
     let lines = complete_lines(f.head()).unwrap();
     assert_eq!(lines, b"HTTP/1.1 502 Bad Gateway\r\nServer: x\r\n\r\n");
     assert!(f.lost());
     assert!(!f.segment_start(b"garbage", crate::http::head::looks_like_response));
-    assert!(f.segment_start(b"HTTP/1.1 200 OK\r\n", crate::http::head::looks_like_response));
+    assert!(f.segment_start(
+        b"HTTP/1.1 200 OK\r\n",
+        crate::http::head::looks_like_response
+    ));
     assert!(f.idle());
 }
 

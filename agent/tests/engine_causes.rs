@@ -1,0 +1,332 @@
+//! One test per cause, each built from a small synthetic timeline of segments: a client,
+//! a proxy at 10.0.0.2:80 and an upstream at 10.0.0.3:9000.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use tracer::engine::{analyze, Analysis, Config};
+use tracer::segment::{flags, Segment};
+use tracer::verdict::{Cause, Confidence, Subcause};
+
+const TEMPLATE: Segment = Segment {
+    ts_ns: 0,
+    src: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+    dst: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+    flags: flags::ACK,
+    seq: 0,
+    ack: 0,
+    wire_len: 0,
+    payload: Vec::new(),
+};
+
+#[derive(Clone, Copy)]
+struct Conn {
+    c: SocketAddr,
+    s: SocketAddr,
+}
+
+fn client(port: u16) -> Conn {
+    Conn {
+        c: format!("10.0.0.1:{port}").parse().unwrap(),
+        s: "10.0.0.2:80".parse().unwrap(),
+    }
+}
+
+fn upstream(port: u16) -> Conn {
+    Conn {
+        c: format!("10.0.0.2:{port}").parse().unwrap(),
+        s: "10.0.0.3:9000".parse().unwrap(),
+    }
+}
+
+/// A timeline: times in microseconds, sequence numbers followed per direction.
+#[derive(Default)]
+struct Tl {
+    segs: Vec<Segment>,
+    seq: HashMap<(SocketAddr, SocketAddr), u32>,
+}
+
+const MS: i64 = 1000;
+
+impl Tl {
+    fn seg(&mut self, us: i64, from: SocketAddr, to: SocketAddr, fl: u8, data: &[u8]) {
+        let seq = self.seq.entry((from, to)).or_insert(1000);
+        let s = *seq;
+        *seq = seq.wrapping_add(data.len() as u32 + u32::from(fl & (flags::SYN | flags::FIN) != 0));
+        self.segs.push(Segment {
+            ts_ns: us * 1000,
+            src: from,
+            dst: to,
+            flags: fl,
+            seq: s,
+            wire_len: data.len() as u32,
+            payload: data.to_vec(),
+            ..TEMPLATE
+        });
+    }
+    /// Three-way handshake starting at `us` (RTT 100 µs).
+    fn open(&mut self, us: i64, k: Conn) {
+        self.seg(us, k.c, k.s, flags::SYN, b"");
+        self.seg(us + 50, k.s, k.c, flags::SYN | flags::ACK, b"");
+        self.seg(us + 100, k.c, k.s, flags::ACK, b"");
+    }
+    fn req(&mut self, us: i64, k: Conn, method: &str, rid: u32) {
+        let r = format!("{method} /p?rid={rid} HTTP/1.1\r\nHost: h\r\nX-Request-Id: {rid}\r\n\r\n");
+        self.seg(us, k.c, k.s, flags::ACK | flags::PSH, r.as_bytes());
+    }
+    fn res(&mut self, us: i64, k: Conn, status: u16) {
+        let r = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok");
+        self.seg(us, k.s, k.c, flags::ACK | flags::PSH, r.as_bytes());
+    }
+    fn fin(&mut self, us: i64, k: Conn, from_client: bool) {
+        let (a, b) = if from_client { (k.c, k.s) } else { (k.s, k.c) };
+        self.seg(us, a, b, flags::FIN | flags::ACK, b"");
+    }
+    fn rst(&mut self, us: i64, k: Conn, from_client: bool) {
+        let (a, b) = if from_client { (k.c, k.s) } else { (k.s, k.c) };
+        self.seg(us, a, b, flags::RST | flags::ACK, b"");
+    }
+    fn run(mut self) -> Analysis {
+        self.segs.sort_by_key(|s| s.ts_ns);
+        analyze(Config::default(), self.segs)
+    }
+}
+
+/// A warm-up exchange that teaches the engine the roles (client 40000, upstream 50000).
+fn warm_up(tl: &mut Tl) {
+    let (d, u) = (client(40000), upstream(50000));
+    tl.open(0, d);
+    tl.req(200, d, "GET", 1);
+    tl.open(300, u);
+    tl.req(500, u, "GET", 1);
+    tl.res(900, u, 200);
+    tl.res(1000, d, 200);
+    tl.fin(1100, d, true);
+    tl.fin(1150, d, false);
+}
+
+fn only(a: &Analysis) -> &tracer::verdict::Verdict {
+    assert_eq!(a.verdicts.len(), 1, "{:#?}", a.verdicts);
+    &a.verdicts[0]
+}
+
+#[test]
+fn reused_connection_fin_before_request_is_keepalive_race() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let (d, u) = (client(40001), upstream(50000));
+    // the upstream closes the idle pooled connection at 5 s; the proxy reuses it 50 µs later
+    tl.fin(5_000 * MS, u, false);
+    tl.open(5_000 * MS - 300, d);
+    tl.req(5_000 * MS - 100, d, "POST", 2);
+    tl.req(5_000 * MS + 50, u, "POST", 2);
+    tl.rst(5_000 * MS + 150, u, false);
+    tl.res(5_000 * MS + 400, d, 502);
+    let a = tl.run();
+    let v = only(&a);
+    assert_eq!(v.cause, Cause::KeepaliveRace);
+    assert_eq!(v.subcause, Some(Subcause::FinCrossed));
+    assert_eq!(v.confidence, Confidence::Proven);
+    assert_eq!(v.status, Some(502));
+    assert_eq!(v.request_id.as_deref(), Some("2"));
+    let up = v.upstream.as_ref().unwrap();
+    assert_eq!(up.exchange_index, Some(2));
+    assert!(up.idle_ms.unwrap() > 4_000.0);
+    assert!((up.fin_to_request_ms.unwrap() - 0.05).abs() < 1e-6);
+}
+
+#[test]
+fn pooled_connection_dead_before_use_is_request_never_sent() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let d = client(40001);
+    let u = upstream(50000);
+    tl.fin(5_000 * MS, u, false);
+    tl.open(5_001 * MS, d);
+    tl.req(5_001 * MS + 200, d, "POST", 2);
+    tl.fin(5_001 * MS + 300, u, true); // the proxy closes the dead connection
+    tl.res(5_001 * MS + 350, d, 502);
+    let a = tl.run();
+    let v = only(&a);
+    assert_eq!(v.cause, Cause::KeepaliveRace);
+    assert_eq!(v.subcause, Some(Subcause::RequestNeverSent));
+    assert_eq!(v.confidence, Confidence::Probable);
+    assert_eq!(v.upstream.as_ref().unwrap().exchange_index, None);
+}
+
+#[test]
+fn syn_answered_by_rst_is_upstream_refused() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let d = client(40001);
+    let u = upstream(50001);
+    tl.open(10 * MS, d);
+    tl.req(10 * MS + 200, d, "GET", 2);
+    tl.seg(10 * MS + 300, u.c, u.s, flags::SYN, b"");
+    tl.rst(10 * MS + 350, u, false);
+    tl.res(10 * MS + 500, d, 502);
+    let a = tl.run();
+    let v = only(&a);
+    assert_eq!(v.cause, Cause::UpstreamRefused);
+    assert_eq!(v.status, Some(502));
+}
+
+#[test]
+fn refused_without_client_side_still_gets_a_verdict() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let u = upstream(50001);
+    tl.seg(10 * MS + 300, u.c, u.s, flags::SYN, b"");
+    tl.rst(10 * MS + 350, u, false);
+    let a = tl.run();
+    let v = only(&a);
+    assert_eq!(v.cause, Cause::UpstreamRefused);
+    assert!(v.downstream.is_none());
+}
+
+#[test]
+fn unanswered_syns_then_504_is_connect_timeout() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let d = client(40001);
+    let u = upstream(50001);
+    tl.open(10 * MS, d);
+    tl.req(10 * MS + 200, d, "GET", 2);
+    tl.seg(10 * MS + 300, u.c, u.s, flags::SYN, b"");
+    tl.seg(1_010 * MS + 300, u.c, u.s, flags::SYN, b"");
+    tl.seg(3_010 * MS + 300, u.c, u.s, flags::SYN, b"");
+    tl.res(5_010 * MS, d, 504);
+    let a = tl.run();
+    let v = only(&a);
+    assert_eq!(v.cause, Cause::ConnectTimeout);
+    assert_eq!(v.status, Some(504));
+}
+
+#[test]
+fn rst_on_fresh_connection_is_upstream_reset() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let d = client(40001);
+    let u = upstream(50001);
+    tl.open(10 * MS, d);
+    tl.req(10 * MS + 200, d, "GET", 2);
+    tl.open(10 * MS + 300, u);
+    tl.req(10 * MS + 500, u, "GET", 2);
+    tl.rst(30 * MS, u, false);
+    tl.res(30 * MS + 100, d, 502);
+    let v = only(&tl.run()).clone();
+    assert_eq!(v.cause, Cause::UpstreamReset);
+    assert_eq!(v.confidence, Confidence::Proven);
+}
+
+#[test]
+fn fin_without_response_on_busy_connection_is_upstream_closed_early() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let d = client(40001);
+    let u = upstream(50001);
+    tl.open(10 * MS, d);
+    tl.req(10 * MS + 200, d, "POST", 2);
+    tl.open(10 * MS + 300, u);
+    tl.req(10 * MS + 500, u, "POST", 2);
+    tl.fin(2_010 * MS, u, false); // the worker was killed by its own timeout
+    tl.res(2_010 * MS + 100, d, 502);
+    let v = only(&tl.run()).clone();
+    assert_eq!(v.cause, Cause::UpstreamClosedEarly);
+}
+
+#[test]
+fn proxy_closing_after_timeout_then_504_is_proxy_timeout() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let d = client(40001);
+    let u = upstream(50001);
+    tl.open(10 * MS, d);
+    tl.req(10 * MS + 200, d, "GET", 2);
+    tl.open(10 * MS + 300, u);
+    tl.req(10 * MS + 500, u, "GET", 2);
+    tl.fin(3_010 * MS + 500, u, true);
+    tl.res(3_010 * MS + 600, d, 504);
+    let v = only(&tl.run()).clone();
+    assert_eq!(v.cause, Cause::ProxyTimeout);
+    assert!(v.summary.contains("3000.0 ms"), "{}", v.summary);
+}
+
+#[test]
+fn client_closing_before_response_is_client_abort() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let d = client(40001);
+    let u = upstream(50001);
+    tl.open(10 * MS, d);
+    tl.req(10 * MS + 200, d, "GET", 2);
+    tl.open(10 * MS + 300, u);
+    tl.req(10 * MS + 500, u, "GET", 2);
+    tl.fin(1_010 * MS, d, true); // the client gives up; nginx logs 499
+    tl.fin(1_010 * MS + 100, u, true);
+    tl.fin(1_010 * MS + 150, d, false);
+    let v = only(&tl.run()).clone();
+    assert_eq!(v.cause, Cause::ClientAbort);
+    assert_eq!(v.status, None);
+}
+
+#[test]
+fn upstream_503_passed_through_is_upstream_generated() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let d = client(40001);
+    let u = upstream(50001);
+    tl.open(10 * MS, d);
+    tl.req(10 * MS + 200, d, "GET", 2);
+    tl.open(10 * MS + 300, u);
+    tl.req(10 * MS + 500, u, "GET", 2);
+    tl.res(10 * MS + 900, u, 503);
+    tl.res(10 * MS + 1000, d, 503);
+    let v = only(&tl.run()).clone();
+    assert_eq!(v.cause, Cause::UpstreamGenerated);
+    assert_eq!(v.status, Some(503));
+    assert_eq!(v.confidence, Confidence::Proven);
+}
+
+#[test]
+fn proxy_502_without_upstream_evidence_is_unexplained() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let d = client(40001);
+    tl.open(10 * MS, d);
+    tl.req(10 * MS + 200, d, "GET", 2);
+    tl.res(10 * MS + 300, d, 502);
+    let v = only(&tl.run()).clone();
+    assert_eq!(v.cause, Cause::Unexplained);
+    assert!(v.reason.is_some());
+}
+
+#[test]
+fn failed_attempt_retried_successfully_gets_its_own_verdict() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let d = client(40001);
+    let (u1, u2) = (upstream(50000), upstream(50002));
+    tl.open(5_000 * MS - 300, d);
+    tl.req(5_000 * MS - 100, d, "GET", 2);
+    tl.fin(5_000 * MS, u1, false);
+    tl.req(5_000 * MS + 50, u1, "GET", 2);
+    tl.rst(5_000 * MS + 150, u1, false);
+    tl.open(5_000 * MS + 200, u2);
+    tl.req(5_000 * MS + 400, u2, "GET", 2);
+    tl.res(5_000 * MS + 800, u2, 200);
+    tl.res(5_000 * MS + 900, d, 200);
+    let a = tl.run();
+    let v = only(&a);
+    assert_eq!(v.cause, Cause::KeepaliveRace);
+    assert_eq!(v.status, Some(200));
+    assert_eq!(v.idempotent, Some(true));
+    assert!(v.summary.contains("retried"), "{}", v.summary);
+}
+
+#[test]
+fn no_errors_no_verdicts() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    assert!(tl.run().verdicts.is_empty());
+}
