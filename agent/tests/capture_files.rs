@@ -341,3 +341,34 @@ fn writer_refuses_a_frame_of_another_link_type() {
     let err = w.write(&raw).err().unwrap();
     assert!(err.to_string().contains("one link type"), "{err}");
 }
+
+#[test]
+fn write_evidence_keeps_only_chosen_connections_byte_exact() {
+    let scratch = Scratch::new("evidence-filter");
+    let out = scratch.path("refused.pcap");
+    let input = data("lo-eth-us.pcap");
+    let n = capture::write_evidence(std::slice::from_ref(&input), &out, |s| {
+        s.src.port() == 18081 || s.dst.port() == 18081
+    })
+    .unwrap();
+    assert_eq!(n, 2, "SYN and RST of the refused connection");
+    let r = capture::CaptureReader::new(std::fs::File::open(&out).unwrap()).unwrap();
+    assert_eq!(r.link_types(), vec![LinkType::ETHERNET]);
+    let (back, _) = read(std::slice::from_ref(&out));
+    assert!(back[1].has(flags::RST));
+}
+
+#[test]
+fn write_evidence_from_pcapng_is_raw_ip() {
+    let scratch = Scratch::new("evidence-ng");
+    let out = scratch.path("all.pcap");
+    let input = data("mixed-eth-sll2.pcapng");
+    let n = capture::write_evidence(std::slice::from_ref(&input), &out, |_| true).unwrap();
+    let (orig, _) = read(&[input]);
+    assert_eq!(n, orig.len() as u64);
+    let r = capture::CaptureReader::new(std::fs::File::open(&out).unwrap()).unwrap();
+    assert_eq!(r.link_types(), vec![LinkType::RAW]);
+    if tshark_available() {
+        assert_eq!(tshark_rows(&out), orig.iter().map(row).collect::<Vec<_>>());
+    }
+}

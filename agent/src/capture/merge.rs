@@ -67,6 +67,20 @@ impl<R: Read, T: Timestamped> Merged<R, T> {
     pub fn stats(&self) -> CaptureStats {
         CaptureStats::from_files(self.sources.iter().map(FileSource::stats).collect())
     }
+
+    /// The link type of every input when all are pcap files (whose link type is fixed in
+    /// the header); empty when any is pcapng (its interfaces may appear later).
+    #[must_use]
+    pub fn link_types_if_fixed(&self) -> Vec<super::LinkType> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            if s.format() != super::Format::Pcap {
+                return Vec::new();
+            }
+            out.extend(s.link_types());
+        }
+        out
+    }
 }
 
 impl<R: Read, T: Timestamped> Iterator for Merged<R, T> {

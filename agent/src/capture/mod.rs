@@ -80,6 +80,38 @@ pub fn open_many_with_frames<P: AsRef<Path>>(paths: &[P]) -> Result<FrameStream,
     ))
 }
 
+/// Writes the frames of `inputs` whose segment `keep` accepts into a new pcap at `out`,
+/// in time order; returns how many were written.
+///
+/// The file keeps the captured frames byte for byte when every input is a pcap of one
+/// link type; otherwise (several link types, or any pcapng, whose interfaces may differ)
+/// it is raw IP ([`LinkType::RAW`]). Either way it opens in Wireshark and tshark.
+///
+/// # Errors
+/// When an input cannot be opened (see [`open_many`]) or `out` cannot be written.
+pub fn write_evidence<P: AsRef<Path>>(
+    inputs: &[P],
+    out: &Path,
+    mut keep: impl FnMut(&Segment) -> bool,
+) -> Result<u64, CaptureError> {
+    let stream = open_many_with_frames(inputs)?;
+    let mut linktypes = stream.link_types_if_fixed();
+    linktypes.dedup();
+    let linktype = match linktypes.as_slice() {
+        [one] => *one,
+        _ => LinkType::RAW,
+    };
+    let mut writer = PcapWriter::create(out, linktype)?;
+    for (segment, raw) in stream {
+        if keep(&segment) {
+            writer.write(&raw).map_err(|e| e.in_file(out))?;
+        }
+    }
+    let written = writer.written();
+    writer.finish().map_err(|e| e.in_file(out))?;
+    Ok(written)
+}
+
 /// Reads TCP segments from an in-memory or streamed capture (`name` is used in the
 /// statistics).
 ///

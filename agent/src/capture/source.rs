@@ -148,6 +148,12 @@ impl<R: Read> FileSource<R> {
         s
     }
 
+    /// Link types seen so far (see [`CaptureReader::link_types`]).
+    #[must_use]
+    pub fn link_types(&self) -> Vec<LinkType> {
+        self.reader.link_types()
+    }
+
     /// The container format of the file.
     #[must_use]
     pub fn format(&self) -> Format {
