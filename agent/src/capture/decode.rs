@@ -3,6 +3,11 @@
 //! Pure functions over `&[u8]`: link layer ([`super::link`]) → IP ([`super::ip`]) →
 //! TCP ([`super::tcp`]). Nothing here allocates except [`TcpView::to_segment`], which
 //! copies the captured payload prefix.
+//!
+//! Hand-rolled rather than etherparse: on the same 2.4M-packet Ethernet capture, frame →
+//! `Segment` ran at ~14.5M packets/s hand-rolled against ~9.5M with
+//! `LaxSlicedPacket::from_ethernet` (same segments, same reader), and the link types we
+//! need beyond Ethernet (SLL, SLL2, NULL, LOOP) are a few named offsets each.
 
 use std::net::SocketAddr;
 
