@@ -61,18 +61,51 @@ pub fn start(procs: &mut Procs, ns: &str, ifname: &str, name: &str, file: &Path)
     }
 }
 
+impl CaptureCounts {
+    /// Packets that matched the filter but are not in the file: dropped by the kernel, or
+    /// still in its buffer when tcpdump stopped.
+    pub fn lost(&self) -> u64 {
+        self.dropped_by_kernel + self.received_by_filter.saturating_sub(self.captured)
+    }
+}
+
+/// How long a capture may take to write what the kernel already handed it.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Stops the capture started under `name` and reads its counters from its stderr.
+///
+/// tcpdump does not drain the kernel's ring when it is told to stop, and here it was seen
+/// to start writing up to a second after it said it listens: stopped early, a capture
+/// loses its last packets. So first wait, asking for its counters with SIGUSR1, until it
+/// has written everything its filter received.
 pub fn stop(procs: &mut Procs, name: &str) -> CaptureCounts {
-    procs.stop(name);
     let err: PathBuf = procs.dir().join(format!("{name}.err"));
-    parse_counts(&std::fs::read_to_string(err).unwrap_or_default())
+    let read = || parse_counts(&std::fs::read_to_string(&err).unwrap_or_default());
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut last = None;
+    while Instant::now() < deadline {
+        procs.signal(name, nix::sys::signal::Signal::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(150));
+        let c = read();
+        if c.captured >= c.received_by_filter && last.as_ref() == Some(&c) {
+            break;
+        }
+        last = Some(c);
+    }
+    procs.stop(name);
+    read()
 }
 
 /// Parses tcpdump's closing lines (`N packets captured`, `N packets received by filter`,
 /// `N packets dropped by kernel`).
 pub fn parse_counts(stderr: &str) -> CaptureCounts {
     let mut c = CaptureCounts::default();
-    for line in stderr.lines() {
+    // On exit each counter has its own line; on SIGUSR1 they share one:
+    // `tcpdump: 384 packets captured, 384 packets received by filter, 0 packets dropped…`.
+    let pieces = stderr
+        .lines()
+        .flat_map(|l| l.trim_start_matches("tcpdump:").split(','));
+    for line in pieces {
         let mut words = line.split_whitespace();
         let Some(n) = words.next().and_then(|w| w.parse::<u64>().ok()) else {
             continue;
@@ -108,6 +141,20 @@ mod tests {
                 captured: 1234,
                 received_by_filter: 1300,
                 dropped_by_kernel: 66
+            }
+        );
+    }
+
+    #[test]
+    fn the_sigusr1_line_gives_the_counts_too() {
+        let s = "tcpdump: listening on tlf1, link-type EN10MB (Ethernet), snapshot length 512 bytes\n\
+                 tcpdump: 384 packets captured, 390 packets received by filter, 0 packets dropped by kernel\n";
+        assert_eq!(
+            parse_counts(s),
+            CaptureCounts {
+                captured: 384,
+                received_by_filter: 390,
+                dropped_by_kernel: 0
             }
         );
     }

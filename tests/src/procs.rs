@@ -57,6 +57,14 @@ impl Procs {
         }
     }
 
+    /// Sends `signal` to the process started under `name` (not its group).
+    pub fn signal(&self, name: &str, signal: Signal) {
+        if let Some(p) = self.procs.iter().find(|p| p.name == name) {
+            let pid = Pid::from_raw(i32::try_from(p.child.id()).unwrap_or(i32::MAX));
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    }
+
     /// Whether the process started under `name` has exited, with its status.
     pub fn exited(&mut self, name: &str) -> Option<std::process::ExitStatus> {
         let p = self.procs.iter_mut().find(|p| p.name == name)?;

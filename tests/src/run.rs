@@ -52,7 +52,7 @@ impl RunOutcome {
         } else {
             "MISSED"
         };
-        let drops = t.capture_client.dropped_by_kernel + t.capture_upstream.dropped_by_kernel;
+        let drops = t.capture_client.lost() + t.capture_upstream.lost();
         format!(
             "{}: {} requests in {:.1} s, {}, 502 rate {:.2}%, capture drops {drops}: {verdict}",
             t.scenario,
@@ -135,7 +135,7 @@ pub fn run(scenario: &dyn Scenario, dir: &Path, opts: &RunOptions) -> Result<Run
     drop(net);
 
     let mut rows = scenario.ground_truth(&dir, &results)?;
-    if capture_client.dropped_by_kernel > 0 {
+    if capture_client.lost() > 0 {
         mark_lost(&dir.join("client.pcap"), &mut rows);
     }
     let truth = TruthFile {
