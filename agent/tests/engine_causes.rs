@@ -330,3 +330,54 @@ fn no_errors_no_verdicts() {
     warm_up(&mut tl);
     assert!(tl.run().verdicts.is_empty());
 }
+
+#[test]
+fn refused_upstream_behind_a_two_address_proxy_is_learned_from_timing() {
+    // The proxy faces the client on 10.0.0.2 and the upstream from 10.0.1.2; the upstream
+    // refuses every connection, so no request is ever seen forwarded.
+    let mut tl = Tl::default();
+    for i in 0..4u16 {
+        let t = i64::from(i) * 5 * MS;
+        let d = client(41000 + i);
+        let u = Conn {
+            c: format!("10.0.1.2:{}", 51000 + i).parse().unwrap(),
+            s: "10.0.1.3:9000".parse().unwrap(),
+        };
+        tl.open(t, d);
+        tl.req(t + 200, d, "POST", u32::from(i) + 1);
+        tl.seg(t + 300, u.c, u.s, flags::SYN, b"");
+        tl.rst(t + 350, u, false);
+        tl.res(t + 500, d, 502);
+    }
+    let a = tl.run();
+    assert_eq!(a.verdicts.len(), 4, "{:#?}", a.verdicts);
+    for v in &a.verdicts {
+        assert_eq!(v.cause, Cause::UpstreamRefused, "{v:#?}");
+        assert_eq!(v.status, Some(502));
+    }
+}
+
+#[test]
+fn unrelated_servers_are_not_paired_by_one_coincidence() {
+    // One request to a server and one connection elsewhere a millisecond later: too little
+    // to call them a proxy's two sides, so the 502 stays unexplained.
+    let mut tl = Tl::default();
+    let d = client(42000);
+    let u = Conn {
+        c: "10.0.1.2:52000".parse().unwrap(),
+        s: "10.0.1.3:9000".parse().unwrap(),
+    };
+    tl.open(0, d);
+    tl.req(200, d, "POST", 1);
+    tl.seg(300, u.c, u.s, flags::SYN, b"");
+    tl.rst(350, u, false);
+    tl.res(500, d, 502);
+    let a = tl.run();
+    assert!(
+        a.verdicts
+            .iter()
+            .all(|v| v.cause != Cause::UpstreamRefused || v.status.is_none()),
+        "{:#?}",
+        a.verdicts
+    );
+}

@@ -96,9 +96,11 @@ fn score(dir: &Path) -> Score {
                 s.correct += 1;
             }
             Some([v]) => s.problems.push(format!(
-                "rid {rid}: tracer says {} ({}), the proxy's logs say {want}: {}",
+                "rid {rid}: tracer says {}/{} ({}), the proxy's logs say {want}/{}: {}",
                 v["cause"],
+                v["subcause"],
                 v["summary"],
+                want_sub.unwrap_or("-"),
                 row["evidence"]
                     .as_str()
                     .unwrap_or("")

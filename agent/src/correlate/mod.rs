@@ -30,6 +30,11 @@ pub const REORDER_NS: i64 = 1_000_000;
 const MAX_SAMPLES: usize = 4096;
 /// Connection troubles (refused, unanswered SYNs) and idle closes kept for matching.
 const TROUBLE_KEEP_NS: i64 = 600_000_000_000;
+/// A proxy opens its upstream connection within this time of the request that needs it.
+const CONNECT_AFTER_REQUEST_NS: i64 = 50_000_000;
+/// Times a server's requests must be followed by connections to one upstream before the
+/// pair is taken as the proxy's two sides (when no request is ever seen forwarded).
+const TIMING_LEARN_MIN: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Check {
@@ -81,6 +86,11 @@ pub struct Correlator {
     closed: VecDeque<(i64, ConnId)>,
     troubles: VecDeque<ConnId>,
     idle_closes: VecDeque<IdleClose>,
+    /// Requests on connections of unknown role: (time, server, client IP), the last
+    /// [`CONNECT_AFTER_REQUEST_NS`] only.
+    recent_requests: VecDeque<(i64, std::net::SocketAddr, std::net::IpAddr)>,
+    /// (listener candidate, upstream candidate) → connections opened right after requests.
+    timing_pairs: HashMap<(std::net::SocketAddr, std::net::SocketAddr), u32>,
     pub obs: Observations,
     pub verdicts_out: Vec<Verdict>,
     now: i64,
@@ -105,6 +115,8 @@ impl Correlator {
             closed: VecDeque::new(),
             troubles: VecDeque::new(),
             idle_closes: VecDeque::new(),
+            recent_requests: VecDeque::new(),
+            timing_pairs: HashMap::new(),
             obs: Observations::default(),
             verdicts_out: Vec::new(),
             now: i64::MIN,
@@ -127,6 +139,7 @@ impl Correlator {
         match ev {
             Event::Opened(info) => {
                 self.roles.saw(&info);
+                self.learn_by_timing(&info);
                 self.conns.insert(info.id, CConn::new(info));
             }
             Event::SynRetransmit { conn, ts, count } => {
@@ -211,6 +224,10 @@ impl Correlator {
                     return;
                 };
                 c.quiet_since = None;
+                if self.roles.role(&c.info) == Role::Unknown {
+                    self.recent_requests
+                        .push_back((ts, c.info.server, c.info.client.ip()));
+                }
                 let e = c.ex_entry(index);
                 e.req_ns = Some(ts);
                 e.idle_ns = idle_ns;
@@ -263,6 +280,40 @@ impl Correlator {
                 }
             }
             HttpEvent::Garbage { .. } => {}
+        }
+    }
+
+    /// When no request is ever seen forwarded (the upstream refuses every connection, or
+    /// never answers), the proxy's two sides still show in time: each request to its
+    /// listener is followed within milliseconds by a connection from the proxy to its
+    /// upstream. After [`TIMING_LEARN_MIN`] such pairs, learn them.
+    fn learn_by_timing(&mut self, info: &crate::flow::ConnInfo) {
+        let t = info.syn_ns.unwrap_or(info.first_ns);
+        while self
+            .recent_requests
+            .front()
+            .is_some_and(|&(r, ..)| t - r > CONNECT_AFTER_REQUEST_NS)
+        {
+            self.recent_requests.pop_front();
+        }
+        if !info.opener_known || self.roles.role(info) != Role::Unknown {
+            return;
+        }
+        let mut seen = Vec::new();
+        for &(r, server, client_ip) in &self.recent_requests {
+            if r > t
+                || server == info.server
+                || client_ip == info.client.ip()
+                || seen.contains(&server)
+            {
+                continue;
+            }
+            seen.push(server);
+            let n = self.timing_pairs.entry((server, info.server)).or_insert(0);
+            *n += 1;
+            if *n == TIMING_LEARN_MIN {
+                self.roles.learn_by_timing(server, info.server);
+            }
         }
     }
 

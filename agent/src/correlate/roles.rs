@@ -90,6 +90,15 @@ impl Roles {
         self.upstreams.insert(up.server);
     }
 
+    /// Requests to `listener` were repeatedly followed by connections to `upstream`: the
+    /// proxy's two sides, learned from timing alone.
+    pub fn learn_by_timing(&mut self, listener: SocketAddr, upstream: SocketAddr) {
+        if !self.upstreams.contains(&listener) && !self.listeners.contains(&upstream) {
+            self.listeners.insert(listener);
+            self.upstreams.insert(upstream);
+        }
+    }
+
     /// Any upstream side is known at all.
     #[must_use]
     pub fn knows_upstreams(&self) -> bool {
