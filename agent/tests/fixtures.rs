@@ -90,8 +90,11 @@ fn score(dir: &Path) -> Score {
         } else {
             row["cause"].as_str().unwrap()
         };
+        // Where the proxy's log tells the sub-kind too (Go's two race errors), it must agree.
+        let want_sub = row["subcause"].as_str().filter(|_| !lost);
+        let sub_ok = |v: &Value| want_sub.is_none_or(|w| v["subcause"] == w);
         match by_rid.get(&rid).map(Vec::as_slice) {
-            Some([v]) if v["cause"] == want => {
+            Some([v]) if v["cause"] == want && sub_ok(v) => {
                 s.found += 1;
                 s.correct += 1;
             }
