@@ -4,16 +4,16 @@
 //! TCP flows and HTTP exchanges, correlates client-facing errors with the upstream attempt
 //! that failed, and emits verdicts with evidence.
 
+pub mod advice;
 pub mod capture;
-pub mod live;
-pub mod probe;
-pub mod segment;
+pub mod correlate;
+pub mod engine;
 pub mod flow;
 pub mod http;
 pub mod kernel;
-pub mod correlate;
-pub mod verdict;
-pub mod advice;
-pub mod engine;
+pub mod live;
+pub mod probe;
 pub mod report;
+pub mod segment;
 pub mod timeouts;
+pub mod verdict;

@@ -5,7 +5,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 #[path = "../../agent/src/probe/toolchain.rs"]
-#[allow(dead_code, reason = "shared with agent/build.rs, which uses other parts")]
+#[allow(
+    dead_code,
+    reason = "shared with agent/build.rs, which uses other parts"
+)]
 mod toolchain;
 
 /// Builds `ebpf/` and prints where the object is.

@@ -112,8 +112,47 @@ impl Correlator {
         };
         if let Some(v) = verdict {
             self.mark_judged(conn, index);
+            let v = self.vet(v);
+            let v = self.vet(v);
             self.verdicts_out.push(v);
         }
+    }
+
+    /// Never guess: a verdict whose connections lost packets in the capture cannot rest on
+    /// what is absent (no response byte, no SYN/ACK, no FIN), so it becomes `unexplained`,
+    /// naming what is missing; the facts that were seen stay in its evidence.
+    fn vet(&self, mut v: Verdict) -> Verdict {
+        if v.cause == Cause::Unexplained {
+            return v;
+        }
+        let mut tuples = Vec::new();
+        if let Some(d) = &v.downstream {
+            tuples.push((d.client, d.proxy));
+        }
+        if let Some(u) = &v.upstream {
+            tuples.push((u.proxy, u.server));
+        }
+        let lost = tuples.iter().find_map(|t| {
+            let c = self.conns.get(self.by_tuple.get(t)?)?;
+            c.missing.map(|(ts, what)| (c.name(), ts, what))
+        });
+        if let Some((conn, ts, what)) = lost {
+            v.reason = Some(format!(
+                "packets missing: the capture lost {what} on {conn}, so it cannot show {} ({})",
+                v.cause.name(),
+                v.summary
+            ));
+            v.summary = format!("packets missing on {conn}; the cause cannot be proven");
+            v.evidence.push(Evidence {
+                ts_ns: ts,
+                connection: conn,
+                what: format!("capture lost {what}"),
+            });
+            v.cause = Cause::Unexplained;
+            v.subcause = None;
+            v.confidence = Confidence::Probable;
+        }
+        v
     }
 
     fn mark_judged(&mut self, conn: ConnId, index: u32) {
@@ -421,6 +460,18 @@ impl Correlator {
             }
             v.ts_ns = f.ts;
             v.summary = format!("{}{tail}", f.sentence);
+            if v.cause == Cause::ProxyTimeout && e.serves.is_none() {
+                // Only the client's side tells a proxy timeout (504) from a client that
+                // left first (499, the proxy then drops its attempt too).
+                v.reason = Some(format!(
+                    "{}; without the client's side of this request a proxy timeout and a \
+                     client that gave up first look the same",
+                    v.summary
+                ));
+                v.cause = Cause::Unexplained;
+                v.subcause = None;
+                v.confidence = Confidence::Probable;
+            }
         }
         v.upstream = Some(up);
         evidence.sort_by_key(|x| x.ts_ns);

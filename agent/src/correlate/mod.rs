@@ -91,6 +91,8 @@ pub struct Correlator {
     recent_requests: VecDeque<(i64, std::net::SocketAddr, std::net::IpAddr)>,
     /// (listener candidate, upstream candidate) → connections opened right after requests.
     timing_pairs: HashMap<(std::net::SocketAddr, std::net::SocketAddr), u32>,
+    /// (client, server) → connection, for the connections remembered.
+    by_tuple: FxHashMap<(std::net::SocketAddr, std::net::SocketAddr), ConnId>,
     pub obs: Observations,
     pub verdicts_out: Vec<Verdict>,
     now: i64,
@@ -117,6 +119,7 @@ impl Correlator {
             idle_closes: VecDeque::new(),
             recent_requests: VecDeque::new(),
             timing_pairs: HashMap::new(),
+            by_tuple: FxHashMap::default(),
             obs: Observations::default(),
             verdicts_out: Vec::new(),
             now: i64::MIN,
@@ -140,6 +143,7 @@ impl Correlator {
             Event::Opened(info) => {
                 self.roles.saw(&info);
                 self.learn_by_timing(&info);
+                self.by_tuple.insert((info.client, info.server), info.id);
                 self.conns.insert(info.id, CConn::new(info));
             }
             Event::SynRetransmit { conn, ts, count } => {
@@ -149,6 +153,11 @@ impl Correlator {
                     if count == 2 {
                         self.troubles.push_back(conn);
                     }
+                }
+            }
+            Event::Missing { conn, ts, what } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.missing.get_or_insert((ts, what));
                 }
             }
             Event::Established { conn, ts, rtt_ns } => {
@@ -224,9 +233,25 @@ impl Correlator {
                     return;
                 };
                 c.quiet_since = None;
-                if self.roles.role(&c.info) == Role::Unknown {
+                let role = self.roles.role(&c.info);
+                if role == Role::Unknown {
                     self.recent_requests
                         .push_back((ts, c.info.server, c.info.client.ip()));
+                }
+                // The previous response on this connection was kept alive: one more
+                // keep-alive response that the upstream did not close after.
+                if role != Role::Down && c.missing.is_none() && index > 1 {
+                    let kept = c
+                        .ex(index - 1)
+                        .and_then(|p| p.res.as_ref())
+                        .is_some_and(|r| !r.closes() && r.status >= 200);
+                    if kept {
+                        self.obs
+                            .close_after_response
+                            .entry(c.info.server)
+                            .or_default()
+                            .1 += 1;
+                    }
                 }
                 let e = c.ex_entry(index);
                 e.req_ns = Some(ts);
@@ -255,13 +280,6 @@ impl Correlator {
                             .entry(c.info.server)
                             .or_insert_with(|| s.clone());
                     }
-                }
-                if role != Role::Down && !head.closes() && !(100..200).contains(&status) {
-                    self.obs
-                        .close_after_response
-                        .entry(c.info.server)
-                        .or_default()
-                        .1 += 1;
                 }
                 let e = c.ex_entry(index);
                 e.res_ns = Some(ts);
@@ -460,15 +478,21 @@ impl Correlator {
                     samples.push(v);
                 }
             }
+            // How the upstream ends a keep-alive response: counted only on connections the
+            // capture saw whole, so lost packets cannot fake or hide the habit.
             let last = c.exchanges.back();
-            if let Some(res) = last.and_then(|e| e.res.as_ref()) {
-                if !res.closes() {
+            if let Some(res) = last
+                .and_then(|e| e.res.as_ref())
+                .filter(|_| c.missing.is_none())
+            {
+                if !res.closes() && res.status >= 200 {
                     let end = last.and_then(|e| e.res_end_ns).unwrap_or(ts);
                     let entry = self
                         .obs
                         .close_after_response
                         .entry(c.info.server)
                         .or_default();
+                    entry.1 += 1;
                     if ts - end <= 5_000_000 {
                         entry.0 += 1;
                     }
@@ -519,6 +543,7 @@ impl Correlator {
             self.run_check(check, true);
         }
         self.conns.clear();
+        self.by_tuple.clear();
         self.pending.clear();
     }
 
@@ -528,7 +553,12 @@ impl Correlator {
                 break;
             }
             self.closed.pop_front();
-            self.conns.remove(&id);
+            if let Some(c) = self.conns.remove(&id) {
+                let t = (c.info.client, c.info.server);
+                if self.by_tuple.get(&t) == Some(&id) {
+                    self.by_tuple.remove(&t);
+                }
+            }
         }
         while self
             .troubles

@@ -59,6 +59,8 @@ pub struct CConn {
     pub closed_ns: Option<i64>,
     /// A connection failure was claimed by a verdict.
     pub claimed: bool,
+    /// The capture lost part of this connection: (when noticed, what).
+    pub missing: Option<(i64, &'static str)>,
 }
 
 impl CConn {
@@ -79,6 +81,7 @@ impl CConn {
             exchanges: VecDeque::new(),
             closed_ns: None,
             claimed: false,
+            missing: None,
         }
     }
 

@@ -71,6 +71,14 @@ pub enum Event {
         outstanding: usize,
         responding: bool,
     },
+    /// The capture lost part of this connection: bytes acknowledged or skipped that were
+    /// never seen, or a handshake answer that is missing. Emitted once per connection;
+    /// what the engine concludes about it must not rest on what is absent.
+    Missing {
+        conn: ConnId,
+        ts: i64,
+        what: &'static str,
+    },
     /// The connection is forgotten (closed and lingered, or the capture ended).
     Closed {
         conn: ConnId,
@@ -99,6 +107,8 @@ pub struct Conn {
     /// When the connection last went quiet (established, or the last response ended).
     quiet_since: Option<i64>,
     closed_ns: Option<i64>,
+    /// Packets of this connection are missing from the capture (see [`Event::Missing`]).
+    missing: bool,
 }
 
 impl Conn {
@@ -269,6 +279,7 @@ impl Tracker {
             http: HttpConn::default(),
             quiet_since: None,
             closed_ns: None,
+            missing: false,
         }
     }
 
@@ -336,6 +347,16 @@ fn step(c: &mut Conn, seg: &Segment, http_out: &mut Vec<HttpEvent>, out: &mut Ve
             c.info.opener_known = true;
             c.synack_ns.get_or_insert(ts);
         }
+    } else if from_client
+        && ack
+        && c.synack_ns.is_none()
+        && c.info.syn_ns.is_some()
+        && c.established_ns.is_none()
+    {
+        // The client acknowledges a SYN/ACK the capture never saw: the handshake completed.
+        c.established_ns = Some(ts);
+        c.quiet_since = Some(ts);
+        missing(c, ts, "the server's SYN/ACK", out);
     } else if from_client && ack && c.synack_ns.is_some() && c.established_ns.is_none() {
         c.established_ns = Some(ts);
         c.quiet_since = Some(ts);
@@ -345,6 +366,12 @@ fn step(c: &mut Conn, seg: &Segment, http_out: &mut Vec<HttpEvent>, out: &mut Ve
             ts,
             rtt_ns,
         });
+    }
+
+    if !c.missing {
+        if let Some(what) = lost_before(c, seg, from_client) {
+            missing(c, ts, what, out);
+        }
     }
 
     if seg.has(flags::RST) {
@@ -395,6 +422,52 @@ fn step(c: &mut Conn, seg: &Segment, http_out: &mut Vec<HttpEvent>, out: &mut Ve
         }
     }
     false
+}
+
+/// Marks the connection as missing packets, once.
+fn missing(c: &mut Conn, ts: i64, what: &'static str, out: &mut Vec<Event>) {
+    if !c.missing {
+        c.missing = true;
+        out.push(Event::Missing {
+            conn: c.info.id,
+            ts,
+            what,
+        });
+    }
+}
+
+/// What this segment proves the capture lost, if anything: it acknowledges bytes (or a FIN)
+/// of the peer that were never seen, or its own data or FIN starts beyond what this side
+/// was seen to send.
+fn lost_before(c: &Conn, seg: &Segment, from_client: bool) -> Option<&'static str> {
+    let (own, peer) = if from_client {
+        (&c.c2s, &c.s2c)
+    } else {
+        (&c.s2c, &c.c2s)
+    };
+    if seg.has(flags::ACK) && !seg.has(flags::RST) && peer.seq.started() {
+        let peer_end = peer.seq.bytes() + u64::from(peer.fin_ns.is_some());
+        if peer.seq.offset(seg.ack).is_some_and(|a| a > peer_end) {
+            return Some(if from_client {
+                "server bytes the client acknowledged"
+            } else {
+                "client bytes the server acknowledged"
+            });
+        }
+    }
+    let data_or_fin = seg.wire_len > 0 || seg.has(flags::FIN);
+    if data_or_fin
+        && !seg.has(flags::SYN)
+        && own.seq.started()
+        && own.seq.offset(seg.seq).is_some_and(|o| o > own.seq.bytes())
+    {
+        return Some(if from_client {
+            "client bytes skipped over"
+        } else {
+            "server bytes skipped over"
+        });
+    }
+    None
 }
 
 fn payload(

@@ -255,3 +255,75 @@ fn idle_gap_before_reused_request_is_reported() {
         .collect();
     assert_eq!(idles, [Some(100), Some(5_000_000)]);
 }
+
+fn missing_events(out: &[Event]) -> Vec<&'static str> {
+    out.iter()
+        .filter_map(|e| match e {
+            Event::Missing { what, .. } => Some(*what),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn complete_exchange_has_nothing_missing() {
+    let mut segs = handshake();
+    segs.push(seg(
+        300,
+        true,
+        flags::ACK | flags::PSH,
+        100,
+        b"GET / HTTP/1.1\r\n\r\n",
+    ));
+    let mut ack = seg(400, false, flags::ACK, 500, b"");
+    ack.ack = 100 + 18;
+    segs.push(ack);
+    let (_, out) = run(&segs);
+    assert!(missing_events(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn ack_for_bytes_never_seen_marks_the_connection_missing() {
+    let mut segs = handshake();
+    // The server acknowledges 18 client bytes the capture never had.
+    let mut ack = seg(400, false, flags::ACK, 500, b"");
+    ack.ack = 100 + 18;
+    segs.push(ack);
+    let (_, out) = run(&segs);
+    assert_eq!(
+        missing_events(&out),
+        ["client bytes the server acknowledged"]
+    );
+}
+
+#[test]
+fn fin_beyond_the_last_byte_seen_marks_the_connection_missing() {
+    let mut segs = handshake();
+    // The server's 97-byte response was lost; its FIN sits after it.
+    segs.push(seg(500, false, flags::ACK | flags::FIN, 500 + 97, b""));
+    let (_, out) = run(&segs);
+    assert_eq!(missing_events(&out), ["server bytes skipped over"]);
+}
+
+#[test]
+fn handshake_without_the_syn_ack_marks_the_connection_missing_once() {
+    let mut segs = vec![
+        seg(0, true, flags::SYN, 99, b""),
+        seg(200, true, flags::ACK, 100, b""),
+    ];
+    segs.push(seg(
+        300,
+        true,
+        flags::ACK | flags::PSH,
+        100,
+        b"GET / HTTP/1.1\r\n\r\n",
+    ));
+    segs.push(seg(400, false, flags::RST | flags::ACK, 500, b""));
+    let (_, out) = run(&segs);
+    assert_eq!(missing_events(&out), ["the server's SYN/ACK"]);
+    // The RST is not taken for a refusal: the handshake had completed.
+    assert!(
+        !out.iter().any(|e| matches!(e, Event::Refused { .. })),
+        "{out:?}"
+    );
+}

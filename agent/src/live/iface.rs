@@ -160,7 +160,10 @@ fn enter_netns(path: &std::path::Path) -> Result<(), LiveError> {
 }
 
 /// With nanosecond precision libpcap puts nanoseconds in `tv_usec`.
-#[allow(clippy::useless_conversion, reason = "time_t and suseconds_t are not i64 on every target")]
+#[allow(
+    clippy::useless_conversion,
+    reason = "time_t and suseconds_t are not i64 on every target"
+)]
 fn unix_ns(ts: &libc::timeval) -> i64 {
     i64::from(ts.tv_sec) * 1_000_000_000 + i64::from(ts.tv_usec)
 }
