@@ -37,6 +37,8 @@ pub struct Engine {
     corr: Correlator,
     events: Vec<Event>,
     verdicts: Vec<Verdict>,
+    /// Verdicts already handed out by [`Engine::new_verdicts`].
+    handed_out: usize,
     last_advance: i64,
 }
 
@@ -48,6 +50,7 @@ impl Engine {
             corr: Correlator::new(Roles::new(cfg.proxy, cfg.upstream)),
             events: Vec::new(),
             verdicts: Vec::new(),
+            handed_out: 0,
             last_advance: i64::MIN,
         }
     }
@@ -66,9 +69,12 @@ impl Engine {
         }
     }
 
-    /// Verdicts made so far (for live use); they are not returned again by `finish`.
-    pub fn take_verdicts(&mut self) -> Vec<Verdict> {
-        std::mem::take(&mut self.verdicts)
+    /// Verdicts made since the last call (for live use, to show each as soon as it is
+    /// proven); [`Engine::finish`] still returns every verdict.
+    pub fn new_verdicts(&mut self) -> &[Verdict] {
+        let new = self.verdicts.get(self.handed_out..).unwrap_or_default();
+        self.handed_out = self.verdicts.len();
+        new
     }
 
     /// Connections tracked right now.

@@ -11,6 +11,12 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use crate::probe::{tcp_state, SockEvent, SockEventKind};
+use crate::verdict::{Cause, Confidence, Evidence, Subcause, Verdict};
+
+/// How far before a verdict's error the kernel's story of its connection is read.
+const LOOK_BACK_NS: i64 = 600_000_000_000;
+/// How far after the error (the proxy reads EOF, closes) it is read.
+const LOOK_AHEAD_NS: i64 = 2_000_000_000;
 
 /// Events kept per socket; the oldest go first (a socket's story is short).
 const MAX_EVENTS_PER_SOCKET: usize = 64;
@@ -20,7 +26,7 @@ const KEEP_AFTER_DESTROY_NS: i64 = 30_000_000_000;
 const ECONNRESET: i64 = 104;
 
 /// One probe event on the pcap clock (unix nanoseconds).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct KernelEvent {
     pub ts_ns: i64,
     pub event: SockEvent,
@@ -255,6 +261,73 @@ impl Ledger {
     }
 }
 
+/// Adds what the kernel saw of a verdict's upstream connection: the owning process, a write
+/// on a socket already in CLOSE_WAIT (a keep-alive race becomes `fin_unread`, proven), the
+/// moment the process read EOF or ECONNRESET.
+pub fn enrich(v: &mut Verdict, ledger: &Ledger) {
+    let Some(u) = &v.upstream else { return };
+    let conn = u.connection();
+    let Some(f) = ledger.facts(
+        u.proxy,
+        u.server,
+        v.ts_ns - LOOK_BACK_NS,
+        v.ts_ns + LOOK_AHEAD_NS,
+    ) else {
+        return;
+    };
+    if let (Some(pid), Some(comm)) = (f.pid, &f.comm) {
+        v.process = Some(format!("{comm}[{pid}]"));
+    }
+    let who = v.process.clone().unwrap_or_else(|| "the proxy".into());
+    let mut add = |ts_ns: i64, what: String| {
+        v.evidence.push(Evidence {
+            ts_ns,
+            connection: conn.clone(),
+            what,
+        })
+    };
+    if let Some(t) = f.fin_received_ns {
+        add(
+            t,
+            "kernel: the upstream's FIN arrived (socket ESTABLISHED -> CLOSE_WAIT)".into(),
+        );
+    }
+    if let Some((t, idle)) = f.write_in_close_wait {
+        add(t, format!("kernel: {who} wrote after {:.1} ms idle on the socket already in CLOSE_WAIT (FIN unread)", idle as f64 / 1e6));
+    } else if let Some((t, idle, state)) = f.write_after_idle {
+        add(
+            t,
+            format!(
+                "kernel: {who} wrote after {:.1} ms idle, socket {state}",
+                idle as f64 / 1e6
+            ),
+        );
+    }
+    if let Some(t) = f.eof_read_ns {
+        add(t, format!("kernel: {who} read EOF"));
+    }
+    if let Some((t, errno)) = f.read_error {
+        let name = if errno == ECONNRESET {
+            "ECONNRESET".to_owned()
+        } else {
+            format!("error {errno}")
+        };
+        add(t, format!("kernel: {who} read {name}"));
+    }
+    if let Some(t) = f.reset_received_ns {
+        add(t, "kernel: RST received".into());
+    }
+    v.evidence.sort_by_key(|e| e.ts_ns);
+    if v.cause == Cause::KeepaliveRace && f.write_in_close_wait.is_some() {
+        v.subcause = Some(Subcause::FinUnread);
+        v.confidence = Confidence::Proven;
+        v.summary = format!(
+            "{}; the kernel saw {who} write with the upstream's FIN already received and unread",
+            v.summary
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +400,73 @@ mod tests {
             "{}",
             f.describe()
         );
+    }
+
+    #[test]
+    fn a_race_with_a_write_in_close_wait_becomes_fin_unread() {
+        let l = ledger(vec![
+            ev(
+                1_000,
+                SockEventKind::StateChange {
+                    old: tcp_state::ESTABLISHED,
+                    new: tcp_state::CLOSE_WAIT,
+                },
+                tcp_state::CLOSE_WAIT,
+            ),
+            ev(
+                2_000,
+                SockEventKind::SendAfterIdle {
+                    ret: 300,
+                    idle_ns: 5_000_000,
+                    ended_in: tcp_state::CLOSE,
+                },
+                tcp_state::CLOSE_WAIT,
+            ),
+        ]);
+        let mut v = Verdict {
+            cause: Cause::KeepaliveRace,
+            subcause: Some(Subcause::FinCrossed),
+            confidence: Confidence::Probable,
+            status: Some(502),
+            ts_ns: 3_000,
+            downstream: None,
+            upstream: Some(crate::verdict::Upstream {
+                proxy: PROXY.parse().unwrap(),
+                server: UPSTREAM.parse().unwrap(),
+                exchange_index: Some(2),
+                seen_from_start: true,
+                idle_ms: Some(5.0),
+                fin_to_request_ms: Some(0.001),
+                close_order: String::new(),
+            }),
+            request_id: None,
+            idempotent: Some(false),
+            summary: "race".into(),
+            reason: None,
+            evidence: Vec::new(),
+            process: None,
+        };
+        enrich(&mut v, &l);
+        assert_eq!(v.subcause, Some(Subcause::FinUnread));
+        assert_eq!(v.confidence, Confidence::Proven);
+        assert_eq!(v.process.as_deref(), Some("caddy[42]"));
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.what.contains("CLOSE_WAIT (FIN unread)")),
+            "{:?}",
+            v.evidence
+        );
+        // Another cause keeps its name; it only gains the kernel's evidence.
+        let mut other = Verdict {
+            cause: Cause::UpstreamReset,
+            subcause: None,
+            evidence: Vec::new(),
+            ..v
+        };
+        enrich(&mut other, &l);
+        assert_eq!(other.subcause, None);
+        assert!(!other.evidence.is_empty());
     }
 
     #[test]

@@ -15,6 +15,9 @@ struct Cli {
 enum Command {
     /// Diagnose every 5xx/499 in one or more capture files (pcap, pcapng).
     Analyze(cli::analyze::Args),
+    /// Diagnose live: capture a proxy's traffic (and follow its sockets in the kernel),
+    /// print each verdict as it is proven, and end with the full report.
+    Capture(cli::capture::Args),
     /// Check that this node can run the kernel probe: load, attach, see one connection.
     Check(cli::check::Args),
 }
@@ -24,5 +27,6 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Analyze(args) => cli::analyze::run(&args),
         Command::Check(args) => cli::check::run(&args),
+        Command::Capture(args) => cli::capture::run(&args),
     }
 }

@@ -145,4 +145,6 @@ pub struct Verdict {
     /// For `unexplained`: what is missing.
     pub reason: Option<String>,
     pub evidence: Vec<Evidence>,
+    /// The process that owned the upstream socket (`comm[pid]`), from the kernel probe.
+    pub process: Option<String>,
 }

@@ -328,15 +328,18 @@ fn try_sock_send_length(ctx: &TracePointContext) -> Res {
     } else {
         0
     };
-    if last != 0 && idle >= cfg.idle_threshold_ns && passes(&cfg, info) {
+    // A write on a socket whose peer already sent its FIN (CLOSE_WAIT) is reported whatever
+    // the idle gap: it is the kernel's proof that the process wrote with the FIN unread.
+    // A write that accepted data cannot have begun in CLOSE (it would fail with EPIPE):
+    // the RST that closed the socket arrived during the write.
+    let began_in = if ret > 0 && info.state == tcp_state::CLOSE {
+        info.prev_state
+    } else {
+        info.state
+    };
+    let after_idle = last != 0 && idle >= cfg.idle_threshold_ns;
+    if (after_idle || began_in == tcp_state::CLOSE_WAIT) && passes(&cfg, info) {
         let snapshot = *info;
-        // A write that accepted data cannot have begun in CLOSE (it would fail with EPIPE):
-        // the RST that closed the socket arrived during the write.
-        let began_in = if ret > 0 && snapshot.state == tcp_state::CLOSE {
-            snapshot.prev_state
-        } else {
-            snapshot.state
-        };
         emit(
             kind::SEND_AFTER_IDLE,
             skaddr,

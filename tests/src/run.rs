@@ -23,6 +23,9 @@ const SETTLE: Duration = Duration::from_millis(800);
 pub struct RunOptions {
     /// Override the scenario's request count (smaller runs for fixtures).
     pub requests: Option<u32>,
+    /// Run this `tracer` binary's `capture` live on the proxy's namespace during the load;
+    /// its bundle goes to `<dir>/tracer/` and its JSON report to `<dir>/tracer-report.json`.
+    pub tracer: Option<PathBuf>,
 }
 
 /// What a run produced; every file lives in `dir`.
@@ -119,6 +122,11 @@ pub fn run(scenario: &dyn Scenario, dir: &Path, opts: &RunOptions) -> Result<Run
         &dir.join("upstream.pcap"),
     )?;
 
+    let mut tracer = match &opts.tracer {
+        Some(bin) => Some(start_tracer(bin, &h, &dir)?),
+        None => None,
+    };
+
     let mut profile: LoadProfile = scenario.load();
     if let Some(n) = opts.requests {
         profile.requests = n;
@@ -128,6 +136,9 @@ pub fn run(scenario: &dyn Scenario, dir: &Path, opts: &RunOptions) -> Result<Run
     write_results(&dir.join("client.jsonl"), &results)?;
 
     std::thread::sleep(SETTLE);
+    if let Some(t) = &mut tracer {
+        stop_tracer(t, &dir)?;
+    }
     let capture_client = capture::stop(&mut procs, "tcpdump-client");
     let capture_upstream = capture::stop(&mut procs, "tcpdump-upstream");
     procs.stop_all(); // servers flush their logs on SIGTERM
@@ -158,6 +169,74 @@ pub fn run(scenario: &dyn Scenario, dir: &Path, opts: &RunOptions) -> Result<Run
         misses,
         elapsed: started.elapsed(),
     })
+}
+
+/// Starts `tracer capture` on the proxy's namespace; returns once it captures and its probe
+/// is attached.
+fn start_tracer(bin: &Path, h: &crate::scenario::Hosts, dir: &Path) -> Result<std::process::Child> {
+    let err = dir.join("tracer.err");
+    let mut child = Command::new(bin)
+        .arg("capture")
+        .args([
+            "--netns",
+            &h.proxy_ns,
+            "-i",
+            &h.front_if,
+            "-i",
+            &h.back_if,
+            "--format",
+            "json",
+            "--out",
+        ])
+        .arg(dir.join("tracer"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join("tracer-report.json"))?)
+        .stderr(std::fs::File::create(&err)?)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::fs::read_to_string(&err).is_ok_and(|s| s.contains("Ctrl-C to stop")) {
+            std::thread::sleep(Duration::from_millis(300));
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "tracer capture exited ({status}): {}",
+                std::fs::read_to_string(&err).unwrap_or_default().trim()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("tracer capture did not start within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Ctrl-C for `tracer capture`, then wait for its report.
+fn stop_tracer(child: &mut std::process::Child, dir: &Path) -> Result<()> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!(
+                    "tracer capture failed ({status}): {}",
+                    std::fs::read_to_string(dir.join("tracer.err"))
+                        .unwrap_or_default()
+                        .trim()
+                );
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("tracer capture did not finish within 60 s of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn misses(scenario: &dyn Scenario, t: &TruthFile) -> Vec<String> {

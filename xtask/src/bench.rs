@@ -6,7 +6,7 @@
 //! throughput and p99 latency are printed, with tracer's CPU, peak memory and events per
 //! request. Targets: at most 3% throughput loss and 5% p99 increase.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ struct Round {
 pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     tracer_lab::run::preflight()?;
     let wrk = tracer_lab::scenario::require_program("wrk", "wrk")?;
-    let tracer = build_tracer()?;
+    let tracer = crate::build_tracer()?;
     let dir = std::env::temp_dir().join(format!("tracer-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let net = Net::create()?;
@@ -114,13 +114,6 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
         peak_kib / 1024
     );
     Ok(())
-}
-
-fn build_tracer() -> Result<PathBuf> {
-    let mut c = crate::cargo();
-    c.args(["build", "--release", "--quiet", "--bin", "tracer"]);
-    crate::status(c, "cargo build --release --bin tracer")?;
-    Ok(crate::workspace_root().join("target/release/tracer"))
 }
 
 fn backend_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String {

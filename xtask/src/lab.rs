@@ -19,6 +19,10 @@ pub struct LabArgs {
     /// Send this many requests instead of the scenario's default.
     #[arg(long)]
     requests: Option<u32>,
+    /// Also run `tracer capture` live on the proxy's namespace (release build) and write
+    /// its report next to the ground truth.
+    #[arg(long)]
+    with_tracer: bool,
 }
 
 /// Ctrl-C stops the load; the run then tears everything down as on any other exit.
@@ -37,6 +41,11 @@ pub fn run(args: &LabArgs) -> Result<()> {
         return Ok(());
     }
     let chosen = choose(&args.scenarios)?;
+    let tracer = if args.with_tracer {
+        Some(crate::build_tracer()?)
+    } else {
+        None
+    };
     install_ctrlc();
     let mut failed = Vec::new();
     for s in chosen {
@@ -47,6 +56,7 @@ pub fn run(args: &LabArgs) -> Result<()> {
             &dir,
             &RunOptions {
                 requests: args.requests,
+                tracer: tracer.clone(),
             },
         )
         .with_context(|| format!("lab {}", s.name()))?;
@@ -102,6 +112,7 @@ pub fn fixtures(names: &[String]) -> Result<()> {
             &dir,
             &RunOptions {
                 requests: Some(requests),
+                tracer: None,
             },
         )?;
         println!("{}", out.summary());

@@ -83,6 +83,14 @@ fn status(mut c: Command, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Builds the `tracer` binary (release) and returns its path.
+fn build_tracer() -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "--release", "--quiet", "--bin", "tracer"]);
+    status(c, "cargo build --release --bin tracer")?;
+    Ok(workspace_root().join("target/release/tracer"))
+}
+
 fn test() -> Result<()> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);

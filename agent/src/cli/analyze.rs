@@ -1,14 +1,14 @@
 //! `tracer analyze FILE… [--proxy ADDR[:PORT]] [--upstream ADDR[:PORT]] [--format text|json]
 //! [-v] [--evidence DIR]`
-use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use tracer::capture::{open_many, open_many_with_frames, LinkType, PcapWriter};
+use tracer::bundle;
+use tracer::capture::open_many;
 use tracer::correlate::Endpoint;
 use tracer::engine::{Analysis, Config, Engine};
+use tracer::kernel::{self, Ledger};
 use tracer::report::{self, CaptureSummary};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -19,7 +19,8 @@ pub enum Format {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Capture files (pcap or pcapng); several are merged by time.
+    /// Capture files (pcap or pcapng), merged by time; or a bundle directory written by
+    /// `tracer capture --out DIR` (its packets and kernel events).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// The proxy's address (IP or IP:PORT of its listener); inferred when absent.
@@ -51,7 +52,8 @@ pub fn run(args: &Args) -> ExitCode {
 }
 
 fn analyze(args: &Args) -> Result<()> {
-    let mut segments = open_many(&args.files).context("cannot read the capture")?;
+    let (files, ledger) = inputs(&args.files)?;
+    let mut segments = open_many(&files).context("cannot read the capture")?;
     let mut engine = Engine::new(Config {
         proxy: args.proxy,
         upstream: args.upstream,
@@ -68,7 +70,12 @@ fn analyze(args: &Args) -> Result<()> {
     if stats.packets == 0 {
         anyhow::bail!("the capture holds no packets");
     }
-    let analysis = engine.finish();
+    let mut analysis = engine.finish();
+    if let Some(ledger) = &ledger {
+        for v in &mut analysis.verdicts {
+            kernel::enrich(v, ledger);
+        }
+    }
     let capture = CaptureSummary {
         packets: stats.packets,
         dropped_or_missing: analysis.flow.gaps,
@@ -78,23 +85,36 @@ fn analyze(args: &Args) -> Result<()> {
         Format::Json => println!("{}", report::json::render(&analysis, capture)),
     }
     if let Some(dir) = &args.evidence {
-        write_evidence(dir, &args.files, &analysis, capture)
+        write_evidence(dir, &files, &analysis, capture)
             .with_context(|| format!("cannot write the evidence bundle to {}", dir.display()))?;
     }
     Ok(())
 }
 
-type Pair = (SocketAddr, SocketAddr);
-
-fn pair(a: SocketAddr, b: SocketAddr) -> Pair {
-    if a <= b {
-        (a, b)
-    } else {
-        (b, a)
+/// Capture files to read, and the probe events when a `tracer capture --out` bundle
+/// directory is among the inputs (its `capture.pcap` and `events.jsonl`).
+fn inputs(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Option<Ledger>)> {
+    let mut files = Vec::new();
+    let mut ledger: Option<Ledger> = None;
+    for p in paths {
+        if bundle::is_bundle(p) {
+            files.push(p.join(bundle::CAPTURE));
+            let events = bundle::read_events(p)
+                .with_context(|| format!("cannot read the bundle {}", p.display()))?;
+            match &mut ledger {
+                None => ledger = Some(events),
+                Some(_) => anyhow::bail!("give one bundle directory at a time"),
+            }
+        } else if p.is_dir() {
+            anyhow::bail!("{} is a directory without {}: give capture files or a `tracer capture --out` bundle", p.display(), bundle::CAPTURE);
+        } else {
+            files.push(p.clone());
+        }
     }
+    Ok((files, ledger))
 }
 
-/// Second pass over the files: copies every packet of an implicated connection.
+/// Second pass over the files: the implicated connections, and the report.
 fn write_evidence(
     dir: &Path,
     files: &[PathBuf],
@@ -102,22 +122,7 @@ fn write_evidence(
     capture: CaptureSummary,
 ) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut wanted: HashSet<Pair> = HashSet::new();
-    for v in &a.verdicts {
-        if let Some(d) = &v.downstream {
-            wanted.insert(pair(d.client, d.proxy));
-        }
-        if let Some(u) = &v.upstream {
-            wanted.insert(pair(u.proxy, u.server));
-        }
-    }
-    let mut w = PcapWriter::create(&dir.join("evidence.pcap"), LinkType::RAW)?;
-    for (seg, raw) in open_many_with_frames(files)? {
-        if wanted.contains(&pair(seg.src, seg.dst)) {
-            w.write(&raw)?;
-        }
-    }
-    w.finish()?;
-    std::fs::write(dir.join("report.json"), report::json::render(a, capture))?;
+    bundle::write_evidence(files, &dir.join(bundle::EVIDENCE), &a.verdicts)?;
+    std::fs::write(dir.join(bundle::REPORT), report::json::render(a, capture))?;
     Ok(())
 }

@@ -183,6 +183,7 @@ impl Correlator {
             ),
             reason: Some(reason.into()),
             evidence: base_evidence(c, e, "client", "server"),
+            process: None,
         }
     }
 
@@ -215,6 +216,7 @@ impl Correlator {
             summary: String::new(),
             reason: None,
             evidence: Vec::new(),
+            process: None,
         };
         let what = status.map_or_else(|| "no response".to_owned(), |s| s.to_string());
         let attempt = e.attempts.last().copied();
@@ -419,6 +421,7 @@ impl Correlator {
             summary: String::new(),
             reason: None,
             evidence: Vec::new(),
+            process: None,
         };
         let mut tail = String::new();
         if let Some(((dc, di), _)) = e.serves {
@@ -519,6 +522,7 @@ impl Correlator {
             summary: format!("{summary}; no client-facing error was matched to it"),
             reason: None,
             evidence: connect_evidence(c),
+            process: None,
         };
         if let Some(c) = self.conns.get_mut(&conn) {
             c.claimed = true;

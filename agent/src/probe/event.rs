@@ -10,7 +10,7 @@ use serde::Serialize;
 use tracer_common::{flags, kind, tcp_state, RawSockEvent, AF_INET, AF_INET6, RAW_SOCK_EVENT_SIZE};
 
 /// What happened to the socket, with the values that matter for each kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SockEventKind {
     /// TCP state change `old` → `new` (kernel numbering, see [`tcp_state`]).
@@ -36,7 +36,7 @@ pub enum SockEventKind {
 }
 
 /// One kernel event about one TCP socket, as the engine sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SockEvent {
     /// CLOCK_MONOTONIC ns (see [`super::ClockAlignment`] to turn it into unix time).
     pub ktime_ns: u64,

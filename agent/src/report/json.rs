@@ -35,6 +35,9 @@ struct JVerdict<'a> {
     reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     idempotent: Option<bool>,
+    /// `comm[pid]` of the process that owned the upstream socket (kernel probe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<&'a str>,
     evidence: Vec<JEvidence<'a>>,
 }
 
@@ -110,6 +113,7 @@ fn verdict(v: &Verdict) -> JVerdict<'_> {
         request_id: v.request_id.as_deref(),
         reason: v.reason.as_deref(),
         idempotent: v.idempotent,
+        process: v.process.as_deref(),
         evidence: v
             .evidence
             .iter()

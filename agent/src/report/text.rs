@@ -48,45 +48,7 @@ pub fn render(a: &Analysis, capture: CaptureSummary, verbose: bool) -> String {
         let _ = writeln!(s, "\nverdicts:");
     }
     for v in &a.verdicts {
-        let status = v.status.map_or_else(|| "---".to_owned(), |s| s.to_string());
-        let cause = match v.subcause {
-            Some(sc) => format!("{}/{}", v.cause, sc.name()),
-            None => v.cause.to_string(),
-        };
-        let mut line = format!(
-            "  {} {status} {cause} ({})",
-            rfc3339(v.ts_ns),
-            v.confidence.name()
-        );
-        if let Some(u) = &v.upstream {
-            let _ = write!(line, " upstream {}", u.connection());
-            if let Some(i) = u.exchange_index {
-                let _ = write!(line, " #{i}");
-            }
-            if let Some(i) = u.idle_ms {
-                let _ = write!(line, " idle {i:.1} ms");
-            }
-            let _ = write!(line, " [{}]", u.close_order);
-        }
-        if let Some(r) = &v.request_id {
-            let _ = write!(line, " rid={r}");
-        }
-        let _ = writeln!(s, "{line}");
-        let _ = writeln!(s, "      {}", v.summary);
-        if let Some(r) = &v.reason {
-            let _ = writeln!(s, "      unexplained: {r}");
-        }
-        if verbose {
-            for e in &v.evidence {
-                let _ = writeln!(
-                    s,
-                    "        {}  {:<45} {}",
-                    rfc3339(e.ts_ns),
-                    e.connection,
-                    e.what
-                );
-            }
-        }
+        s.push_str(&verdict(v, verbose));
     }
     if !a.timeouts.is_empty() {
         let _ = writeln!(s, "\ninferred timeouts:");
@@ -122,6 +84,56 @@ pub fn render(a: &Analysis, capture: CaptureSummary, verbose: bool) -> String {
     }
     if a.verdicts.is_empty() {
         let _ = writeln!(s, "\nno 5xx, 499 or failed upstream attempt found.");
+    }
+    s
+}
+
+/// One verdict: a line with its time, status, cause and upstream connection, its sentence,
+/// and with `verbose` its evidence timeline.
+#[must_use]
+pub fn verdict(v: &crate::verdict::Verdict, verbose: bool) -> String {
+    let mut s = String::new();
+    let status = v.status.map_or_else(|| "---".to_owned(), |s| s.to_string());
+    let cause = match v.subcause {
+        Some(sc) => format!("{}/{}", v.cause, sc.name()),
+        None => v.cause.to_string(),
+    };
+    let mut line = format!(
+        "  {} {status} {cause} ({})",
+        rfc3339(v.ts_ns),
+        v.confidence.name()
+    );
+    if let Some(u) = &v.upstream {
+        let _ = write!(line, " upstream {}", u.connection());
+        if let Some(i) = u.exchange_index {
+            let _ = write!(line, " #{i}");
+        }
+        if let Some(i) = u.idle_ms {
+            let _ = write!(line, " idle {i:.1} ms");
+        }
+        let _ = write!(line, " [{}]", u.close_order);
+    }
+    if let Some(r) = &v.request_id {
+        let _ = write!(line, " rid={r}");
+    }
+    if let Some(p) = &v.process {
+        let _ = write!(line, " by {p}");
+    }
+    let _ = writeln!(s, "{line}");
+    let _ = writeln!(s, "      {}", v.summary);
+    if let Some(r) = &v.reason {
+        let _ = writeln!(s, "      unexplained: {r}");
+    }
+    if verbose {
+        for e in &v.evidence {
+            let _ = writeln!(
+                s,
+                "        {}  {:<45} {}",
+                rfc3339(e.ts_ns),
+                e.connection,
+                e.what
+            );
+        }
     }
     s
 }

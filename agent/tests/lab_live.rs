@@ -1,0 +1,153 @@
+//! End to end: every lab scenario with real proxies and upstreams, and `tracer capture`
+//! attached live to the proxy's network namespace (packets and kernel probe).
+//!
+//! For each scenario it checks, against the ground truth the lab derives from the proxy's
+//! own logs (never from tracer):
+//! - the scenario reproduces (its 502 rate, or 100% of its cause for a contrast) and the
+//!   ground truth agrees with the client's own results;
+//! - every race 502 the client saw has a `keepalive_race` verdict carrying kernel evidence
+//!   (the proxy's process), every contrast its own cause, and no verdict names another
+//!   cause than the logs (zero misattributions);
+//! - the probe lost no event; capture drops are reported.
+//!
+//! Needs root; skips with a printed reason otherwise.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use tracer_lab::run::{preflight, run, RunOptions};
+use tracer_lab::scenarios;
+
+fn verdicts_by_rid(report: &Value) -> BTreeMap<u64, Vec<Value>> {
+    let mut m: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    for v in report["verdicts"].as_array().into_iter().flatten() {
+        if let Some(rid) = v["request_id"].as_str().and_then(|r| r.parse().ok()) {
+            m.entry(rid).or_default().push(v.clone());
+        }
+    }
+    m
+}
+
+#[test]
+fn every_scenario_live_matches_the_proxy_logs() {
+    if let Err(why) = preflight() {
+        eprintln!("SKIPPED lab scenarios with tracer capture: {why:#}");
+        return;
+    }
+    let tracer = std::path::PathBuf::from(env!("CARGO_BIN_EXE_tracer"));
+    let root = std::env::temp_dir().join(format!("tracer-lab-live-{}", std::process::id()));
+    let mut failures = Vec::new();
+    for s in scenarios::all() {
+        let name = s.name();
+        let opts = RunOptions {
+            tracer: Some(tracer.clone()),
+            ..RunOptions::default()
+        };
+        let out = match run(s.as_ref(), &root.join(name), &opts) {
+            Ok(out) => out,
+            Err(e) => {
+                failures.push(format!("{name}: the run failed: {e:#}"));
+                continue;
+            }
+        };
+        let mut mine = Vec::new();
+        // The lab itself: the scenario reproduces and its ground truth agrees with the client.
+        for d in out.disagreements.iter().take(5) {
+            mine.push(format!("ground truth disagrees with the client: {d}"));
+        }
+        mine.extend(out.misses.iter().cloned());
+
+        // tracer's live verdicts against the ground truth.
+        let report: Value = std::fs::read_to_string(out.dir.join("tracer-report.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null);
+        assert_eq!(
+            report["schema"], "tracer.report/v1",
+            "{name}: no report from tracer capture"
+        );
+        let by_rid = verdicts_by_rid(&report);
+        let (mut right, mut with_kernel) = (0, 0);
+        for row in &out.truth.rows {
+            let got = by_rid.get(&row.rid).map(Vec::as_slice).unwrap_or_default();
+            let want = if row.capture_lost {
+                "unexplained"
+            } else {
+                row.cause.as_str()
+            };
+            match got {
+                [v] if v["cause"] == want => {
+                    right += 1;
+                    if row.cause == "keepalive_race" {
+                        if v["process"].is_string() {
+                            with_kernel += 1;
+                        } else {
+                            mine.push(format!(
+                                "rid {}: keepalive_race without kernel evidence: {}",
+                                row.rid, v["summary"]
+                            ));
+                        }
+                    }
+                }
+                [v] => mine.push(format!(
+                    "rid {}: tracer says {} ({}), the proxy's logs say {want}: {}",
+                    row.rid,
+                    v["cause"],
+                    v["summary"],
+                    row.evidence.chars().take(160).collect::<String>()
+                )),
+                [] => mine.push(format!(
+                    "rid {}: no verdict (the proxy's logs say {want})",
+                    row.rid
+                )),
+                vs => mine.push(format!("rid {}: {} verdicts", row.rid, vs.len())),
+            }
+        }
+        let truth_rids: std::collections::BTreeSet<u64> =
+            out.truth.rows.iter().map(|r| r.rid).collect();
+        for (rid, vs) in &by_rid {
+            if !truth_rids.contains(rid) && vs.iter().any(|v| v["cause"] != "unexplained") {
+                mine.push(format!(
+                    "rid {rid}: a {} verdict for a request that succeeded",
+                    vs[0]["cause"]
+                ));
+            }
+        }
+        let err = std::fs::read_to_string(out.dir.join("tracer.err")).unwrap_or_default();
+        if err.contains("probe lost") {
+            mine.push(format!(
+                "the probe lost events: {}",
+                err.lines().find(|l| l.contains("probe lost")).unwrap_or("")
+            ));
+        }
+        if !err.contains("kernel probe attached") {
+            mine.push(format!("the kernel probe was not attached: {}", err.trim()));
+        }
+        let recall = if out.truth.rows.is_empty() {
+            1.0
+        } else {
+            right as f64 / out.truth.rows.len() as f64
+        };
+        eprintln!(
+            "{}\n    tracer capture: {right}/{} right (recall {:.1}%), {with_kernel} races with kernel evidence",
+            out.summary(),
+            out.truth.rows.len(),
+            recall * 100.0
+        );
+        if mine.is_empty() {
+            std::fs::remove_dir_all(&out.dir).ok();
+        } else {
+            let n = mine.len();
+            failures.extend(mine.into_iter().take(6).map(|m| format!("{name}: {m}")));
+            if n > 6 {
+                failures.push(format!("{name}: … {} more", n - 6));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "runs kept under {}:\n{}",
+        root.display(),
+        failures.join("\n")
+    );
+}
