@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_analyze;
 mod ebpf;
 mod lab;
 
@@ -33,6 +34,8 @@ enum Task {
     },
     /// What CI runs: cargo fmt --check, clippy -D warnings, then every test.
     Test,
+    /// Benchmark: tracer analyze on a large capture, against tshark (packets/s, memory).
+    BenchAnalyze(bench_analyze::BenchArgs),
     /// Benchmark: a busy proxy's throughput and p99 with and without `tracer capture`.
     BenchCapture(bench::BenchArgs),
     /// Build the kernel probe (ebpf/) alone and print where the object is.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Task::Fixtures { scenarios } => lab::fixtures(&scenarios),
         Task::Test => test(),
         Task::BenchCapture(args) => bench::bench_capture(&args),
+        Task::BenchAnalyze(args) => bench_analyze::bench_analyze(&args),
         Task::BuildEbpf { debug } => ebpf::build_ebpf(!debug),
     };
     match result {
@@ -81,6 +85,11 @@ fn status(mut c: Command, what: &str) -> Result<()> {
         bail!("{what} failed ({s})");
     }
     Ok(())
+}
+
+/// A program from PATH (or /usr/sbin), if installed.
+fn lab_program(name: &str) -> Option<PathBuf> {
+    tracer_lab::scenario::require_program(name, name).ok()
 }
 
 /// Builds the `tracer` binary (release) and returns its path.

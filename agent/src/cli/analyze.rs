@@ -82,7 +82,11 @@ fn analyze(args: &Args) -> Result<()> {
     };
     match args.format {
         Format::Text => print!("{}", report::text::render(&analysis, capture, args.verbose)),
-        Format::Json => println!("{}", report::json::render(&analysis, capture)),
+        Format::Json => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            report::json::write(&analysis, capture, &mut out)
+                .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))?;
+        }
     }
     if let Some(dir) = &args.evidence {
         write_evidence(dir, &files, &analysis, capture)

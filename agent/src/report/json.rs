@@ -126,10 +126,8 @@ fn verdict(v: &Verdict) -> JVerdict<'_> {
     }
 }
 
-/// The report as a JSON value.
-#[must_use]
-pub fn to_value(a: &Analysis, capture: CaptureSummary) -> serde_json::Value {
-    let r = Report {
+fn report(a: &Analysis, capture: CaptureSummary) -> Report<'_> {
+    Report {
         schema: SCHEMA,
         verdicts: a.verdicts.iter().map(verdict).collect(),
         timeouts: a
@@ -158,12 +156,20 @@ pub fn to_value(a: &Analysis, capture: CaptureSummary) -> serde_json::Value {
             packets: capture.packets,
             dropped_or_missing: capture.dropped_or_missing,
         },
-    };
-    serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
+    }
 }
 
-/// The report as pretty JSON text.
+/// Writes the report as pretty JSON to `w` as it is serialized (no copy of it in memory).
+///
+/// # Errors
+/// When writing fails.
+pub fn write(a: &Analysis, capture: CaptureSummary, w: impl std::io::Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(w, &report(a, capture)).map_err(std::io::Error::from)
+}
+
+/// The report as pretty JSON text, serialized straight from the analysis (no value tree:
+/// a capture with many verdicts does not need twice their size in memory).
 #[must_use]
 pub fn render(a: &Analysis, capture: CaptureSummary) -> String {
-    serde_json::to_string_pretty(&to_value(a, capture)).unwrap_or_default()
+    serde_json::to_string_pretty(&report(a, capture)).unwrap_or_default()
 }
