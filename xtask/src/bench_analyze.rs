@@ -22,6 +22,9 @@ pub struct BenchArgs {
     /// The fixture to replay (a directory under tests/fixtures).
     #[arg(long, default_value = "seed")]
     fixture: String,
+    /// Keep the generated captures (their directory is printed), e.g. to profile.
+    #[arg(long)]
+    keep: bool,
     /// Copies in the prefix given to tshark.
     #[arg(long, default_value_t = 10)]
     tshark_copies: u32,
@@ -103,7 +106,11 @@ pub fn bench_analyze(args: &BenchArgs) -> Result<()> {
         "  target >= 1M packets/s on one core: {}",
         if tracer_pps >= 1e6 { "met" } else { "NOT met" }
     );
-    std::fs::remove_dir_all(&dir).ok();
+    if args.keep {
+        println!("  captures kept in {}", dir.display());
+    } else {
+        std::fs::remove_dir_all(&dir).ok();
+    }
     Ok(())
 }
 

@@ -368,17 +368,27 @@ impl Correlator {
     /// more) and whether it closes right after every response.
     fn habit(&self, c: &CConn) -> Habit {
         let s = c.info.server;
-        let idle_limit = self
-            .obs
-            .upstream_idle_closes
-            .get(&s)
-            .filter(|v| v.len() >= 3)
-            .map(|v| {
-                let mut v = v.clone();
-                v.sort_unstable();
-                let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
-                p90 + p90 / 2
-            });
+        let samples = self.obs.upstream_idle_closes.get(&s).map_or(0, Vec::len);
+        // The percentile only changes with new samples: recompute then, not per verdict.
+        let cached = self.idle_limits.borrow().get(&s).copied();
+        let idle_limit = match cached {
+            Some((n, limit)) if n == samples => limit,
+            _ => {
+                let limit = self
+                    .obs
+                    .upstream_idle_closes
+                    .get(&s)
+                    .filter(|v| v.len() >= 3)
+                    .map(|v| {
+                        let mut v = v.clone();
+                        v.sort_unstable();
+                        let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
+                        p90 + p90 / 2
+                    });
+                self.idle_limits.borrow_mut().insert(s, (samples, limit));
+                limit
+            }
+        };
         let (closed, total) = self
             .obs
             .close_after_response
@@ -558,25 +568,33 @@ impl Correlator {
         }
         let conns = &self.conns;
         let roles = &self.roles;
-        let best = self
-            .idle_closes
-            .iter_mut()
-            .filter(|ic| !ic.claimed && ic.upstream_ns <= err_ns + REORDER_NS)
-            .filter(|ic| {
-                ic.proxy_ns.is_some_and(|p| {
-                    p + REORDER_NS >= req_ns && (p - err_ns).abs() <= NEVER_SENT_CLOSE_NS
-                })
-            })
-            .filter(|ic| {
-                conns.get(&ic.conn).is_some_and(|c| {
+        // Proxy closes are in time order: only the last few milliseconds can match.
+        let mut best: Option<(i64, ConnId)> = None;
+        let end = self
+            .proxy_closes
+            .partition_point(|&(p, _)| p <= err_ns + NEVER_SENT_CLOSE_NS);
+        for &(p, id) in self.proxy_closes.range(..end).rev() {
+            if p < err_ns - NEVER_SENT_CLOSE_NS || p + REORDER_NS < req_ns {
+                break;
+            }
+            let Some(ic) = self.idle_closes.get(&id) else {
+                continue;
+            };
+            let fits = !ic.claimed
+                && ic.upstream_ns <= err_ns + REORDER_NS
+                && conns.get(&ic.conn).is_some_and(|c| {
                     roles.role(&c.info) != Role::Down
                         && !c
                             .exchanges
                             .iter()
                             .any(|e| e.req_ns.is_some_and(|t| t >= ic.upstream_ns))
-                })
-            })
-            .min_by_key(|ic| (ic.proxy_ns.unwrap_or(0) - err_ns).abs())?;
+                });
+            let d = (p - err_ns).abs();
+            if fits && best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, id));
+            }
+        }
+        let best = self.idle_closes.get_mut(&best?.1)?;
         best.claimed = true;
         Some(*best)
     }

@@ -85,7 +85,15 @@ pub struct Correlator {
     check_seq: u64,
     closed: VecDeque<(i64, ConnId)>,
     troubles: VecDeque<ConnId>,
-    idle_closes: VecDeque<IdleClose>,
+    /// Upstream connections that went away while idle, by connection.
+    idle_closes: FxHashMap<ConnId, IdleClose>,
+    /// The same in the order the upstream closed them (for expiry).
+    idle_close_order: VecDeque<(i64, ConnId)>,
+    /// Proxy closes of those connections, in time order: a never-sent error looks here
+    /// for a close within milliseconds of it.
+    proxy_closes: VecDeque<(i64, ConnId)>,
+    /// Per upstream: (samples it was computed from, idle-close limit) for `habit`.
+    idle_limits: std::cell::RefCell<HashMap<std::net::SocketAddr, (usize, Option<i64>)>>,
     /// Requests on connections of unknown role: (time, server, client IP), the last
     /// [`CONNECT_AFTER_REQUEST_NS`] only.
     recent_requests: VecDeque<(i64, std::net::SocketAddr, std::net::IpAddr)>,
@@ -116,7 +124,10 @@ impl Correlator {
             check_seq: 0,
             closed: VecDeque::new(),
             troubles: VecDeque::new(),
-            idle_closes: VecDeque::new(),
+            idle_closes: FxHashMap::default(),
+            idle_close_order: VecDeque::new(),
+            proxy_closes: VecDeque::new(),
+            idle_limits: std::cell::RefCell::new(HashMap::new()),
             recent_requests: VecDeque::new(),
             timing_pairs: HashMap::new(),
             by_tuple: FxHashMap::default(),
@@ -498,14 +509,18 @@ impl Correlator {
                     }
                 }
             }
-            self.idle_closes.push_back(IdleClose {
+            self.idle_close_order.push_back((ts, conn));
+            self.idle_closes.insert(
                 conn,
-                upstream_ns: ts,
-                upstream_rst: rst,
-                proxy_ns: None,
-                idle_ns,
-                claimed: false,
-            });
+                IdleClose {
+                    conn,
+                    upstream_ns: ts,
+                    upstream_rst: rst,
+                    proxy_ns: None,
+                    idle_ns,
+                    claimed: false,
+                },
+            );
         } else if from_client {
             if first_close {
                 if let Some(v) = idle_ns {
@@ -515,10 +530,10 @@ impl Correlator {
                     }
                 }
             }
-            for ic in self.idle_closes.iter_mut().rev() {
-                if ic.conn == conn {
-                    ic.proxy_ns.get_or_insert(ts);
-                    break;
+            if let Some(ic) = self.idle_closes.get_mut(&conn) {
+                if ic.proxy_ns.is_none() {
+                    ic.proxy_ns = Some(ts);
+                    self.proxy_closes.push_back((ts, conn));
                 }
             }
         }
@@ -568,12 +583,19 @@ impl Correlator {
             self.troubles.pop_front();
         }
         let now = self.now;
+        while let Some(&(t, id)) = self.idle_close_order.front() {
+            if now - t <= TROUBLE_KEEP_NS {
+                break;
+            }
+            self.idle_close_order.pop_front();
+            self.idle_closes.remove(&id);
+        }
         while self
-            .idle_closes
+            .proxy_closes
             .front()
-            .is_some_and(|ic| now - ic.upstream_ns > TROUBLE_KEEP_NS)
+            .is_some_and(|&(t, _)| now - t > TROUBLE_KEEP_NS)
         {
-            self.idle_closes.pop_front();
+            self.proxy_closes.pop_front();
         }
     }
 }
