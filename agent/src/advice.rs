@@ -76,6 +76,21 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// The setting that stops the proxy reusing upstream connections at all: the only
+    /// proxy-side fix when the upstream closes after every response.
+    fn no_reuse(self) -> &'static str {
+        match self {
+            Proxy::Traefik1 => "Traefik 1.7: `--maxidleconnsperhost=-1` stops reusing upstream connections (until the upstream keeps them alive).",
+            Proxy::Traefik => "Traefik 2/3: `serversTransport.maxIdleConnsPerHost: -1` (or in Kubernetes the `ServersTransport` resource's `spec.maxIdleConnsPerHost: -1`) stops reusing upstream connections.",
+            Proxy::Nginx => "nginx: remove `keepalive` from the `upstream {}` block (or `proxy_http_version 1.0`) so each request gets a fresh upstream connection.",
+            Proxy::Envoy => "Envoy: set the cluster's `max_requests_per_connection: 1` (Istio: `DestinationRule` `trafficPolicy.connectionPool.http.maxRequestsPerConnection: 1`).",
+            Proxy::HaProxy => "HAProxy: `http-reuse never` in the backend.",
+            Proxy::Caddy => "Caddy: in `reverse_proxy`, `transport http { keepalive off }` stops reusing upstream connections.",
+        }
+    }
+}
+
 /// One piece of advice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advice {
@@ -143,6 +158,10 @@ pub fn advise(
             });
         }
     }
+    // An upstream that closes after every response has no idle timeout to stay below: the
+    // fix is on its side, or the proxy must stop reusing its connections.
+    let every_response =
+        !shorter.is_empty() && shorter.iter().all(|t| t.closes_after_every_response);
     let recognised: Vec<Proxy> = proxy_software
         .iter()
         .filter_map(|s| Proxy::recognise(s))
@@ -161,7 +180,11 @@ pub fn advise(
         out.push(Advice {
             about: "proxy",
             software: Some(p.name().into()),
-            text: p.fix(&below),
+            text: if every_response {
+                p.no_reuse().to_owned()
+            } else {
+                p.fix(&below)
+            },
         });
     }
     let ups = upstream_software.join(" ").to_ascii_lowercase();
@@ -172,7 +195,9 @@ pub fn advise(
             text: text.into(),
         });
     };
-    let generic = !(ups.contains("gunicorn") || ups.contains("apache") || ups.contains("uwsgi"));
+    // The upstream advice above already named its fix when it closes after every response.
+    let generic = !every_response
+        && !(ups.contains("gunicorn") || ups.contains("apache") || ups.contains("uwsgi"));
     if ups.contains("uwsgi") || generic {
         upstream_fix(
             "uwsgi",
