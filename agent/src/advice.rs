@@ -196,8 +196,10 @@ pub fn advise(
         });
     };
     // The upstream advice above already named its fix when it closes after every response.
-    let generic = !every_response
-        && !(ups.contains("gunicorn") || ups.contains("apache") || ups.contains("uwsgi"));
+    let generic = !(every_response
+        || ups.contains("gunicorn")
+        || ups.contains("apache")
+        || ups.contains("uwsgi"));
     if ups.contains("uwsgi") || generic {
         upstream_fix(
             "uwsgi",
