@@ -41,11 +41,20 @@ fn enter(ns: &str) {
 
 #[test]
 fn loopback_exchange_in_a_namespace_is_captured() {
+    exchange_in_a_namespace(None, "immediate");
+}
+
+#[test]
+fn loopback_exchange_is_captured_when_batched_by_the_kernel() {
+    exchange_in_a_namespace(Some(10), "batched");
+}
+
+fn exchange_in_a_namespace(batch_ms: Option<u32>, tag: &str) {
     if let Some(why) = skip_reason() {
         eprintln!("SKIPPED: {why}");
         return;
     }
-    let ns = Netns(format!("tracer-live-{}", std::process::id()));
+    let ns = Netns(format!("tracer-live-{tag}-{}", std::process::id()));
     assert!(Command::new("ip")
         .args(["netns", "add", &ns.0])
         .status()
@@ -63,6 +72,8 @@ fn loopback_exchange_in_a_namespace_is_captured() {
         snaplen: 512,
         buffer_bytes: 4 << 20,
         filter: default_filter(&[18080]),
+        keep_frames: true,
+        batch_ms,
     })
     .expect("live capture starts");
 
@@ -129,6 +140,8 @@ fn a_missing_interface_is_one_clear_error() {
         snaplen: 256,
         buffer_bytes: 1 << 20,
         filter: "tcp".into(),
+        keep_frames: true,
+        batch_ms: None,
     })
     .err()
     .expect("opening a missing interface fails");
@@ -148,6 +161,8 @@ fn a_bad_filter_is_rejected_with_its_text() {
         snaplen: 256,
         buffer_bytes: 1 << 20,
         filter: "tcp and and".into(),
+        keep_frames: true,
+        batch_ms: None,
     })
     .err()
     .expect("a bad filter fails");
@@ -166,6 +181,8 @@ fn the_http_heads_filter_compiles_in_libpcap() {
         snaplen: 256,
         buffer_bytes: 1 << 20,
         filter: tracer::live::http_heads_filter(&[18082]),
+        keep_frames: true,
+        batch_ms: None,
     });
     assert!(cap.is_ok(), "{:?}", cap.err());
 }

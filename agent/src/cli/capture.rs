@@ -24,6 +24,10 @@ use super::analyze::Format;
 /// Packets are held this long (capture time) so that the interfaces' streams can be merged
 /// in time order before the engine sees them.
 const REORDER_NS: i64 = 20_000_000;
+/// The kernel hands packets over in blocks at most this late (ms): far fewer wake-ups
+/// than one per packet on a busy proxy, and shorter than [`REORDER_NS`], so the
+/// interfaces' blocks still merge in time order.
+const BATCH_MS: u32 = 10;
 /// Kernel capture buffer per interface.
 const BUFFER_BYTES: u32 = 64 << 20;
 
@@ -214,6 +218,8 @@ fn capture(args: &Args) -> Result<()> {
         snaplen: args.snaplen,
         buffer_bytes: BUFFER_BYTES,
         filter,
+        keep_frames: args.out.is_some(),
+        batch_ms: Some(BATCH_MS),
     })
     .context("cannot start the capture")?;
     let mut bundle = args.out.as_deref().map(BundleWriter::create).transpose()?;
@@ -285,8 +291,8 @@ fn capture(args: &Args) -> Result<()> {
             held.partition_point(|lp| lp.segment.ts_ns <= newest - REORDER_NS)
         };
         for lp in held.drain(..cut) {
-            if let Some(b) = &mut bundle {
-                b.packet(&lp.raw)?;
+            if let (Some(b), Some(raw)) = (&mut bundle, &lp.raw) {
+                b.packet(raw)?;
             }
             engine.push(&lp.segment);
             p.packets += 1;

@@ -568,13 +568,15 @@ impl Correlator {
         }
         let conns = &self.conns;
         let roles = &self.roles;
-        // Proxy closes are in time order: only the last few milliseconds can match.
+        // Proxy closes are in time order. The dead pooled connection is closed by the proxy
+        // after the request arrived and about when it answered; several never-sent errors
+        // within a few milliseconds compete for the closes around them, so each takes the
+        // earliest one that fits and leaves the later ones to the later errors.
+        let from = (req_ns - REORDER_NS).max(err_ns - NEVER_SENT_CLOSE_NS);
+        let start = self.proxy_closes.partition_point(|&(p, _)| p < from);
         let mut best: Option<(i64, ConnId)> = None;
-        let end = self
-            .proxy_closes
-            .partition_point(|&(p, _)| p <= err_ns + NEVER_SENT_CLOSE_NS);
-        for &(p, id) in self.proxy_closes.range(..end).rev() {
-            if p < err_ns - NEVER_SENT_CLOSE_NS || p + REORDER_NS < req_ns {
+        for &(p, id) in self.proxy_closes.range(start..) {
+            if p > err_ns + NEVER_SENT_CLOSE_NS {
                 break;
             }
             let Some(ic) = self.idle_closes.get(&id) else {
@@ -589,9 +591,9 @@ impl Correlator {
                             .iter()
                             .any(|e| e.req_ns.is_some_and(|t| t >= ic.upstream_ns))
                 });
-            let d = (p - err_ns).abs();
-            if fits && best.is_none_or(|(bd, _)| d < bd) {
-                best = Some((d, id));
+            if fits {
+                best = Some((p, id));
+                break;
             }
         }
         let best = self.idle_closes.get_mut(&best?.1)?;

@@ -50,12 +50,12 @@ pub(super) fn run(ctx: Ctx, ready: &Sender<Result<(), LiveError>>) {
                         Ok(view) => {
                             let packet = LivePacket {
                                 segment: view.to_segment(ts_ns),
-                                raw: RawPacket {
+                                raw: ctx.opts.keep_frames.then(|| RawPacket {
                                     ts_ns,
                                     linktype,
                                     data: p.data.to_vec(),
                                     orig_len: p.header.len,
-                                },
+                                }),
                             };
                             if !offer(&ctx.tx, packet) {
                                 backlog_dropped += 1;
@@ -123,7 +123,12 @@ fn open(ctx: &Ctx) -> Result<pcap::Capture<pcap::Active>, LiveError> {
     let buffer = i32::try_from(ctx.opts.buffer_bytes).unwrap_or(i32::MAX);
     let mut cap = pcap::Capture::from_device(ctx.name.as_str())
         .map_err(open_err)?
-        .immediate_mode(true)
+        .immediate_mode(ctx.opts.batch_ms.is_none())
+        .timeout(
+            ctx.opts
+                .batch_ms
+                .map_or(0, |ms| i32::try_from(ms).unwrap_or(i32::MAX)),
+        )
         .precision(pcap::Precision::Nano)
         .snaplen(snaplen)
         .buffer_size(buffer)

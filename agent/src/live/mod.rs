@@ -35,13 +35,20 @@ pub struct LiveOptions {
     pub buffer_bytes: u32,
     /// A BPF filter expression (tcpdump syntax).
     pub filter: String,
+    /// Keep each packet's frame (for writing a capture file); otherwise only the segment.
+    pub keep_frames: bool,
+    /// Let the kernel hand packets over in blocks, at most this many milliseconds late,
+    /// instead of waking tracer for every packet (`None`: immediately). Batching costs the
+    /// proxy's host far fewer wake-ups under load.
+    pub batch_ms: Option<u32>,
 }
 
 /// One packet from a live interface.
 #[derive(Debug, Clone)]
 pub struct LivePacket {
     pub segment: Segment,
-    pub raw: RawPacket,
+    /// The frame, when [`LiveOptions::keep_frames`] asked for it.
+    pub raw: Option<RawPacket>,
 }
 
 /// Counters of one interface (from `pcap_stats` and our own channel).
