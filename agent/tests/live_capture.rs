@@ -118,6 +118,12 @@ fn exchange_in_a_namespace(batch_ms: Option<u32>, tag: &str) {
         "no request"
     );
     assert!(segs.iter().any(|s| s.has(flags::FIN)), "no FIN");
+    // The default filter leaves out pure ACKs: they prove nothing.
+    assert!(
+        segs.iter()
+            .all(|s| s.wire_len > 0 || s.flags & (flags::SYN | flags::FIN | flags::RST) != 0),
+        "a pure ACK got through: {segs:?}"
+    );
     assert!(
         segs.iter()
             .all(|s| s.src.port() == 18080 || s.dst.port() == 18080),

@@ -15,7 +15,7 @@ use tracer::bundle::BundleWriter;
 use tracer::correlate::Endpoint;
 use tracer::engine::{Config, Engine};
 use tracer::kernel::{self, KernelEvent, Ledger};
-use tracer::live::{default_filter, LiveCapture, LiveOptions, LivePacket};
+use tracer::live::{default_filter, full_filter, LiveCapture, LiveOptions, LivePacket};
 use tracer::probe::{ClockAlignment, Probe, ProbeConfig};
 use tracer::report::{self, CaptureSummary};
 
@@ -50,9 +50,13 @@ pub struct Args {
     /// Stop once this many client-facing 5xx have verdicts.
     #[arg(long, value_name = "N")]
     pub until: Option<usize>,
-    /// Capture filter in tcpdump syntax; default: every TCP segment.
-    #[arg(long, value_name = "EXPR")]
+    /// Capture filter in tcpdump syntax; default: TCP segments with data or SYN/FIN/RST
+    /// (pure ACKs prove nothing and are half of a busy proxy's packets).
+    #[arg(long, value_name = "EXPR", conflicts_with = "full")]
     pub filter: Option<String>,
+    /// Capture every TCP segment, pure ACKs too.
+    #[arg(long)]
+    pub full: bool,
     /// Only these TCP ports (repeatable), for the capture filter and the probe.
     #[arg(long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
@@ -207,10 +211,13 @@ fn capture(args: &Args) -> Result<()> {
     } else {
         args.interfaces.clone()
     };
-    let filter = args
-        .filter
-        .clone()
-        .unwrap_or_else(|| default_filter(&args.ports));
+    let filter = args.filter.clone().unwrap_or_else(|| {
+        if args.full {
+            full_filter(&args.ports)
+        } else {
+            default_filter(&args.ports)
+        }
+    });
     let mut probe = start_probe(args, netns.as_deref());
     let mut live = LiveCapture::start(&LiveOptions {
         interfaces: interfaces.clone(),
@@ -367,6 +374,10 @@ fn capture(args: &Args) -> Result<()> {
             );
         }
     }
+    eprintln!(
+        "tracer capture: done: {} packets, {} kernel events, {probe_lost} kernel events lost",
+        p.packets, p.events
+    );
     if probe_lost > 0 {
         eprintln!("warning: the kernel probe lost {probe_lost} events (ring buffer full): kernel evidence may be incomplete");
     }

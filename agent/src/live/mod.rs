@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use serde::Serialize;
 
-pub use filter::{default_filter, http_heads_filter};
+pub use filter::{default_filter, full_filter, http_heads_filter};
 
 use crate::capture::RawPacket;
 use crate::segment::Segment;
