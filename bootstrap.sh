@@ -15,13 +15,12 @@ fi
 #  eBPF build: rustc-web rust-web-src cargo-web (Debian's compiler ships the core source
 #              the bpfel target needs) and llvm-22-dev (bpf-linker links against it)
 #  lab:        iproute2 tcpdump tshark + the real proxies and upstreams
-#  page tests and metrics: prometheus (promtool)
+#  benchmarks: wrk (bench-capture), tshark (bench-analyze's baseline)
 PACKAGES="
   ca-certificates pkg-config gcc libc6-dev libpcap-dev
   rustc-web rust-web-src cargo-web llvm-22-dev
   iproute2 tcpdump tshark
-  nginx haproxy caddy uwsgi uwsgi-plugin-python3 gunicorn python3 apache2 apache2-utils nodejs wrk
-  prometheus
+  nginx haproxy caddy uwsgi uwsgi-plugin-python3 gunicorn python3 nodejs wrk
 "
 missing=""
 for p in $PACKAGES; do
@@ -41,7 +40,7 @@ fi
 
 # The packaged servers must not hold the lab's ports or run as services: the lab starts
 # its own instances inside network namespaces.
-for svc in nginx haproxy caddy apache2 prometheus uwsgi; do
+for svc in nginx haproxy caddy uwsgi; do
     if systemctl is-active --quiet "$svc" 2>/dev/null; then
         systemctl stop "$svc" >/dev/null 2>&1 || true
     fi
