@@ -33,6 +33,13 @@ if [ -n "$missing" ]; then
     apt-get update -qq
     # tshark asks whether non-root users may capture; the answer does not matter here.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    # The packaged servers must not start as services while installing (nginx and caddy
+    # would both want port 80 and fail the install): the lab runs its own instances.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 else
     say "Debian packages: all present"
