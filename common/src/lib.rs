@@ -274,8 +274,9 @@ pub struct SockInfo {
 pub const SOCK_INFO_SIZE: usize = 88;
 const _: () = assert!(size_of::<SockInfo>() == SOCK_INFO_SIZE);
 
-/// Size of the `EVENTS` ring buffer: 256 KiB (a power of two, a multiple of the page size).
-pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
+/// Size of the `EVENTS` ring buffer: 4 MiB, about 32k events (a power of two, a multiple of
+/// the page size): a lab proxy opening a connection per request makes ~13 events a request.
+pub const EVENTS_RING_BYTES: u32 = 4 * 1024 * 1024;
 
 /// Names of the maps and globals, shared so both sides spell them the same.
 pub mod names {

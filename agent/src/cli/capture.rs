@@ -151,6 +151,71 @@ struct ProbeSource {
     clock: ClockAlignment,
 }
 
+/// The probe's ring buffer read on a thread of its own, so that it is drained while the
+/// engine is busy with packets: events on the pcap clock through a channel, and the count
+/// of events the kernel could not queue.
+struct ProbeReader {
+    events: std::sync::mpsc::Receiver<KernelEvent>,
+    lost: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProbeReader {
+    fn spawn(mut ps: ProbeSource) -> Result<ProbeReader> {
+        let (tx, events) = std::sync::mpsc::channel();
+        let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, st) = (lost.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("probe-events".into())
+            .spawn(move || {
+                let mut last = false;
+                loop {
+                    let batch = ps
+                        .probe
+                        .poll(Some(Duration::from_millis(20)))
+                        .unwrap_or_default();
+                    for ev in batch {
+                        let ke = KernelEvent {
+                            ts_ns: ps.clock.to_unix_ns(ev.ktime_ns),
+                            event: ev,
+                        };
+                        if tx.send(ke).is_err() {
+                            return;
+                        }
+                    }
+                    if let Ok(n) = ps.probe.lost() {
+                        l.store(n, Ordering::Relaxed);
+                    }
+                    if last {
+                        return;
+                    }
+                    // One more drain after the stop request: events of the last moments.
+                    last = st.load(Ordering::Relaxed);
+                }
+            })?;
+        Ok(ProbeReader {
+            events,
+            lost,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Stops the reader after a last drain.
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Loads the probe unless told not to; without it, says which proofs are weaker.
 fn start_probe(args: &Args, netns: Option<&Path>) -> Option<ProbeSource> {
     let weaker = "packets only: verdicts cannot name the proxy's process, and a keep-alive \
@@ -218,7 +283,9 @@ fn capture(args: &Args) -> Result<()> {
             default_filter(&args.ports)
         }
     });
-    let mut probe = start_probe(args, netns.as_deref());
+    let mut probe = start_probe(args, netns.as_deref())
+        .map(ProbeReader::spawn)
+        .transpose()?;
     let mut live = LiveCapture::start(&LiveOptions {
         interfaces: interfaces.clone(),
         netns: netns.clone(),
@@ -277,12 +344,11 @@ fn capture(args: &Args) -> Result<()> {
             }
         }
         // Kernel events first: a verdict made below may need them.
-        if let Some(ps) = &mut probe {
-            for ev in ps.probe.drain() {
-                let ke = KernelEvent {
-                    ts_ns: ps.clock.to_unix_ns(ev.ktime_ns),
-                    event: ev,
-                };
+        if let Some(pr) = &mut probe {
+            if ending {
+                pr.stop();
+            }
+            while let Ok(ke) = pr.events.try_recv() {
                 if let Some(b) = &mut bundle {
                     b.event(&ke)?;
                 }
@@ -328,10 +394,7 @@ fn capture(args: &Args) -> Result<()> {
                 .iter()
                 .map(|s| s.dropped + s.if_dropped + s.backlog_dropped)
                 .sum();
-            let lost = probe
-                .as_ref()
-                .and_then(|ps| ps.probe.lost().ok())
-                .unwrap_or(0);
+            let lost = probe.as_ref().map_or(0, ProbeReader::lost);
             eprint!(
                 "\r\x1b[K{:>6.1}s  {} packets, {} connections, {} kernel events, {} verdicts, capture drops {drops}, probe lost {lost}",
                 started.elapsed().as_secs_f64(),
@@ -350,10 +413,10 @@ fn capture(args: &Args) -> Result<()> {
     }
     live.stop();
     let stats = live.stats();
-    let probe_lost = probe
-        .as_ref()
-        .and_then(|ps| ps.probe.lost().ok())
-        .unwrap_or(0);
+    if let Some(pr) = &mut probe {
+        pr.stop();
+    }
+    let probe_lost = probe.as_ref().map_or(0, ProbeReader::lost);
     let mut analysis = engine.finish();
     for v in &mut analysis.verdicts {
         kernel::enrich(v, &ledger);
