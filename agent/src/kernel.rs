@@ -5,7 +5,7 @@
 //! The [`Ledger`] takes probe events (already on the pcap clock) and answers by 4-tuple, so
 //! the engine can add kernel evidence to a verdict it made from packets.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use serde::Serialize;
@@ -20,8 +20,6 @@ const LOOK_AHEAD_NS: i64 = 2_000_000_000;
 
 /// Events kept per socket; the oldest go first (a socket's story is short).
 const MAX_EVENTS_PER_SOCKET: usize = 64;
-/// How long a destroyed socket's record is kept for late questions, nanoseconds.
-const KEEP_AFTER_DESTROY_NS: i64 = 30_000_000_000;
 /// ECONNRESET.
 const ECONNRESET: i64 = 104;
 
@@ -246,18 +244,22 @@ impl Ledger {
         Some(f)
     }
 
-    /// Forgets sockets destroyed before `now_ns − 30 s`: memory follows open sockets.
-    pub fn evict(&mut self, now_ns: i64) {
+    /// Forgets sockets destroyed more than `keep_ns` before `now_ns`, except those whose
+    /// connection a verdict names (`pinned`, either direction): memory follows the open
+    /// sockets and the verdicts, and a verdict's kernel evidence stays.
+    pub fn evict(&mut self, now_ns: i64, keep_ns: i64, pinned: &HashSet<(SocketAddr, SocketAddr)>) {
         let keep = |r: &SocketRecord| {
-            r.destroyed_at
-                .is_none_or(|t| now_ns - t < KEEP_AFTER_DESTROY_NS)
+            r.destroyed_at.is_none_or(|t| now_ns - t < keep_ns)
+                || matches!((r.local, r.remote), (Some(l), Some(m)) if pinned.contains(&(l, m)) || pinned.contains(&(m, l)))
         };
         self.sockets.retain(|_, r| keep(r));
         self.retired.retain(keep);
-        let sockets = &self.sockets;
-        let retired = &self.retired;
-        self.by_tuple
-            .retain(|_, sk| sockets.contains_key(sk) || retired.iter().any(|r| r.skaddr == *sk));
+        self.by_tuple.clear();
+        for r in self.retired.iter().chain(self.sockets.values()) {
+            if let (Some(l), Some(m)) = (r.local, r.remote) {
+                self.by_tuple.insert((l, m), r.skaddr);
+            }
+        }
     }
 }
 
@@ -537,9 +539,18 @@ mod tests {
             ),
             ev(2_000, SockEventKind::Destroy, tcp_state::CLOSE),
         ]);
-        l.evict(2_000 + KEEP_AFTER_DESTROY_NS - 1);
+        const KEEP: i64 = 30_000_000_000;
+        let none = HashSet::new();
+        l.evict(2_000 + KEEP - 1, KEEP, &none);
         assert_eq!(l.sockets(), 1);
-        l.evict(2_000 + KEEP_AFTER_DESTROY_NS + 1);
+        // A connection a verdict names keeps its kernel evidence.
+        let pinned: HashSet<_> = [(UPSTREAM.parse().unwrap(), PROXY.parse().unwrap())].into();
+        l.evict(2_000 + KEEP + 1, KEEP, &pinned);
+        assert_eq!(l.sockets(), 1);
+        assert!(l
+            .socket(PROXY.parse().unwrap(), UPSTREAM.parse().unwrap())
+            .is_some());
+        l.evict(2_000 + KEEP + 1, KEEP, &none);
         assert_eq!(l.sockets(), 0);
         assert!(l
             .socket(PROXY.parse().unwrap(), UPSTREAM.parse().unwrap())

@@ -381,3 +381,38 @@ fn unrelated_servers_are_not_paired_by_one_coincidence() {
         a.verdicts
     );
 }
+
+#[test]
+fn two_never_sent_errors_in_one_stall_each_find_a_dead_connection() {
+    // Two pooled connections die; the proxy closes both, one a little before the second
+    // request even arrives (Go's pool handed out a connection its read loop was closing),
+    // then stalls and answers both 502 about 12 ms later.
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let (u1, u2) = (upstream(50000), upstream(50010));
+    tl.open(4_000 * MS, u2);
+    tl.req(4_000 * MS + 200, u2, "GET", 90);
+    tl.res(4_000 * MS + 600, u2, 200);
+    tl.fin(5_000 * MS, u1, false);
+    tl.fin(5_000 * MS + 100, u2, false);
+    tl.fin(5_001 * MS, u1, true);
+    tl.fin(5_001 * MS + 100, u2, true);
+    let (d1, d2) = (client(40001), client(40002));
+    tl.open(5_000 * MS + 500, d1);
+    tl.req(5_000 * MS + 700, d1, "POST", 2);
+    tl.open(5_003 * MS, d2);
+    tl.req(5_003 * MS + 200, d2, "POST", 3);
+    tl.res(5_014 * MS, d1, 502);
+    tl.res(5_015 * MS, d2, 502);
+    let a = tl.run();
+    let races: Vec<_> = a
+        .verdicts
+        .iter()
+        .filter(|v| v.status == Some(502))
+        .collect();
+    assert_eq!(races.len(), 2, "{:#?}", a.verdicts);
+    for v in races {
+        assert_eq!(v.cause, Cause::KeepaliveRace, "{v:#?}");
+        assert_eq!(v.subcause, Some(Subcause::RequestNeverSent));
+    }
+}

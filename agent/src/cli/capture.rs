@@ -28,6 +28,9 @@ const REORDER_NS: i64 = 20_000_000;
 /// than one per packet on a busy proxy, and shorter than [`REORDER_NS`], so the
 /// interfaces' blocks still merge in time order.
 const BATCH_MS: u32 = 10;
+/// Destroyed sockets' kernel records are kept this long (a verdict can come up to a few
+/// minutes after its connection closed), longer when a verdict names them.
+const KERNEL_KEEP_NS: i64 = 600_000_000_000;
 /// Kernel capture buffer per interface.
 const BUFFER_BYTES: u32 = 64 << 20;
 
@@ -324,6 +327,8 @@ fn capture(args: &Args) -> Result<()> {
         upstream: args.upstream,
     });
     let mut ledger = Ledger::new();
+    let mut pinned = std::collections::HashSet::new();
+    let mut last_evict = Instant::now();
     let mut held: Vec<LivePacket> = Vec::new();
     let mut newest = i64::MIN;
     let mut p = Progress::default();
@@ -371,6 +376,9 @@ fn capture(args: &Args) -> Result<()> {
             p.packets += 1;
         }
         for v in engine.new_verdicts() {
+            if let Some(u) = &v.upstream {
+                pinned.insert((u.proxy, u.server));
+            }
             let mut shown = v.clone();
             kernel::enrich(&mut shown, &ledger);
             if shown.downstream.is_some() && shown.status.is_some_and(|s| s >= 500) {
@@ -386,6 +394,10 @@ fn capture(args: &Args) -> Result<()> {
                 Format::Text => print!("{line}"),
                 Format::Json => eprint!("{line}"),
             }
+        }
+        if last_evict.elapsed() >= Duration::from_secs(10) {
+            last_evict = Instant::now();
+            ledger.evict(newest, KERNEL_KEEP_NS, &pinned);
         }
         if tty && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();

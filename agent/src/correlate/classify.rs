@@ -9,6 +9,8 @@ use crate::verdict::{Cause, Confidence, Downstream, Evidence, Subcause, Upstream
 const DEFAULT_RTT_NS: i64 = 1_000_000;
 /// The proxy closes the dead pooled connection "at about the time" of its error.
 const NEVER_SENT_CLOSE_NS: i64 = 10_000_000;
+/// How far before a never-sent error the proxy's close of the dead connection may lie.
+const NEVER_SENT_LOOKBACK_NS: i64 = 100_000_000;
 /// An attempt whose downstream request is still unresolved is checked again this long.
 const MAX_WAIT_NS: i64 = 30 * GRACE_NS;
 
@@ -572,7 +574,10 @@ impl Correlator {
         // after the request arrived and about when it answered; several never-sent errors
         // within a few milliseconds compete for the closes around them, so each takes the
         // earliest one that fits and leaves the later ones to the later errors.
-        let from = (req_ns - REORDER_NS).max(err_ns - NEVER_SENT_CLOSE_NS);
+        // Go's pool can hand out a connection its read loop is closing that very moment, so
+        // the proxy's close may come a little before the request; and a stalled proxy may
+        // answer well after it. Bounded, so a slow request does not reach far back.
+        let from = (req_ns - NEVER_SENT_CLOSE_NS).max(err_ns - NEVER_SENT_LOOKBACK_NS);
         let start = self.proxy_closes.partition_point(|&(p, _)| p < from);
         let mut best: Option<(i64, ConnId)> = None;
         for &(p, id) in self.proxy_closes.range(start..) {
