@@ -2,10 +2,12 @@
 //!
 //! nginx → nginx with upstream keep-alive in the lab's namespaces, `wrk` from the client
 //! namespace at a fixed concurrency. Rounds alternate between the proxy alone (the
-//! baseline), with `tracer capture --no-probe` (packets only) and with `tracer capture`
-//! (packets and kernel probe) attached to its namespace; the ratios of throughput and p99
-//! latency to the baseline are printed, with tracer's CPU, peak memory and kernel events
-//! per request. Targets: at most 3% throughput loss and 5% p99 increase.
+//! baseline), with `tcpdump -w /dev/null` on both interfaces and tracer's filter (what the
+//! kernel's copy to userspace alone costs, for reference), with `tracer capture
+//! --no-probe` (packets only) and with `tracer capture` (packets and kernel probe); the
+//! ratios of throughput and p99 latency to the baseline are printed, with tracer's CPU,
+//! peak memory and kernel events per request. Targets: at most 3% throughput loss and 5%
+//! p99 increase.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -60,8 +62,9 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     run_wrk(&wrk, &h.client_ns, &url, 2, args.connections)?;
     // Three kinds of round, alternated: the proxy alone, with `tracer capture --no-probe`
     // (packets only), with `tracer capture` (packets and kernel probe).
-    let modes: [(&str, &[&str]); 3] = [
+    let modes: [(&str, &[&str]); 4] = [
         ("proxy alone", &[]),
+        ("reference: tcpdump -w /dev/null, same filter", &[]),
         ("packets only", &["--no-probe"]),
         ("packets + probe", &[]),
     ];
@@ -71,6 +74,30 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
         for (m, (name, extra)) in modes.iter().enumerate() {
             let r = if m == 0 {
                 run_wrk(&wrk, &h.client_ns, &url, args.seconds, args.connections)?
+            } else if m == 1 {
+                // What copying the same packets to userspace costs without any analysis.
+                for (i, ifname) in [&h.front_if, &h.back_if].into_iter().enumerate() {
+                    let mut td =
+                        Command::new(tracer_lab::scenario::require_program("tcpdump", "tcpdump")?);
+                    td.args([
+                        "-i",
+                        ifname,
+                        "-n",
+                        "-s",
+                        "512",
+                        "-B",
+                        "65536",
+                        "-w",
+                        "/dev/null",
+                    ])
+                    .arg(tracer::live::default_filter(&[]));
+                    procs.spawn(&h.proxy_ns, &format!("tcpdump-ref-{i}"), td)?;
+                }
+                std::thread::sleep(Duration::from_millis(1500));
+                let r = run_wrk(&wrk, &h.client_ns, &url, args.seconds, args.connections)?;
+                procs.stop("tcpdump-ref-0");
+                procs.stop("tcpdump-ref-1");
+                r
             } else {
                 let err = dir.join(format!("tracer-{round}-{m}.err"));
                 let mut t = start_tracer(&tracer, &h, args.seconds + 3, extra, &err)?;
@@ -106,7 +133,11 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
         let requests: f64 = rounds[m].iter().map(|r| r.requests).sum();
         let (cpu, peak, events) = cost[m];
         let per_round = cpu / f64::from(args.rounds);
-        println!("  with tracer capture, {name}: {rps:.0} req/s, p99 {p99:.2} ms");
+        if m == 1 {
+            println!("  {name}: {rps:.0} req/s, p99 {p99:.2} ms");
+        } else {
+            println!("  with tracer capture, {name}: {rps:.0} req/s, p99 {p99:.2} ms");
+        }
         println!(
             "    throughput ratio {:.3} (loss {:.1}%, target <= 3%), p99 ratio {:.3} (increase {:.1}%, target <= 5%)",
             rps / b_rps,
@@ -114,6 +145,9 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
             p99 / b_p99,
             (p99 / b_p99 - 1.0) * 100.0
         );
+        if m == 1 {
+            continue;
+        }
         println!(
             "    tracer: {per_round:.2} CPU s per round ({:.1}% of one core), peak memory {} MiB, kernel events per request {:.3}",
             per_round / f64::from(args.seconds + 3) * 100.0,
