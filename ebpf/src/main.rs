@@ -411,6 +411,63 @@ fn try_sock_recv_length(ctx: &TracePointContext) -> Res {
     Ok(())
 }
 
+/// Where a `tcp:*` tracepoint keeps its socket and 4-tuple: the layouts differ in offsets only.
+struct TupleAt {
+    skaddr: usize,
+    sport: usize,
+    dport: usize,
+    family: usize,
+    v4: (usize, usize),
+    v6: (usize, usize),
+}
+
+/// The socket a `tcp:*` tracepoint is about, and its record (the tracked one, or one built
+/// from the tracepoint's own tuple) when its ports pass the filter.
+#[inline(always)]
+fn tcp_socket(
+    ctx: &TracePointContext,
+    at: &TupleAt,
+    cfg: &Config,
+) -> Result<(u64, Option<SockInfo>), i64> {
+    let skaddr = field::<u64>(ctx, at.skaddr)?;
+    let family = field::<u16>(ctx, at.family)?;
+    let sport = field::<u16>(ctx, at.sport)?;
+    let dport = field::<u16>(ctx, at.dport)?;
+    if !cfg.port_matches(sport, dport) {
+        return Ok((skaddr, None));
+    }
+    let addrs = read_addrs(ctx, family, at.v4, at.v6)?;
+    Ok((
+        skaddr,
+        Some(known_or_tuple(cfg, skaddr, family, sport, dport, addrs)),
+    ))
+}
+
+/// `tcp_receive_reset` and `tcp_destroy_sock` share one layout.
+const RESET_OR_DESTROY_AT: TupleAt = {
+    use tp::tcp_receive_reset as f;
+    TupleAt {
+        skaddr: f::SKADDR,
+        sport: f::SPORT,
+        dport: f::DPORT,
+        family: f::FAMILY,
+        v4: (f::SADDR, f::DADDR),
+        v6: (f::SADDR_V6, f::DADDR_V6),
+    }
+};
+
+const RETRANSMIT_AT: TupleAt = {
+    use tp::tcp_retransmit_skb as f;
+    TupleAt {
+        skaddr: f::SKADDR,
+        sport: f::SPORT,
+        dport: f::DPORT,
+        family: f::FAMILY,
+        v4: (f::SADDR, f::DADDR),
+        v6: (f::SADDR_V6, f::DADDR_V6),
+    }
+};
+
 // ---------------------------------------------------------------- tcp:tcp_receive_reset
 
 #[tracepoint]
@@ -420,22 +477,10 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 }
 
 fn try_tcp_receive_reset(ctx: &TracePointContext) -> Res {
-    use tp::tcp_receive_reset as f;
-    let skaddr = field::<u64>(ctx, f::SKADDR)?;
-    let family = field::<u16>(ctx, f::FAMILY)?;
-    let sport = field::<u16>(ctx, f::SPORT)?;
-    let dport = field::<u16>(ctx, f::DPORT)?;
     let cfg = CONFIG.load();
-    if !cfg.port_matches(sport, dport) {
+    let (skaddr, Some(info)) = tcp_socket(ctx, &RESET_OR_DESTROY_AT, &cfg)? else {
         return Ok(());
-    }
-    let addrs = read_addrs(
-        ctx,
-        family,
-        (f::SADDR, f::DADDR),
-        (f::SADDR_V6, f::DADDR_V6),
-    )?;
-    let info = known_or_tuple(&cfg, skaddr, family, sport, dport, addrs);
+    };
     if passes(&cfg, &info) {
         emit(
             kind::RESET_RECEIVED,
@@ -511,23 +556,10 @@ pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
 }
 
 fn try_tcp_destroy_sock(ctx: &TracePointContext) -> Res {
-    use tp::tcp_destroy_sock as f;
-    let skaddr = field::<u64>(ctx, f::SKADDR)?;
-    let family = field::<u16>(ctx, f::FAMILY)?;
-    let sport = field::<u16>(ctx, f::SPORT)?;
-    let dport = field::<u16>(ctx, f::DPORT)?;
     let cfg = CONFIG.load();
-    if cfg.port_matches(sport, dport) {
-        let addrs = read_addrs(
-            ctx,
-            family,
-            (f::SADDR, f::DADDR),
-            (f::SADDR_V6, f::DADDR_V6),
-        )?;
-        let info = known_or_tuple(&cfg, skaddr, family, sport, dport, addrs);
-        if passes(&cfg, &info) {
-            emit(kind::DESTROY, skaddr, &info, now_ns(), info.state, 0, 0, 0);
-        }
+    let (skaddr, info) = tcp_socket(ctx, &RESET_OR_DESTROY_AT, &cfg)?;
+    if let Some(info) = info.filter(|i| passes(&cfg, i)) {
+        emit(kind::DESTROY, skaddr, &info, now_ns(), info.state, 0, 0, 0);
     }
     let _ = SOCKS.remove(skaddr);
     Ok(())
@@ -543,23 +575,12 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 
 fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Res {
     use tp::tcp_retransmit_skb as f;
-    let skaddr = field::<u64>(ctx, f::SKADDR)?;
-    let family = field::<u16>(ctx, f::FAMILY)?;
-    let sport = field::<u16>(ctx, f::SPORT)?;
-    let dport = field::<u16>(ctx, f::DPORT)?;
     let cfg = CONFIG.load();
-    if !cfg.port_matches(sport, dport) {
+    let (skaddr, Some(info)) = tcp_socket(ctx, &RETRANSMIT_AT, &cfg)? else {
         return Ok(());
-    }
-    let addrs = read_addrs(
-        ctx,
-        family,
-        (f::SADDR, f::DADDR),
-        (f::SADDR_V6, f::DADDR_V6),
-    )?;
+    };
     let state = field::<i32>(ctx, f::STATE)? as u32;
     let err = field::<i32>(ctx, f::ERR)?;
-    let info = known_or_tuple(&cfg, skaddr, family, sport, dport, addrs);
     if passes(&cfg, &info) {
         emit(
             kind::RETRANSMIT,
