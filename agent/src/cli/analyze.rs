@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::Format;
 use anyhow::{Context, Result};
 use tracer::bundle;
 use tracer::capture::open_many;
@@ -10,12 +11,6 @@ use tracer::correlate::Endpoint;
 use tracer::engine::{Analysis, Config, Engine};
 use tracer::kernel::{self, Ledger};
 use tracer::report::{self, CaptureSummary};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -80,14 +75,7 @@ fn analyze(args: &Args) -> Result<()> {
         packets: stats.packets,
         dropped_or_missing: analysis.flow.gaps,
     };
-    match args.format {
-        Format::Text => print!("{}", report::text::render(&analysis, capture, args.verbose)),
-        Format::Json => {
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            report::json::write(&analysis, capture, &mut out)
-                .and_then(|()| std::io::Write::write_all(&mut out, b"\n"))?;
-        }
-    }
+    super::print_report(&analysis, capture, args.format, args.verbose)?;
     if let Some(dir) = &args.evidence {
         write_evidence(dir, &files, &analysis, capture)
             .with_context(|| format!("cannot write the evidence bundle to {}", dir.display()))?;

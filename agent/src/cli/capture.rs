@@ -2,7 +2,6 @@
 //! when permitted, the kernel probe on its sockets; each verdict printed as soon as it is
 //! proven, the same report as `tracer analyze` at the end, and an evidence bundle.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,7 +18,7 @@ use tracer::live::{default_filter, full_filter, LiveCapture, LiveOptions, LivePa
 use tracer::probe::{ClockAlignment, Probe, ProbeConfig};
 use tracer::report::{self, CaptureSummary};
 
-use super::analyze::Format;
+use super::Format;
 
 /// Packets are held this long (capture time) so that the interfaces' streams can be merged
 /// in time order before the engine sees them.
@@ -265,7 +264,7 @@ struct Progress {
     packets: u64,
     events: u64,
     errors: usize,
-    causes: BTreeMap<String, usize>,
+    verdicts: usize,
 }
 
 #[allow(
@@ -384,7 +383,7 @@ fn capture(args: &Args) -> Result<()> {
             if shown.downstream.is_some() && shown.status.is_some_and(|s| s >= 500) {
                 p.errors += 1;
             }
-            *p.causes.entry(shown.cause.name().to_owned()).or_default() += 1;
+            p.verdicts += 1;
             if tty {
                 eprint!("\r\x1b[K");
             }
@@ -413,7 +412,7 @@ fn capture(args: &Args) -> Result<()> {
                 p.packets,
                 engine.open_connections(),
                 p.events,
-                p.causes.values().sum::<usize>(),
+                p.verdicts,
             );
         }
         if ending && held.is_empty() {
@@ -456,10 +455,7 @@ fn capture(args: &Args) -> Result<()> {
     if probe_lost > 0 {
         eprintln!("warning: the kernel probe lost {probe_lost} events (ring buffer full): kernel evidence may be incomplete");
     }
-    match args.format {
-        Format::Text => print!("{}", report::text::render(&analysis, capture, args.verbose)),
-        Format::Json => println!("{}", report::json::render(&analysis, capture)),
-    }
+    super::print_report(&analysis, capture, args.format, args.verbose)?;
     if let Some(b) = bundle {
         let dir = b.finish(
             &analysis.verdicts,
