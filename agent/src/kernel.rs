@@ -66,48 +66,6 @@ pub struct KernelFacts {
     pub reset_sent_ns: Option<i64>,
 }
 
-impl KernelFacts {
-    /// The process read EOF or ECONNRESET: it learned the connection was dead.
-    pub fn process_saw_close(&self) -> Option<i64> {
-        match (self.eof_read_ns, self.read_error) {
-            (Some(a), Some((b, _))) => Some(a.min(b)),
-            (Some(a), None) => Some(a),
-            (None, Some((b, _))) => Some(b),
-            (None, None) => None,
-        }
-    }
-
-    /// A one-line account for reports.
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let (Some(pid), Some(comm)) = (self.pid, &self.comm) {
-            parts.push(format!("owner {comm}[{pid}]"));
-        }
-        if let Some((_, idle)) = self.write_in_close_wait {
-            parts.push(format!(
-                "wrote after {} ms idle on a socket already in CLOSE_WAIT (FIN unread)",
-                idle / 1_000_000
-            ));
-        } else if let Some((_, idle, state)) = self.write_after_idle {
-            parts.push(format!(
-                "wrote after {} ms idle in {state}",
-                idle / 1_000_000
-            ));
-        }
-        if self.eof_read_ns.is_some() {
-            parts.push("read EOF".into());
-        }
-        if let Some((_, errno)) = self.read_error {
-            parts.push(if errno == ECONNRESET {
-                "read ECONNRESET".into()
-            } else {
-                format!("read error {errno}")
-            });
-        }
-        parts.join(", ")
-    }
-}
-
 /// Probe events indexed by socket and by 4-tuple.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -395,13 +353,7 @@ mod tests {
         assert_eq!(f.fin_received_ns, Some(1_000));
         assert_eq!(f.write_in_close_wait, Some((2_000, 5_000_000)));
         assert_eq!(f.read_error, Some((3_000, 104)));
-        assert_eq!(f.process_saw_close(), Some(3_000));
         assert_eq!(f.comm.as_deref(), Some("caddy"));
-        assert!(
-            f.describe().contains("CLOSE_WAIT (FIN unread)"),
-            "{}",
-            f.describe()
-        );
     }
 
     #[test]
