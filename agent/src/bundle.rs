@@ -12,10 +12,10 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::capture::{open_many_with_frames, CaptureError, LinkType, PcapWriter, RawPacket};
+use crate::flow::{key, Key};
 use crate::kernel::{KernelEvent, Ledger};
 use crate::verdict::Verdict;
 
@@ -107,34 +107,24 @@ impl BundleWriter {
     }
 }
 
-type Pair = (SocketAddr, SocketAddr);
-
-fn pair(a: SocketAddr, b: SocketAddr) -> Pair {
-    if a <= b {
-        (a, b)
-    } else {
-        (b, a)
-    }
-}
-
 /// Copies every packet of the connections behind `verdicts` from `inputs` into `out`.
 pub fn write_evidence(
     inputs: &[PathBuf],
     out: &Path,
     verdicts: &[Verdict],
 ) -> Result<u64, BundleError> {
-    let mut wanted: HashSet<Pair> = HashSet::new();
+    let mut wanted: HashSet<Key> = HashSet::new();
     for v in verdicts {
         if let Some(d) = &v.downstream {
-            wanted.insert(pair(d.client, d.proxy));
+            wanted.insert(key(d.client, d.proxy));
         }
         if let Some(u) = &v.upstream {
-            wanted.insert(pair(u.proxy, u.server));
+            wanted.insert(key(u.proxy, u.server));
         }
     }
     let mut w = PcapWriter::create(out, LinkType::RAW)?;
     for (seg, raw) in open_many_with_frames(inputs)? {
-        if wanted.contains(&pair(seg.src, seg.dst)) {
+        if wanted.contains(&key(seg.src, seg.dst)) {
             w.write(&raw)?;
         }
     }

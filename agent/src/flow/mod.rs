@@ -139,10 +139,12 @@ impl Conn {
     }
 }
 
-/// Orders a 4-tuple so both directions find the same connection.
-type Key = (SocketAddr, SocketAddr);
+/// A 4-tuple ordered so that both directions of a connection give the same key.
+pub type Key = (SocketAddr, SocketAddr);
 
-fn key(a: SocketAddr, b: SocketAddr) -> Key {
+/// The [`Key`] of the connection between `a` and `b`, whichever sent the segment.
+#[must_use]
+pub fn key(a: SocketAddr, b: SocketAddr) -> Key {
     if a <= b {
         (a, b)
     } else {
