@@ -287,13 +287,22 @@ fn usage(pid: u32) -> (f64, u64) {
         .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
         .sum::<f64>()
         / CLK_TCK;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    (cpu, peak)
+    (cpu, peak_rss_kib(pid))
+}
+
+/// VmHWM (peak resident set) of a live process, KiB; 0 once it is gone.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 /// Clock ticks per second of /proc/PID/stat times (USER_HZ: 100 on Linux x86_64 and arm64).

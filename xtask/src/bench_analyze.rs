@@ -139,22 +139,10 @@ fn timed(cmd: &mut Command) -> Result<(f64, u64)> {
             }
             break;
         }
-        peak = peak.max(vm_hwm(pid));
+        peak = peak.max(crate::bench::peak_rss_kib(pid));
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     Ok((start.elapsed().as_secs_f64(), peak))
-}
-
-/// VmHWM (peak resident set) of a live process, KiB.
-fn vm_hwm(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Reads a classic little-endian pcap (what tcpdump writes here).
