@@ -246,6 +246,15 @@ impl Correlator {
                 c.quiet_since = None;
                 let role = self.roles.role(&c.info);
                 if role == Role::Unknown {
+                    // Bounded here too: on kept-alive connections no new one may open
+                    // (where learn_by_timing prunes) for a long time.
+                    while self
+                        .recent_requests
+                        .front()
+                        .is_some_and(|&(r, ..)| ts - r > CONNECT_AFTER_REQUEST_NS)
+                    {
+                        self.recent_requests.pop_front();
+                    }
                     self.recent_requests
                         .push_back((ts, c.info.server, c.info.client.ip()));
                 }
