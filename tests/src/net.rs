@@ -182,19 +182,17 @@ fn ip(args: &[&str]) -> Result<()> {
 /// Runs `f` on a fresh thread that has entered network namespace `ns`; sockets it opens
 /// live in that namespace (setns affects only the calling thread).
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    let path = format!("/run/netns/{ns}");
-    let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+    let ns = ns.to_owned();
     let handle = std::thread::Builder::new()
         .name(format!("netns-{ns}"))
         .spawn(move || -> Result<T> {
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("setns(CLONE_NEWNET) into the lab namespace")?;
+            enter_netns(&ns)?;
             Ok(f())
         })
         .context("spawning a thread")?;
     handle
         .join()
-        .map_err(|_| anyhow::anyhow!("thread in namespace {ns} panicked"))?
+        .map_err(|_| anyhow::anyhow!("a thread in a lab namespace panicked"))?
 }
 
 /// Enters `ns` on the current thread. Only for threads that live and die inside the lab.
