@@ -23,6 +23,9 @@ pub const CAPTURE: &str = "capture.pcap";
 pub const EVENTS: &str = "events.jsonl";
 pub const EVIDENCE: &str = "evidence.pcap";
 pub const REPORT: &str = "report.json";
+/// Present when the capture was sparse (`tracer capture --sparse`): the packets are a
+/// selection, and `tracer analyze` must read them as such.
+pub const SPARSE: &str = "SPARSE";
 
 /// Why a bundle could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,12 @@ pub fn is_bundle(path: &Path) -> bool {
     path.is_dir() && path.join(CAPTURE).is_file()
 }
 
+/// Whether the bundle at `dir` holds a sparse capture.
+#[must_use]
+pub fn is_sparse(dir: &Path) -> bool {
+    dir.join(SPARSE).is_file()
+}
+
 /// Writes a bundle while a live capture runs.
 pub struct BundleWriter {
     dir: PathBuf,
@@ -77,6 +86,17 @@ impl BundleWriter {
             packets: PcapWriter::create(&dir.join(CAPTURE), LinkType::RAW)?,
             events,
         })
+    }
+
+    /// Records that the capture is sparse (see [`SPARSE`]).
+    pub fn mark_sparse(&self) -> Result<(), BundleError> {
+        let path = self.dir.join(SPARSE);
+        std::fs::write(
+            &path,
+            "tracer capture --sparse: the kernel kept only control segments and selected \
+             exchanges; gaps in sequence numbers are deliberate\n",
+        )
+        .map_err(io(&path))
     }
 
     /// One packet, in the order the engine received it.

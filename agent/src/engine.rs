@@ -16,6 +16,8 @@ const ADVANCE_EVERY_NS: i64 = 10_000_000;
 pub struct Config {
     pub proxy: Option<Endpoint>,
     pub upstream: Option<Endpoint>,
+    /// The packets come from a sparse capture (`tracer capture --sparse`).
+    pub sparse: bool,
 }
 
 /// Everything an analysis found.
@@ -46,7 +48,11 @@ impl Engine {
     #[must_use]
     pub fn new(cfg: Config) -> Self {
         Engine {
-            tracker: Tracker::new(),
+            tracker: if cfg.sparse {
+                Tracker::sparse()
+            } else {
+                Tracker::new()
+            },
             corr: Correlator::new(Roles::new(cfg.proxy, cfg.upstream)),
             events: Vec::new(),
             verdicts: Vec::new(),
@@ -67,6 +73,18 @@ impl Engine {
             self.corr.advance(now);
             self.verdicts.append(&mut self.corr.verdicts_out);
         }
+    }
+
+    /// The kernel saw the socket between `a` and `b` write at `ts_ns` (capture time) after
+    /// `idle_ns` of quiet: what a sparse capture cannot time itself.
+    pub fn kernel_send_idle(
+        &mut self,
+        a: std::net::SocketAddr,
+        b: std::net::SocketAddr,
+        ts_ns: i64,
+        idle_ns: i64,
+    ) {
+        self.corr.kernel_send_idle(a, b, ts_ns, idle_ns);
     }
 
     /// Verdicts made since the last call (for live use, to show each as soon as it is

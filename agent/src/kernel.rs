@@ -135,6 +135,34 @@ impl Ledger {
         rec.events.push(ev);
     }
 
+    /// For a write-after-idle event already pushed: (local, remote, time, idle), the
+    /// tuple from the event or its socket's record.
+    #[must_use]
+    pub fn send_idle(&self, ev: &KernelEvent) -> Option<(SocketAddr, SocketAddr, i64, i64)> {
+        let SockEventKind::SendAfterIdle { idle_ns, .. } = ev.event.kind else {
+            return None;
+        };
+        let (l, r) = match (ev.event.local, ev.event.remote) {
+            (Some(l), Some(r)) if l.port() != 0 && r.port() != 0 => (l, r),
+            _ => {
+                let rec = self.sockets.get(&ev.event.skaddr)?;
+                (rec.local?, rec.remote?)
+            }
+        };
+        Some((l, r, ev.ts_ns, i64::try_from(idle_ns).unwrap_or(i64::MAX)))
+    }
+
+    /// Every write-after-idle held, as [`Ledger::send_idle`] gives them.
+    #[must_use]
+    pub fn send_idles(&self) -> Vec<(SocketAddr, SocketAddr, i64, i64)> {
+        self.sockets
+            .values()
+            .chain(&self.retired)
+            .flat_map(|rec| rec.events.iter())
+            .filter_map(|ev| self.send_idle(ev))
+            .collect()
+    }
+
     /// The socket whose local end is `local` and remote end `remote` (or the reverse).
     #[must_use]
     pub fn socket(&self, a: SocketAddr, b: SocketAddr) -> Option<&SocketRecord> {

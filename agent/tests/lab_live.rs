@@ -30,17 +30,39 @@ fn verdicts_by_rid(report: &Value) -> BTreeMap<u64, Vec<Value>> {
 
 #[test]
 fn every_scenario_live_matches_the_proxy_logs() {
+    check_every_scenario("full", &[]);
+}
+
+/// The same bar for `--sparse`, where the kernel keeps only a selection of the packets.
+#[test]
+fn every_scenario_live_sparse_matches_the_proxy_logs() {
+    check_every_scenario("sparse", &["--sparse"]);
+}
+
+/// Runs every scenario (or those named in `TRACER_LAB_ONLY`, comma-separated) with
+/// `tracer capture ARGS` attached and checks its verdicts against the proxy's logs.
+fn check_every_scenario(label: &str, args: &[&str]) {
     if let Err(why) = preflight() {
-        eprintln!("SKIPPED lab scenarios with tracer capture: {why:#}");
+        eprintln!("SKIPPED lab scenarios with tracer capture {label}: {why:#}");
         return;
     }
+    let only: Vec<String> = std::env::var("TRACER_LAB_ONLY")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     let tracer = std::path::PathBuf::from(env!("CARGO_BIN_EXE_tracer"));
-    let root = std::env::temp_dir().join(format!("tracer-lab-live-{}", std::process::id()));
+    let root = std::env::temp_dir().join(format!(
+        "tracer-lab-live-{label}-{}",
+        std::process::id()
+    ));
     let mut failures = Vec::new();
     for s in scenarios::all() {
         let name = s.name();
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
         let opts = RunOptions {
             tracer: Some(tracer.clone()),
+            tracer_args: args.iter().map(|a| (*a).to_owned()).collect(),
             ..RunOptions::default()
         };
         let out = match run(s.as_ref(), &root.join(name), &opts) {
@@ -129,7 +151,7 @@ fn every_scenario_live_matches_the_proxy_logs() {
             right as f64 / out.truth.rows.len() as f64
         };
         eprintln!(
-            "{}\n    tracer capture: {right}/{} right (recall {:.1}%), {with_kernel} races with kernel evidence",
+            "{}\n    tracer capture ({label}): {right}/{} right (recall {:.1}%), {with_kernel} races with kernel evidence",
             out.summary(),
             out.truth.rows.len(),
             recall * 100.0

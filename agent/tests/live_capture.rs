@@ -72,6 +72,7 @@ fn exchange_in_a_namespace(batch_ms: Option<u32>, tag: &str) {
         snaplen: 512,
         buffer_bytes: 4 << 20,
         filter: default_filter(&[18080]),
+        selector: None,
         keep_frames: true,
         batch_ms,
     })
@@ -146,6 +147,7 @@ fn a_missing_interface_is_one_clear_error() {
         snaplen: 256,
         buffer_bytes: 1 << 20,
         filter: "tcp".into(),
+        selector: None,
         keep_frames: true,
         batch_ms: None,
     })
@@ -167,6 +169,7 @@ fn a_bad_filter_is_rejected_with_its_text() {
         snaplen: 256,
         buffer_bytes: 1 << 20,
         filter: "tcp and and".into(),
+        selector: None,
         keep_frames: true,
         batch_ms: None,
     })
@@ -187,6 +190,7 @@ fn the_http_heads_filter_compiles_in_libpcap() {
         snaplen: 256,
         buffer_bytes: 1 << 20,
         filter: tracer::live::http_heads_filter(&[18082]),
+        selector: None,
         keep_frames: true,
         batch_ms: None,
     });

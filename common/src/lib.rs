@@ -10,6 +10,8 @@
 
 use core::mem::size_of;
 
+pub mod select;
+
 /// `AF_INET`, as in the kernel's `family` tracepoint fields.
 pub const AF_INET: u16 = 2;
 /// `AF_INET6`.
@@ -197,10 +199,15 @@ pub struct Config {
     pub sk_net_offset: u32,
     /// Byte offset of `ns.inum` in `struct net`; 0 = unknown.
     pub net_inum_offset: u32,
+    /// Sparse capture: a data segment after this much quiet on its connection is kept
+    /// (see [`select`]).
+    pub select_idle_ns: u64,
+    /// Sparse capture: how long a connection stays hot after a SYN, a reuse or a 5xx head.
+    pub select_hot_ns: u64,
 }
 
 /// Size of [`Config`] in bytes.
-pub const CONFIG_SIZE: usize = 40;
+pub const CONFIG_SIZE: usize = 56;
 const _: () = assert!(size_of::<Config>() == CONFIG_SIZE);
 
 impl Config {
@@ -215,7 +222,21 @@ impl Config {
         pid: 0,
         sk_net_offset: 0,
         net_inum_offset: 0,
+        select_idle_ns: Self::DEFAULT_IDLE_THRESHOLD_NS,
+        select_hot_ns: Self::DEFAULT_SELECT_HOT_NS,
     };
+
+    /// Default time a connection stays hot in sparse capture: 250 ms.
+    pub const DEFAULT_SELECT_HOT_NS: u64 = 250_000_000;
+
+    /// The sparse-capture thresholds.
+    #[inline(always)]
+    pub fn select(&self) -> select::SelectConfig {
+        select::SelectConfig {
+            idle_ns: self.select_idle_ns,
+            hot_ns: self.select_hot_ns,
+        }
+    }
 
     /// Whether a socket with these ports passes the port filter.
     #[inline(always)]
@@ -284,6 +305,9 @@ pub mod names {
     pub const LOST: &str = "LOST";
     pub const SOCKS: &str = "SOCKS";
     pub const CONFIG: &str = "CONFIG";
+    pub const FLOWS: &str = "FLOWS";
+    /// The sparse-capture socket filter program.
+    pub const SELECT: &str = "select";
 }
 
 /// The tracepoints the probe attaches: (program name in the object, category, event).

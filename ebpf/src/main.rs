@@ -12,12 +12,14 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_skb_load_bytes_relative,
     },
-    macros::{map, tracepoint},
+    macros::{map, socket_filter, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{SkBuffContext, TracePointContext},
     Global,
 };
+use tracer_common::select::{decide, is_5xx_head, FlowKey, FlowMark, SegmentFacts, HEAD_PREFIX};
 use tracer_common::{
     flags, kind, tcp_state, tp, Config, RawSockEvent, SockInfo, AF_INET, AF_INET6,
     EVENTS_RING_BYTES, IPPROTO_TCP, MSG_PEEK,
@@ -595,6 +597,125 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Res {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------- socket filter: select
+
+/// Sparse capture's per-connection marks (see `tracer_common::select`).
+#[map]
+static FLOWS: LruHashMap<FlowKey, FlowMark> = LruHashMap::with_max_entries(65_536, 0);
+
+/// `BPF_HDR_START_NET`: offsets relative to the network header, whatever the link layer
+/// (Ethernet on a named interface, none on `any`).
+const HDR_START_NET: u32 = 1;
+
+/// Loads `N` bytes at `off` from the network header.
+#[inline(always)]
+fn net_bytes<const N: usize>(ctx: &SkBuffContext, off: u32) -> Result<[u8; N], i64> {
+    let mut buf = [0u8; N];
+    // SAFETY: the helper bounds-checks `off..off + N` against the packet and writes at most
+    // `N` bytes into `buf`, which lives on this stack frame.
+    let rc = unsafe {
+        bpf_skb_load_bytes_relative(
+            ctx.skb.skb as *const _,
+            off,
+            buf.as_mut_ptr() as *mut _,
+            N as u32,
+            HDR_START_NET,
+        )
+    };
+    if rc < 0 {
+        return Err(rc);
+    }
+    Ok(buf)
+}
+
+/// Socket filter for `tracer capture --sparse`: returns how many bytes of the packet to
+/// keep (all of them, capped by the capture's snaplen) or 0 to drop it.
+#[socket_filter]
+pub fn select(ctx: SkBuffContext) -> i64 {
+    match try_select(&ctx) {
+        Ok(true) => i64::from(u32::MAX),
+        _ => 0,
+    }
+}
+
+fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
+    let cfg = CONFIG.load();
+    let v = net_bytes::<1>(ctx, 0)?[0] >> 4;
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    let (l4, ip_payload) = if v == 4 {
+        let h = net_bytes::<20>(ctx, 0)?;
+        // not TCP, or a fragment after the first: no TCP header to read
+        if h[9] != IPPROTO_TCP as u8 || (h[6] & 0x1f) != 0 || h[7] != 0 {
+            return Ok(false);
+        }
+        let ihl = u32::from(h[0] & 0xf) * 4;
+        let total = u32::from(u16::from_be_bytes([h[2], h[3]]));
+        src[..4].copy_from_slice(&h[12..16]);
+        dst[..4].copy_from_slice(&h[16..20]);
+        (ihl, total.saturating_sub(ihl))
+    } else if v == 6 {
+        let h = net_bytes::<40>(ctx, 0)?;
+        if h[6] != IPPROTO_TCP as u8 {
+            return Ok(false);
+        }
+        src.copy_from_slice(&h[8..24]);
+        dst.copy_from_slice(&h[24..40]);
+        (40, u32::from(u16::from_be_bytes([h[4], h[5]])))
+    } else {
+        return Ok(false);
+    };
+    let t = net_bytes::<14>(ctx, l4)?;
+    let sport = u16::from_be_bytes([t[0], t[1]]);
+    let dport = u16::from_be_bytes([t[2], t[3]]);
+    if !cfg.port_matches(sport, dport) {
+        return Ok(false);
+    }
+    let doff = u32::from(t[12] >> 4) * 4;
+    let tcp_flags = t[13];
+    let payload_len = ip_payload.saturating_sub(doff);
+    let fin_or_rst = tcp_flags & (TCP_FIN | TCP_RST) != 0;
+    let syn = tcp_flags & TCP_SYN != 0;
+    if payload_len == 0 && !fin_or_rst && !syn {
+        return Ok(false); // a pure ACK: never kept, and no map lookup
+    }
+    let head_5xx = payload_len >= HEAD_PREFIX as u32
+        && net_bytes::<HEAD_PREFIX>(ctx, l4 + doff).is_ok_and(|p| is_5xx_head(&p));
+    let key = FlowKey::new(src, sport, dst, dport);
+    let now = now_ns();
+    let facts = SegmentFacts {
+        syn,
+        fin_or_rst,
+        payload_len,
+        head_5xx,
+    };
+    match FLOWS.get_ptr_mut(&key) {
+        Some(ptr) => {
+            // SAFETY: the map hands out a pointer to this entry's value, valid for the
+            // program's run; an LRU eviction meanwhile only makes the write go unseen.
+            let mark = unsafe { *ptr };
+            let d = decide(Some(mark), now, facts, &cfg.select());
+            if let Some(m) = d.mark {
+                // SAFETY: as above.
+                unsafe { *ptr = m };
+            }
+            Ok(d.keep)
+        }
+        None => {
+            let d = decide(None, now, facts, &cfg.select());
+            if let Some(m) = d.mark {
+                let _ = FLOWS.insert(&key, &m, 0);
+            }
+            Ok(d.keep)
+        }
+    }
+}
+
+/// TCP header flag bits.
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
 
 #[cfg(not(test))]
 #[panic_handler]

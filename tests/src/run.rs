@@ -26,6 +26,8 @@ pub struct RunOptions {
     /// Run this `tracer` binary's `capture` live on the proxy's namespace during the load;
     /// its bundle goes to `<dir>/tracer/` and its JSON report to `<dir>/tracer-report.json`.
     pub tracer: Option<PathBuf>,
+    /// More arguments for that `tracer capture` (e.g. `--sparse`).
+    pub tracer_args: Vec<String>,
 }
 
 /// What a run produced; every file lives in `dir`.
@@ -123,7 +125,7 @@ pub fn run(scenario: &dyn Scenario, dir: &Path, opts: &RunOptions) -> Result<Run
     )?;
 
     let mut tracer = match &opts.tracer {
-        Some(bin) => Some(start_tracer(bin, &h, &dir)?),
+        Some(bin) => Some(start_tracer(bin, &opts.tracer_args, &h, &dir)?),
         None => None,
     };
 
@@ -173,7 +175,12 @@ pub fn run(scenario: &dyn Scenario, dir: &Path, opts: &RunOptions) -> Result<Run
 
 /// Starts `tracer capture` on the proxy's namespace; returns once it captures and its probe
 /// is attached.
-fn start_tracer(bin: &Path, h: &crate::scenario::Hosts, dir: &Path) -> Result<std::process::Child> {
+fn start_tracer(
+    bin: &Path,
+    extra: &[String],
+    h: &crate::scenario::Hosts,
+    dir: &Path,
+) -> Result<std::process::Child> {
     let err = dir.join("tracer.err");
     let mut child = Command::new(bin)
         .arg("capture")
@@ -189,6 +196,7 @@ fn start_tracer(bin: &Path, h: &crate::scenario::Hosts, dir: &Path) -> Result<st
             "--out",
         ])
         .arg(dir.join("tracer"))
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(dir.join("tracer-report.json"))?)
         .stderr(std::fs::File::create(&err)?)

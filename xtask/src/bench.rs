@@ -65,8 +65,8 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     let modes: [(&str, &[&str]); 4] = [
         ("proxy alone", &[]),
         ("reference: tcpdump -w /dev/null, same filter", &[]),
-        ("packets only", &["--no-probe"]),
-        ("packets + probe", &[]),
+        ("control only no probe", &["--no-probe", "--filter", "tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0"]),
+        ("control + probe", &["--filter", "tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0"]),
     ];
     let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); modes.len()];
     let mut cost: Vec<(f64, u64, u64)> = vec![(0.0, 0, 0); modes.len()];

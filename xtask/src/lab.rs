@@ -57,6 +57,7 @@ pub fn run(args: &LabArgs) -> Result<()> {
             &RunOptions {
                 requests: args.requests,
                 tracer: tracer.clone(),
+                tracer_args: Vec::new(),
             },
         )
         .with_context(|| format!("lab {}", s.name()))?;
@@ -113,6 +114,7 @@ pub fn fixtures(names: &[String]) -> Result<()> {
             &RunOptions {
                 requests: Some(requests),
                 tracer: None,
+                tracer_args: Vec::new(),
             },
         )?;
         println!("{}", out.summary());

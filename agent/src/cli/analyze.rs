@@ -24,6 +24,10 @@ pub struct Args {
     /// An upstream's address (IP or IP:PORT); inferred when absent.
     #[arg(long, value_name = "ADDR[:PORT]")]
     pub upstream: Option<Endpoint>,
+    /// The files hold a sparse capture (`tracer capture --sparse`): sequence gaps are
+    /// deliberate, not losses. Implied by a sparse bundle.
+    #[arg(long)]
+    pub sparse: bool,
     /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -48,11 +52,18 @@ pub fn run(args: &Args) -> ExitCode {
 
 fn analyze(args: &Args) -> Result<()> {
     let (files, ledger) = inputs(&args.files)?;
+    let sparse = args.sparse || args.files.iter().any(|p| bundle::is_sparse(p));
     let mut segments = open_many(&files).context("cannot read the capture")?;
     let mut engine = Engine::new(Config {
         proxy: args.proxy,
         upstream: args.upstream,
+        sparse,
     });
+    if sparse {
+        for (l, r, t, i) in ledger.iter().flat_map(Ledger::send_idles) {
+            engine.kernel_send_idle(l, r, t, i);
+        }
+    }
     for seg in segments.by_ref() {
         engine.push(&seg);
     }

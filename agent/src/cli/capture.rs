@@ -15,7 +15,7 @@ use tracer::correlate::Endpoint;
 use tracer::engine::{Config, Engine};
 use tracer::kernel::{self, KernelEvent, Ledger};
 use tracer::live::{default_filter, full_filter, LiveCapture, LiveOptions, LivePacket};
-use tracer::probe::{ClockAlignment, Probe, ProbeConfig};
+use tracer::probe::{ClockAlignment, Probe, ProbeConfig, Selector};
 use tracer::report::{self, CaptureSummary};
 
 use super::Format;
@@ -57,8 +57,17 @@ pub struct Args {
     #[arg(long, value_name = "EXPR", conflicts_with = "full")]
     pub filter: Option<String>,
     /// Capture every TCP segment, pure ACKs too.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sparse")]
     pub full: bool,
+    /// Let the kernel copy only what can explain a 5xx: control segments, each connection's
+    /// first exchange, exchanges on a connection reused after --sparse-idle of quiet, 5xx
+    /// response heads, and everything after a FIN or RST. For busy proxies: it costs a
+    /// fraction of a full capture, but requests on busy keep-alive connections are not seen.
+    #[arg(long, conflicts_with = "filter")]
+    pub sparse: bool,
+    /// With --sparse: quiet time after which a connection's next exchange is captured.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "500ms")]
+    pub sparse_idle: Duration,
     /// Only these TCP ports (repeatable), for the capture filter and the probe.
     #[arg(long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
@@ -218,6 +227,40 @@ impl ProbeReader {
     }
 }
 
+fn probe_config(args: &Args, netns: Option<&Path>) -> ProbeConfig {
+    ProbeConfig {
+        ports: args.ports.clone(),
+        netns: netns_inode(netns),
+        pid: args.pid,
+        // Reuse after a short idle is what races; writes in CLOSE_WAIT are always reported.
+        idle_threshold: Duration::from_millis(1),
+        sparse_idle: args.sparse_idle,
+    }
+}
+
+/// With --sparse, the kernel filter: from the probe's object when it loaded, else loaded
+/// on its own. `None` (with a warning) falls back to the ordinary capture filter.
+fn start_selector(
+    args: &Args,
+    netns: Option<&Path>,
+    probe: Option<&mut ProbeSource>,
+) -> Option<Selector> {
+    if !args.sparse {
+        return None;
+    }
+    let loaded = match probe {
+        Some(p) => p.probe.selector(),
+        None => Selector::load(&probe_config(args, netns)),
+    };
+    match loaded {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("warning: --sparse: the kernel filter did not load ({e}); capturing every data segment instead");
+            None
+        }
+    }
+}
+
 /// Loads the probe unless told not to; without it, says which proofs are weaker.
 fn start_probe(args: &Args, netns: Option<&Path>) -> Option<ProbeSource> {
     let weaker = "packets only: verdicts cannot name the proxy's process, and a keep-alive \
@@ -227,13 +270,7 @@ fn start_probe(args: &Args, netns: Option<&Path>) -> Option<ProbeSource> {
         eprintln!("note: --no-probe: {weaker}");
         return None;
     }
-    let config = ProbeConfig {
-        ports: args.ports.clone(),
-        netns: netns_inode(netns),
-        pid: args.pid,
-        // Reuse after a short idle is what races; writes in CLOSE_WAIT are always reported.
-        idle_threshold: Duration::from_millis(1),
-    };
+    let config = probe_config(args, netns);
     let probe = match Probe::load(&config) {
         Ok(p) => p,
         Err(e) => {
@@ -285,20 +322,25 @@ fn capture(args: &Args) -> Result<()> {
             default_filter(&args.ports)
         }
     });
-    let mut probe = start_probe(args, netns.as_deref())
-        .map(ProbeReader::spawn)
-        .transpose()?;
+    let mut source = start_probe(args, netns.as_deref());
+    let selector = start_selector(args, netns.as_deref(), source.as_mut());
+    let sparse = selector.is_some();
+    let mut probe = source.map(ProbeReader::spawn).transpose()?;
     let mut live = LiveCapture::start(&LiveOptions {
         interfaces: interfaces.clone(),
         netns: netns.clone(),
         snaplen: args.snaplen,
         buffer_bytes: BUFFER_BYTES,
         filter,
+        selector,
         keep_frames: args.out.is_some(),
         batch_ms: Some(BATCH_MS),
     })
     .context("cannot start the capture")?;
     let mut bundle = args.out.as_deref().map(BundleWriter::create).transpose()?;
+    if let (Some(b), true) = (&bundle, sparse) {
+        b.mark_sparse()?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -317,6 +359,13 @@ fn capture(args: &Args) -> Result<()> {
             ""
         }
     );
+    if sparse {
+        eprintln!(
+            "tracer capture: sparse: the kernel keeps control segments, new connections' first \
+             exchange, reuses after {:?} quiet, 5xx heads and closing connections",
+            args.sparse_idle
+        );
+    }
 
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
@@ -324,6 +373,7 @@ fn capture(args: &Args) -> Result<()> {
     let mut engine = Engine::new(Config {
         proxy: args.proxy,
         upstream: args.upstream,
+        sparse,
     });
     let mut ledger = Ledger::new();
     let mut pinned = std::collections::HashSet::new();
@@ -356,7 +406,20 @@ fn capture(args: &Args) -> Result<()> {
                 if let Some(b) = &mut bundle {
                     b.event(&ke)?;
                 }
-                ledger.push(ke);
+                let idle = sparse
+                    && matches!(
+                        ke.event.kind,
+                        tracer::probe::SockEventKind::SendAfterIdle { .. }
+                    );
+                if idle {
+                    let ev = ke.clone();
+                    ledger.push(ke);
+                    if let Some((l, r, t, i)) = ledger.send_idle(&ev) {
+                        engine.kernel_send_idle(l, r, t, i);
+                    }
+                } else {
+                    ledger.push(ke);
+                }
                 p.events += 1;
             }
         }

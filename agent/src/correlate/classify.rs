@@ -66,6 +66,9 @@ impl Correlator {
         }
         let role = self.roles.role(&c.info);
         let status = e.status();
+        if e.unseen_end && status.is_none_or(|s| s < 500) {
+            return; // a sparse capture skipped its end: nothing to judge
+        }
         let closed = c.client_close().is_some() || c.server_close().is_some();
         let failed_status = status.is_some_and(|s| s >= 500);
         let no_response = e.req.is_some() && e.res.is_none();
@@ -607,13 +610,48 @@ impl Correlator {
     }
 }
 
+/// A kernel write-after-idle report belongs to a request captured at most this long after
+/// it (the clocks are aligned to within microseconds; this is slack)...
+const KERNEL_SEND_BEFORE_NS: i64 = 2_000_000;
+/// ...or this long before it (the tracepoint fires when the write returns, after the
+/// packet left, and a large write takes a while).
+const KERNEL_SEND_AFTER_NS: i64 = 50_000_000;
+
+/// What a sparse capture cannot decide: an `unexplained` attempt saying what was skipped.
+fn sparse_unknown(sentence: String, ts: i64) -> AttemptFailure {
+    AttemptFailure {
+        cause: Cause::Unexplained,
+        subcause: None,
+        fin_to_request_ns: None,
+        proxy_after_ns: None,
+        sentence,
+        ts,
+        confident: false,
+    }
+}
+
 /// Classifies an upstream attempt that got no response (or a cut one).
 /// `habit`: how this upstream was seen closing idle connections.
 fn classify_attempt(c: &CConn, e: &Ex, habit: Habit) -> Option<AttemptFailure> {
     let req_ns = e.req_ns?;
+    let name = c.name();
+    if e.unseen_end {
+        return Some(sparse_unknown(
+            format!("a sparse capture skipped the end of the attempt on {name}"),
+            req_ns,
+        ));
+    }
+    // After skipped exchanges the capture cannot time the quiet before this request; the
+    // kernel can (a write after idle on the socket, reported when the write returned).
+    let idle_ns = e.idle_ns.or_else(|| {
+        c.kernel_idle
+            .iter()
+            .filter(|&&(t, _)| t >= req_ns - KERNEL_SEND_BEFORE_NS && t <= req_ns + KERNEL_SEND_AFTER_NS)
+            .min_by_key(|&&(t, _)| (t - req_ns).abs())
+            .map(|&(_, idle)| idle)
+    });
     let up_close = c.server_close();
     let px_close = c.client_close();
-    let name = c.name();
     match (up_close, px_close) {
         (None, None) => None,
         (None, Some(p)) => Some(proxy_closed(c, req_ns, p)),
@@ -632,7 +670,7 @@ fn classify_attempt(c: &CConn, e: &Ex, habit: Habit) -> Option<AttemptFailure> {
                         sentence: format!(
                             "the request went out on reused connection {name} (exchange #{}, idle {}) {} the upstream's FIN; no response byte came back",
                             e.index,
-                            e.idle_ns.map_or("unknown".into(), |i| format!("{:.1} ms", ms(i))),
+                            idle_ns.map_or("unknown".into(), |i| format!("{:.1} ms", ms(i))),
                             if fin <= req_ns {
                                 format!("{:.3} ms after", ms(req_ns - fin))
                             } else {
@@ -646,7 +684,7 @@ fn classify_attempt(c: &CConn, e: &Ex, habit: Habit) -> Option<AttemptFailure> {
             }
             // The upstream's idle timer fired: it closed (FIN, or RST with the request
             // unread) about when it closes idle connections, without a response byte.
-            let quiet = e.idle_ns.map(|i| req_ns - i);
+            let quiet = idle_ns.map(|i| req_ns - i);
             if let Some(q) = quiet {
                 let timer = habit.idle_limit.is_some_and(|limit| u - q <= limit + rtt);
                 if reused && idle && e.res.is_none() && (timer || habit.closes_after_response) {
@@ -672,6 +710,12 @@ fn classify_attempt(c: &CConn, e: &Ex, habit: Habit) -> Option<AttemptFailure> {
                         confident: false,
                     });
                 }
+            }
+            if c.skipped && reused && idle_ns.is_none() && e.res.is_none() {
+                return Some(sparse_unknown(
+                    format!("a sparse capture skipped the exchanges before this request on {name}, and no kernel report says how long the connection sat idle"),
+                    u,
+                ));
             }
             let rst_first = c
                 .rst_server

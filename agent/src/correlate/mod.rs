@@ -101,10 +101,17 @@ pub struct Correlator {
     timing_pairs: HashMap<(std::net::SocketAddr, std::net::SocketAddr), u32>,
     /// (client, server) → connection, for the connections remembered.
     by_tuple: FxHashMap<(std::net::SocketAddr, std::net::SocketAddr), ConnId>,
+    /// Kernel idle reports for connections not yet seen, by [`crate::flow::key`].
+    kernel_idle_early: FxHashMap<crate::flow::Key, VecDeque<(i64, i64)>>,
     pub obs: Observations,
     pub verdicts_out: Vec<Verdict>,
     now: i64,
 }
+
+/// Kernel idle reports kept per connection.
+const KERNEL_IDLE_KEPT: usize = 8;
+/// Connections with kernel idle reports kept before they are seen on the wire.
+const KERNEL_IDLE_EARLY_MAX: usize = 1 << 20;
 
 fn key_of(s: &str, salt: u8) -> u64 {
     let mut h = FxHasher::default();
@@ -114,6 +121,38 @@ fn key_of(s: &str, salt: u8) -> u64 {
 }
 
 impl Correlator {
+    /// The kernel saw the socket between `a` and `b` write at `ts` after `idle_ns` of
+    /// quiet (probe events, in capture time). Sparse captures use it for the idle time of
+    /// a request whose predecessors were skipped.
+    pub fn kernel_send_idle(
+        &mut self,
+        a: std::net::SocketAddr,
+        b: std::net::SocketAddr,
+        ts: i64,
+        idle_ns: i64,
+    ) {
+        let id = self
+            .by_tuple
+            .get(&(a, b))
+            .or_else(|| self.by_tuple.get(&(b, a)));
+        let list = match id.and_then(|id| self.conns.get_mut(id)) {
+            Some(c) => &mut c.kernel_idle,
+            None => {
+                // not seen on the wire yet (or a bundle's events read before its packets)
+                if self.kernel_idle_early.len() >= KERNEL_IDLE_EARLY_MAX {
+                    self.kernel_idle_early.clear();
+                }
+                self.kernel_idle_early
+                    .entry(crate::flow::key(a, b))
+                    .or_default()
+            }
+        };
+        if list.len() >= KERNEL_IDLE_KEPT {
+            list.pop_front();
+        }
+        list.push_back((ts, idle_ns));
+    }
+
     #[must_use]
     pub fn new(roles: Roles) -> Self {
         Correlator {
@@ -131,6 +170,7 @@ impl Correlator {
             recent_requests: VecDeque::new(),
             timing_pairs: HashMap::new(),
             by_tuple: FxHashMap::default(),
+            kernel_idle_early: FxHashMap::default(),
             obs: Observations::default(),
             verdicts_out: Vec::new(),
             now: i64::MIN,
@@ -155,7 +195,14 @@ impl Correlator {
                 self.roles.saw(&info);
                 self.learn_by_timing(&info);
                 self.by_tuple.insert((info.client, info.server), info.id);
-                self.conns.insert(info.id, CConn::new(info));
+                let mut c = CConn::new(info);
+                if let Some(early) = self
+                    .kernel_idle_early
+                    .remove(&crate::flow::key(info.client, info.server))
+                {
+                    c.kernel_idle = early;
+                }
+                self.conns.insert(info.id, c);
             }
             Event::SynRetransmit { conn, ts, count } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
@@ -169,6 +216,17 @@ impl Correlator {
             Event::Missing { conn, ts, what } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.missing.get_or_insert((ts, what));
+                }
+            }
+            Event::Skipped { conn, .. } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.quiet_since = None;
+                    c.skipped = true;
+                    for e in c.exchanges.iter_mut().filter(|e| !e.judged) {
+                        if e.req.is_some() && (e.res.is_none() || e.res_end_ns.is_none()) {
+                            e.unseen_end = true;
+                        }
+                    }
                 }
             }
             Event::Established { conn, ts, rtt_ns } => {
@@ -503,7 +561,7 @@ impl Correlator {
             let last = c.exchanges.back();
             if let Some(res) = last
                 .and_then(|e| e.res.as_ref())
-                .filter(|_| c.missing.is_none())
+                .filter(|_| c.missing.is_none() && !c.skipped)
             {
                 if !res.closes() && res.status >= 200 {
                     let end = last.and_then(|e| e.res_end_ns).unwrap_or(ts);

@@ -31,6 +31,8 @@ pub struct Ex {
     pub attempts: Vec<ExRef>,
     /// A verdict was made for it.
     pub judged: bool,
+    /// A sparse capture skipped how it ended: its missing response proves nothing.
+    pub unseen_end: bool,
 }
 
 impl Ex {
@@ -61,6 +63,11 @@ pub struct CConn {
     pub claimed: bool,
     /// The capture lost part of this connection: (when noticed, what).
     pub missing: Option<(i64, &'static str)>,
+    /// A sparse capture skipped exchanges of this connection (not a loss).
+    pub skipped: bool,
+    /// The kernel's word on writes after idle on this connection's socket: (time, idle),
+    /// the latest few; what a sparse capture cannot measure itself.
+    pub kernel_idle: VecDeque<(i64, i64)>,
 }
 
 impl CConn {
@@ -82,6 +89,8 @@ impl CConn {
             closed_ns: None,
             claimed: false,
             missing: None,
+            skipped: false,
+            kernel_idle: VecDeque::new(),
         }
     }
 

@@ -79,6 +79,10 @@ pub enum Event {
         ts: i64,
         what: &'static str,
     },
+    /// Sparse capture skipped part of this connection on purpose: exchanges went unseen,
+    /// so how long it had been quiet is no longer known. Not a loss (see
+    /// [`Tracker::sparse`]).
+    Skipped { conn: ConnId, ts: i64 },
     /// The connection is forgotten (closed and lingered, or the capture ended).
     Closed {
         conn: ConnId,
@@ -173,6 +177,10 @@ pub struct Tracker {
     next_id: u64,
     now: i64,
     http_out: Vec<HttpEvent>,
+    /// The capture keeps only some data segments (`tracer capture --sparse`): bytes skipped
+    /// or acknowledged unseen are expected, and the connection simply starts again at the
+    /// next segment (as a capture that began mid-stream does) instead of counting as lost.
+    sparse: bool,
     pub stats: FlowStats,
 }
 
@@ -180,6 +188,15 @@ impl Tracker {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A tracker for a sparse capture (see [`Tracker::sparse`]).
+    #[must_use]
+    pub fn sparse() -> Self {
+        Self {
+            sparse: true,
+            ..Self::default()
+        }
     }
 
     /// Latest timestamp seen.
@@ -232,7 +249,7 @@ impl Tracker {
         let before = c.c2s.seq.gap_bytes + c.s2c.seq.gap_bytes;
         let rtx = c.retransmits();
         let gaps = c.c2s.seq.gaps + c.s2c.seq.gaps;
-        let closed = step(c, seg, &mut self.http_out, out);
+        let closed = step(c, seg, self.sparse, &mut self.http_out, out);
         self.stats.gap_bytes += c.c2s.seq.gap_bytes + c.s2c.seq.gap_bytes - before;
         self.stats.retransmits += u64::from(c.retransmits() - rtx);
         self.stats.gaps += u64::from(c.c2s.seq.gaps + c.s2c.seq.gaps - gaps);
@@ -322,7 +339,13 @@ impl Tracker {
 }
 
 /// Applies one segment to its connection; returns true when the connection just closed.
-fn step(c: &mut Conn, seg: &Segment, http_out: &mut Vec<HttpEvent>, out: &mut Vec<Event>) -> bool {
+fn step(
+    c: &mut Conn,
+    seg: &Segment,
+    sparse: bool,
+    http_out: &mut Vec<HttpEvent>,
+    out: &mut Vec<Event>,
+) -> bool {
     let id = c.info.id;
     let ts = seg.ts_ns;
     let from_client = seg.src == c.info.client;
@@ -370,7 +393,15 @@ fn step(c: &mut Conn, seg: &Segment, http_out: &mut Vec<HttpEvent>, out: &mut Ve
         });
     }
 
-    if !c.missing {
+    if sparse {
+        if lost_before(c, seg, from_client).is_some() {
+            // unseen exchanges: what was in progress ended unseen, and the quiet time
+            // before the next request is unknown
+            c.quiet_since = None;
+            c.http.skipped();
+            out.push(Event::Skipped { conn: id, ts });
+        }
+    } else if !c.missing {
         if let Some(what) = lost_before(c, seg, from_client) {
             missing(c, ts, what, out);
         }

@@ -75,6 +75,16 @@ impl HttpConn {
         self.waiting.len()
     }
 
+    /// A sparse capture skipped part of the connection: whatever was in progress in either
+    /// direction ended unseen. Forgets it and waits for the next message head.
+    pub fn skipped(&mut self) {
+        self.waiting.clear();
+        self.responding = None;
+        self.requesting = None;
+        self.req.lose();
+        self.res.lose();
+    }
+
     /// A response is in progress (head seen, end not yet).
     #[must_use]
     pub fn responding(&self) -> Option<u32> {

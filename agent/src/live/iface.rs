@@ -137,6 +137,15 @@ fn open(ctx: &Ctx) -> Result<pcap::Capture<pcap::Active>, LiveError> {
         .map_err(open_err)?
         .setnonblock()
         .map_err(open_err)?;
+    if let Some(selector) = &ctx.opts.selector {
+        // SAFETY: `cap` owns this descriptor and outlives the borrow, which ends with the call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(cap.as_raw_fd()) };
+        selector.attach(fd).map_err(|source| LiveError::Select {
+            interface: ctx.name.clone(),
+            source,
+        })?;
+        return Ok(cap);
+    }
     cap.filter(&ctx.opts.filter, true)
         .map_err(|e| LiveError::Filter {
             filter: ctx.opts.filter.clone(),

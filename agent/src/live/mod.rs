@@ -35,6 +35,9 @@ pub struct LiveOptions {
     pub buffer_bytes: u32,
     /// A BPF filter expression (tcpdump syntax).
     pub filter: String,
+    /// Sparse capture: the kernel's `select` program replaces [`Self::filter`] on every
+    /// capture socket, so only the segments that can explain a 5xx are copied.
+    pub selector: Option<crate::probe::Selector>,
     /// Keep each packet's frame (for writing a capture file); otherwise only the segment.
     pub keep_frames: bool,
     /// Let the kernel hand packets over in blocks, at most this many milliseconds late,
@@ -76,6 +79,13 @@ pub enum LiveError {
         interface: String,
         message: String,
         hint: &'static str,
+    },
+    /// The sparse-capture filter could not be attached to the capture socket.
+    #[error("cannot attach the sparse-capture filter on {interface}: {source}")]
+    Select {
+        interface: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The BPF filter expression does not compile.
     #[error("the capture filter `{filter}` is invalid: {message}")]

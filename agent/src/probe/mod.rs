@@ -13,6 +13,7 @@ mod check;
 mod clock;
 mod event;
 mod layout;
+mod select;
 mod sys;
 pub mod toolchain;
 
@@ -28,6 +29,7 @@ use tracer_common::{names, Config, MAX_FILTER_PORTS, TRACEPOINTS};
 pub use check::{check, CheckItem, CheckReport, CheckStatus};
 pub use clock::{monotonic_now_ns, ClockAlignment, ClockSample};
 pub use event::{decode, decode_raw, from_raw, DecodeError, SockEvent, SockEventKind};
+pub use select::Selector;
 pub use sys::{missing_caps, Tracefs};
 pub use tracer_common::{kind, tcp_state, RawSockEvent};
 
@@ -116,6 +118,9 @@ pub enum ProbeError {
     /// `poll(2)` on the ring buffer failed.
     #[error("waiting for probe events failed: {0}")]
     Poll(#[source] std::io::Error),
+    /// Keeping a descriptor of the sparse-capture filter failed.
+    #[error("duplicating the sparse-capture filter's descriptor failed: {0}")]
+    Dup(#[source] std::io::Error),
 }
 
 /// What to trace. `Default` traces every TCP socket with a 1 s idle threshold.
@@ -129,6 +134,9 @@ pub struct ProbeConfig {
     pub netns: Option<u32>,
     /// Only sockets owned by this process id.
     pub pid: Option<u32>,
+    /// Sparse capture ([`Selector`]): a data segment after this much quiet on its
+    /// connection (a pooled connection's reuse) is kept.
+    pub sparse_idle: Duration,
 }
 
 impl Default for ProbeConfig {
@@ -138,6 +146,7 @@ impl Default for ProbeConfig {
             ports: Vec::new(),
             netns: None,
             pid: None,
+            sparse_idle: Duration::from_nanos(Config::DEFAULT_IDLE_THRESHOLD_NS),
         }
     }
 }
@@ -148,6 +157,7 @@ impl ProbeConfig {
     pub fn to_raw(&self, offsets: Option<(u32, u32)>) -> Result<Config, ProbeError> {
         let mut c = Config::DEFAULT;
         c.idle_threshold_ns = u64::try_from(self.idle_threshold.as_nanos()).unwrap_or(u64::MAX);
+        c.select_idle_ns = u64::try_from(self.sparse_idle.as_nanos()).unwrap_or(u64::MAX);
         if self.ports.len() > MAX_FILTER_PORTS {
             return Err(ProbeError::InvalidConfig(format!(
                 "{} ports given, the probe filters on at most {MAX_FILTER_PORTS}",
@@ -355,6 +365,11 @@ impl Probe {
         Ok(self.drain())
     }
 
+    /// The sparse-capture socket filter, from this probe's object and configuration.
+    pub fn selector(&mut self) -> Result<Selector, ProbeError> {
+        Selector::from_object(&mut self.ebpf)
+    }
+
     /// Events the kernel could not queue because the ring buffer was full, since load.
     pub fn lost(&self) -> Result<u64, ProbeError> {
         let map = self.ebpf.map(names::LOST).ok_or(ProbeError::Map {
@@ -418,10 +433,12 @@ mod tests {
             ports: vec![80, 8080],
             netns: None,
             pid: Some(7),
+            sparse_idle: Duration::from_millis(400),
         }
         .to_raw(Some((48, 120)))
         .unwrap();
         assert_eq!(c.idle_threshold_ns, 250_000_000);
+        assert_eq!(c.select_idle_ns, 400_000_000);
         assert_eq!(&c.ports[..3], &[80, 8080, 0]);
         assert_eq!((c.pid, c.sk_net_offset, c.net_inum_offset), (7, 48, 120));
     }

@@ -1,0 +1,288 @@
+//! Sparse capture: which packets the kernel hands to `tracer capture --sparse`.
+//!
+//! Copying every data segment to userspace costs a busy proxy far more than tracer's
+//! 3% budget, and almost all of them belong to healthy exchanges. A socket filter
+//! (`select` in `ebpf/`) keeps per-connection marks in an LRU map and accepts only:
+//!
+//! - control segments (SYN, FIN, RST); a FIN or RST makes the rest of the connection
+//!   *hot* (kept whole), a SYN makes its first [`SelectConfig::hot_ns`] hot, so short
+//!   connections (one request each, refused, crashed, timed out) are kept whole;
+//! - the first data segment seen on a connection, and the first after the connection was
+//!   quiet for at least [`SelectConfig::idle_ns`] (a pooled connection being reused: where
+//!   keep-alive races happen); each makes the next `hot_ns` hot, for the exchange it starts;
+//! - a response head with a 5xx status, and `hot_ns` after it;
+//! - every data segment while the connection is hot.
+//!
+//! Pure ACKs are never kept. What is dropped are data segments of busy connections in
+//! the middle of their life: the engine treats the gaps as a capture that starts again
+//! (it resynchronises on the next message head and forgets idle times it cannot know).
+//!
+//! [`decide`] is the whole rule, shared by the kernel program and its unit tests.
+
+/// Thresholds of the selection, part of [`crate::Config`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SelectConfig {
+    /// A data segment after at least this much quiet on its connection is kept.
+    pub idle_ns: u64,
+    /// How long a connection stays hot after a SYN, a reuse or a 5xx head.
+    pub hot_ns: u64,
+}
+
+/// What the filter remembers per connection (map `FLOWS`, keyed by [`FlowKey`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowMark {
+    /// Last data segment seen, kept or not (CLOCK_MONOTONIC ns).
+    pub last_data_ns: u64,
+    /// Keep every segment until this time; `u64::MAX` once the connection is closing.
+    pub hot_until_ns: u64,
+}
+
+/// Size of [`FlowMark`] in bytes.
+pub const FLOW_MARK_SIZE: usize = 16;
+const _: () = assert!(core::mem::size_of::<FlowMark>() == FLOW_MARK_SIZE);
+
+/// A connection, the same for both directions: the lower (address, port) endpoint first.
+/// IPv4 addresses use the first 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowKey {
+    pub addr_lo: [u8; 16],
+    pub addr_hi: [u8; 16],
+    pub port_lo: u16,
+    pub port_hi: u16,
+}
+
+/// Size of [`FlowKey`] in bytes.
+pub const FLOW_KEY_SIZE: usize = 36;
+const _: () = assert!(core::mem::size_of::<FlowKey>() == FLOW_KEY_SIZE);
+
+impl FlowKey {
+    /// The key of the segment from `(src, sport)` to `(dst, dport)`.
+    #[inline(always)]
+    pub fn new(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16) -> Self {
+        if lower(&src, sport, &dst, dport) {
+            Self {
+                addr_lo: src,
+                addr_hi: dst,
+                port_lo: sport,
+                port_hi: dport,
+            }
+        } else {
+            Self {
+                addr_lo: dst,
+                addr_hi: src,
+                port_lo: dport,
+                port_hi: sport,
+            }
+        }
+    }
+}
+
+/// Whether `(a, ap)` sorts before or equal to `(b, bp)`.
+#[inline(always)]
+fn lower(a: &[u8; 16], ap: u16, b: &[u8; 16], bp: u16) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
+        i += 1;
+    }
+    ap <= bp
+}
+
+/// What the filter knows of one segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentFacts {
+    pub syn: bool,
+    /// FIN or RST.
+    pub fin_or_rst: bool,
+    /// TCP payload bytes.
+    pub payload_len: u32,
+    /// The payload starts with an HTTP/1.x status line whose code is 5xx.
+    pub head_5xx: bool,
+}
+
+/// The filter's answer for one segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub keep: bool,
+    /// The connection's new mark, or `None` to leave the map alone.
+    pub mark: Option<FlowMark>,
+}
+
+/// The selection rule (see the module docs). `mark` is the connection's current mark,
+/// `None` when the filter has not seen it.
+#[inline(always)]
+pub fn decide(
+    mark: Option<FlowMark>,
+    now: u64,
+    seg: SegmentFacts,
+    cfg: &SelectConfig,
+) -> Decision {
+    let hot_for = now.saturating_add(cfg.hot_ns);
+    if seg.fin_or_rst || seg.syn {
+        let mut m = mark.unwrap_or_default();
+        if seg.fin_or_rst {
+            m.hot_until_ns = u64::MAX;
+        } else if m.hot_until_ns < hot_for {
+            m.hot_until_ns = hot_for;
+        }
+        if seg.payload_len > 0 {
+            m.last_data_ns = now;
+        }
+        return Decision {
+            keep: true,
+            mark: Some(m),
+        };
+    }
+    if seg.payload_len == 0 {
+        return Decision {
+            keep: false,
+            mark: None,
+        };
+    }
+    let Some(mut m) = mark else {
+        return Decision {
+            keep: true,
+            mark: Some(FlowMark {
+                last_data_ns: now,
+                hot_until_ns: hot_for,
+            }),
+        };
+    };
+    let quiet = now.saturating_sub(m.last_data_ns);
+    m.last_data_ns = now;
+    let keep = if now < m.hot_until_ns {
+        true
+    } else if quiet >= cfg.idle_ns || seg.head_5xx {
+        m.hot_until_ns = hot_for;
+        true
+    } else {
+        false
+    };
+    Decision {
+        keep,
+        mark: Some(m),
+    }
+}
+
+/// Whether `p` (at least [`HEAD_PREFIX`] bytes of payload) starts with `HTTP/1.x 5`.
+#[inline(always)]
+pub fn is_5xx_head(p: &[u8; HEAD_PREFIX]) -> bool {
+    p[0] == b'H'
+        && p[1] == b'T'
+        && p[2] == b'T'
+        && p[3] == b'P'
+        && p[4] == b'/'
+        && p[5] == b'1'
+        && p[6] == b'.'
+        && p[8] == b' '
+        && p[9] == b'5'
+}
+
+/// Payload bytes [`is_5xx_head`] looks at.
+pub const HEAD_PREFIX: usize = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: SelectConfig = SelectConfig {
+        idle_ns: 1_000,
+        hot_ns: 100,
+    };
+
+    fn data(len: u32) -> SegmentFacts {
+        SegmentFacts {
+            syn: false,
+            fin_or_rst: false,
+            payload_len: len,
+            head_5xx: false,
+        }
+    }
+
+    /// Runs a connection's segments through `decide`, returning what was kept.
+    fn run(segs: &[(u64, SegmentFacts)]) -> [bool; 16] {
+        let mut mark = None;
+        let mut kept = [false; 16];
+        for (i, (t, s)) in segs.iter().enumerate() {
+            let d = decide(mark, *t, *s, &CFG);
+            if d.mark.is_some() {
+                mark = d.mark;
+            }
+            kept[i] = d.keep;
+        }
+        kept
+    }
+
+    #[test]
+    fn busy_connection_keeps_only_its_first_exchange() {
+        let k = run(&[(0, data(10)), (50, data(10)), (150, data(10)), (200, data(10))]);
+        assert_eq!(&k[..4], &[true, true, false, false]);
+    }
+
+    #[test]
+    fn reuse_after_quiet_is_kept_with_its_exchange() {
+        let k = run(&[
+            (0, data(10)),
+            (500, data(10)),
+            (1_600, data(10)), // 1 100 quiet: a reuse
+            (1_650, data(10)), // hot
+            (1_800, data(10)), // hot expired, 150 quiet
+        ]);
+        assert_eq!(&k[..5], &[true, false, true, true, false]);
+    }
+
+    #[test]
+    fn fin_or_rst_makes_the_rest_hot_and_acks_are_dropped() {
+        let fin = SegmentFacts {
+            fin_or_rst: true,
+            ..data(0)
+        };
+        let k = run(&[
+            (0, data(10)),
+            (500, data(10)),
+            (510, fin),
+            (520, data(0)),
+            (10_000, data(10)),
+        ]);
+        assert_eq!(&k[..5], &[true, false, true, false, true]);
+    }
+
+    #[test]
+    fn syn_makes_a_short_connection_hot_and_5xx_heads_are_kept() {
+        let syn = SegmentFacts {
+            syn: true,
+            ..data(0)
+        };
+        let k = run(&[
+            (0, syn),
+            (10, data(10)),
+            (90, data(10)),
+            (150, data(10)),
+            (
+                160,
+                SegmentFacts {
+                    head_5xx: true,
+                    ..data(10)
+                },
+            ),
+            (200, data(10)),
+            (300, data(10)),
+        ]);
+        assert_eq!(&k[..7], &[true, true, true, false, true, true, false]);
+    }
+
+    #[test]
+    fn key_is_the_same_both_ways_and_heads_are_recognised() {
+        let a = [1u8; 16];
+        let b = [2u8; 16];
+        assert_eq!(FlowKey::new(a, 80, b, 5000), FlowKey::new(b, 5000, a, 80));
+        assert_eq!(FlowKey::new(a, 80, a, 5000), FlowKey::new(a, 5000, a, 80));
+        assert!(is_5xx_head(b"HTTP/1.1 5"));
+        assert!(!is_5xx_head(b"HTTP/1.1 2"));
+        assert!(!is_5xx_head(b"GET / HTTP"));
+    }
+}
