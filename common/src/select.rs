@@ -11,7 +11,9 @@
 //!   quiet for at least [`SelectConfig::idle_ns`] (a pooled connection being reused: where
 //!   keep-alive races happen); each makes the next `hot_ns` hot, for the exchange it starts;
 //! - a response head with a 5xx status, and `hot_ns` after it;
-//! - every data segment while the connection is hot.
+//! - every data segment while the connection is hot;
+//! - the first data segment the other side sends after a kept one (the reply, however
+//!   slow), and `hot_ns` after it.
 //!
 //! Pure ACKs are never kept. What is dropped are data segments of busy connections in
 //! the middle of their life: the engine treats the gaps as a capture that starts again
@@ -36,10 +38,19 @@ pub struct FlowMark {
     pub last_data_ns: u64,
     /// Keep every segment until this time; `u64::MAX` once the connection is closing.
     pub hot_until_ns: u64,
+    /// The side whose next data segment is kept (the reply to a kept one): [`FROM_LO`],
+    /// [`FROM_HI`] or 0.
+    pub awaiting: u32,
+    pub _pad: u32,
 }
 
+/// [`FlowMark::awaiting`]: the lower endpoint of the [`FlowKey`] sends next.
+pub const FROM_LO: u32 = 1;
+/// [`FlowMark::awaiting`]: the higher endpoint sends next.
+pub const FROM_HI: u32 = 2;
+
 /// Size of [`FlowMark`] in bytes.
-pub const FLOW_MARK_SIZE: usize = 16;
+pub const FLOW_MARK_SIZE: usize = 24;
 const _: () = assert!(core::mem::size_of::<FlowMark>() == FLOW_MARK_SIZE);
 
 /// A connection, the same for both directions: the lower (address, port) endpoint first.
@@ -58,23 +69,26 @@ pub const FLOW_KEY_SIZE: usize = 36;
 const _: () = assert!(core::mem::size_of::<FlowKey>() == FLOW_KEY_SIZE);
 
 impl FlowKey {
-    /// The key of the segment from `(src, sport)` to `(dst, dport)`.
+    /// The key of the segment from `(src, sport)` to `(dst, dport)`, and the sender's side
+    /// ([`FROM_LO`] or [`FROM_HI`]).
     #[inline(always)]
-    pub fn new(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16) -> Self {
+    pub fn new(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16) -> (Self, u32) {
         if lower(&src, sport, &dst, dport) {
-            Self {
+            let k = Self {
                 addr_lo: src,
                 addr_hi: dst,
                 port_lo: sport,
                 port_hi: dport,
-            }
+            };
+            (k, FROM_LO)
         } else {
-            Self {
+            let k = Self {
                 addr_lo: dst,
                 addr_hi: src,
                 port_lo: dport,
                 port_hi: sport,
-            }
+            };
+            (k, FROM_HI)
         }
     }
 }
@@ -102,6 +116,10 @@ pub struct SegmentFacts {
     pub payload_len: u32,
     /// The payload starts with an HTTP/1.x status line whose code is 5xx.
     pub head_5xx: bool,
+    /// The ACK flag (a SYN with it answers one).
+    pub ack: bool,
+    /// The sender's side: [`FROM_LO`] or [`FROM_HI`].
+    pub from: u32,
 }
 
 /// The filter's answer for one segment.
@@ -122,12 +140,16 @@ pub fn decide(
     cfg: &SelectConfig,
 ) -> Decision {
     let hot_for = now.saturating_add(cfg.hot_ns);
+    let other = if seg.from == FROM_LO { FROM_HI } else { FROM_LO };
     if seg.fin_or_rst || seg.syn {
         let mut m = mark.unwrap_or_default();
         if seg.fin_or_rst {
             m.hot_until_ns = u64::MAX;
         } else if m.hot_until_ns < hot_for {
             m.hot_until_ns = hot_for;
+        }
+        if seg.syn && !seg.ack {
+            m.awaiting = other; // the server's first reply, however slow
         }
         if seg.payload_len > 0 {
             m.last_data_ns = now;
@@ -149,15 +171,25 @@ pub fn decide(
             mark: Some(FlowMark {
                 last_data_ns: now,
                 hot_until_ns: hot_for,
+                awaiting: other,
+                _pad: 0,
             }),
         };
     };
     let quiet = now.saturating_sub(m.last_data_ns);
     m.last_data_ns = now;
-    let keep = if now < m.hot_until_ns {
+    let keep = if m.awaiting == seg.from {
+        // the reply to a kept segment, and the rest of it
+        m.awaiting = 0;
+        if m.hot_until_ns < hot_for {
+            m.hot_until_ns = hot_for;
+        }
+        true
+    } else if now < m.hot_until_ns {
         true
     } else if quiet >= cfg.idle_ns || seg.head_5xx {
         m.hot_until_ns = hot_for;
+        m.awaiting = other;
         true
     } else {
         false
@@ -200,6 +232,15 @@ mod tests {
             fin_or_rst: false,
             payload_len: len,
             head_5xx: false,
+            ack: true,
+            from: FROM_LO,
+        }
+    }
+
+    fn reply(len: u32) -> SegmentFacts {
+        SegmentFacts {
+            from: FROM_HI,
+            ..data(len)
         }
     }
 
@@ -276,11 +317,46 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_reply_to_a_kept_request_is_kept_once() {
+        let k = run(&[
+            (0, data(10)),      // first seen: kept, the reply awaited
+            (5_000, reply(10)), // the reply, long after the hot window
+            (5_050, reply(10)), // the rest of it, hot again
+            (5_200, data(10)),  // a request 150 after: busy, dropped
+            (5_210, reply(10)), // its reply: nothing awaited
+        ]);
+        assert_eq!(&k[..5], &[true, true, true, false, false]);
+    }
+
+    #[test]
+    fn a_new_connections_slow_first_reply_is_kept() {
+        let syn = SegmentFacts {
+            syn: true,
+            ack: false,
+            ..data(0)
+        };
+        let synack = SegmentFacts {
+            syn: true,
+            ..reply(0)
+        };
+        let k = run(&[
+            (0, syn),
+            (1, synack),
+            (2, data(10)),      // the request, hot
+            (3_000, reply(10)), // its reply, long after
+            (3_200, data(10)),  // busy: dropped
+        ]);
+        assert_eq!(&k[..5], &[true, true, true, true, false]);
+    }
+
+    #[test]
     fn key_is_the_same_both_ways_and_heads_are_recognised() {
         let a = [1u8; 16];
         let b = [2u8; 16];
-        assert_eq!(FlowKey::new(a, 80, b, 5000), FlowKey::new(b, 5000, a, 80));
-        assert_eq!(FlowKey::new(a, 80, a, 5000), FlowKey::new(a, 5000, a, 80));
+        assert_eq!(FlowKey::new(a, 80, b, 5000).0, FlowKey::new(b, 5000, a, 80).0);
+        assert_eq!(FlowKey::new(a, 80, a, 5000).0, FlowKey::new(a, 5000, a, 80).0);
+        assert_eq!(FlowKey::new(a, 80, b, 5000).1, FROM_LO);
+        assert_eq!(FlowKey::new(b, 5000, a, 80).1, FROM_HI);
         assert!(is_5xx_head(b"HTTP/1.1 5"));
         assert!(!is_5xx_head(b"HTTP/1.1 2"));
         assert!(!is_5xx_head(b"GET / HTTP"));

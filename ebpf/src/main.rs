@@ -17,6 +17,7 @@ use aya_ebpf::{
     macros::{map, socket_filter, tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{SkBuffContext, TracePointContext},
+    EbpfContext,
     Global,
 };
 use tracer_common::select::{decide, is_5xx_head, FlowKey, FlowMark, SegmentFacts, HEAD_PREFIX};
@@ -57,6 +58,16 @@ fn field<T>(ctx: &TracePointContext, off: usize) -> Result<T, i64> {
     // format file and verified against the running kernel before load; `read_at` goes
     // through `bpf_probe_read`, so a wrong offset yields an error or garbage, never a fault.
     unsafe { ctx.read_at::<T>(off) }.map_err(i64::from)
+}
+
+/// Reads a scalar context field at `off` with a plain load (no helper call): for the
+/// tracepoints that fire on every send and receive of the machine.
+#[inline(always)]
+fn scalar<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
+    // SAFETY: as for `field`; a tracepoint's context is its record, readable in place. The
+    // verifier checks the access (inside the record, aligned to the field's size), and the
+    // offsets are naturally aligned.
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(off) as *const T) }
 }
 
 #[inline(always)]
@@ -268,6 +279,12 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Res {
     let now = now_ns();
 
     let mut info = known_or_tuple(&cfg, skaddr, family, sport, dport, addrs);
+    if cfg.netns != 0 && info.netns != 0 && info.netns != cfg.netns {
+        // Another namespace's socket: not tracked at all, so that its sends and receives
+        // (every one of which runs the probe) end at a map miss.
+        let _ = SOCKS.remove(skaddr);
+        return Ok(());
+    }
     // The tuple can change during the lifetime (the source port is 0 at CLOSE→SYN_SENT).
     info.family = family;
     info.sport = sport;
@@ -305,19 +322,19 @@ pub fn sock_send_length(ctx: TracePointContext) -> u32 {
 
 fn try_sock_send_length(ctx: &TracePointContext) -> Res {
     use tp::sock_send_length as f;
-    if field::<u16>(ctx, f::PROTOCOL)? != IPPROTO_TCP {
+    if scalar::<u16>(ctx, f::PROTOCOL) != IPPROTO_TCP {
         return Ok(());
     }
-    let family = field::<u16>(ctx, f::FAMILY)?;
+    let family = scalar::<u16>(ctx, f::FAMILY);
     if family != AF_INET && family != AF_INET6 {
         return Ok(());
     }
-    let skaddr = field::<u64>(ctx, f::SK)?;
+    let skaddr = scalar::<u64>(ctx, f::SK);
     // Only sockets seen in inet_sock_set_state: their ports are known and filtered.
     let Some(ptr) = SOCKS.get_ptr_mut(skaddr) else {
         return Ok(());
     };
-    let ret = field::<i32>(ctx, f::RET)?;
+    let ret = scalar::<i32>(ctx, f::RET);
     let cfg = CONFIG.load();
     let now = now_ns();
     // SAFETY: `ptr` points at a live map value; tracepoint programs on one socket may run
@@ -369,22 +386,22 @@ pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
 
 fn try_sock_recv_length(ctx: &TracePointContext) -> Res {
     use tp::sock_recv_length as f;
-    if field::<u16>(ctx, f::PROTOCOL)? != IPPROTO_TCP {
+    if scalar::<u16>(ctx, f::PROTOCOL) != IPPROTO_TCP {
         return Ok(());
     }
-    let family = field::<u16>(ctx, f::FAMILY)?;
+    let family = scalar::<u16>(ctx, f::FAMILY);
     if family != AF_INET && family != AF_INET6 {
         return Ok(());
     }
-    let flags_arg = field::<i32>(ctx, f::FLAGS)? as u32;
+    let flags_arg = scalar::<i32>(ctx, f::FLAGS) as u32;
     if flags_arg & MSG_PEEK != 0 {
         return Ok(());
     }
-    let skaddr = field::<u64>(ctx, f::SK)?;
+    let skaddr = scalar::<u64>(ctx, f::SK);
     let Some(ptr) = SOCKS.get_ptr_mut(skaddr) else {
         return Ok(());
     };
-    let ret = field::<i32>(ctx, f::RET)?;
+    let ret = scalar::<i32>(ctx, f::RET);
     let now = now_ns();
     // SAFETY: as in `try_sock_send_length`.
     let info = unsafe { &mut *ptr };
@@ -641,11 +658,13 @@ pub fn select(ctx: SkBuffContext) -> i64 {
 
 fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
     let cfg = CONFIG.load();
-    let v = net_bytes::<1>(ctx, 0)?[0] >> 4;
+    // One load for an IPv4 header without options and the TCP fields we read, the common
+    // case; more loads only for options or IPv6.
+    let h = net_bytes::<34>(ctx, 0)?;
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
-    let (l4, ip_payload) = if v == 4 {
-        let h = net_bytes::<20>(ctx, 0)?;
+    let v = h[0] >> 4;
+    let (l4, ip_payload, t) = if v == 4 {
         // not TCP, or a fragment after the first: no TCP header to read
         if h[9] != IPPROTO_TCP as u8 || (h[6] & 0x1f) != 0 || h[7] != 0 {
             return Ok(false);
@@ -654,7 +673,14 @@ fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
         let total = u32::from(u16::from_be_bytes([h[2], h[3]]));
         src[..4].copy_from_slice(&h[12..16]);
         dst[..4].copy_from_slice(&h[16..20]);
-        (ihl, total.saturating_sub(ihl))
+        let t: [u8; 14] = if ihl == 20 {
+            let mut t = [0u8; 14];
+            t.copy_from_slice(&h[20..34]);
+            t
+        } else {
+            net_bytes::<14>(ctx, ihl)?
+        };
+        (ihl, total.saturating_sub(ihl), t)
     } else if v == 6 {
         let h = net_bytes::<40>(ctx, 0)?;
         if h[6] != IPPROTO_TCP as u8 {
@@ -662,16 +688,14 @@ fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
         }
         src.copy_from_slice(&h[8..24]);
         dst.copy_from_slice(&h[24..40]);
-        (40, u32::from(u16::from_be_bytes([h[4], h[5]])))
+        (
+            40,
+            u32::from(u16::from_be_bytes([h[4], h[5]])),
+            net_bytes::<14>(ctx, 40)?,
+        )
     } else {
         return Ok(false);
     };
-    let t = net_bytes::<14>(ctx, l4)?;
-    let sport = u16::from_be_bytes([t[0], t[1]]);
-    let dport = u16::from_be_bytes([t[2], t[3]]);
-    if !cfg.port_matches(sport, dport) {
-        return Ok(false);
-    }
     let doff = u32::from(t[12] >> 4) * 4;
     let tcp_flags = t[13];
     let payload_len = ip_payload.saturating_sub(doff);
@@ -680,42 +704,50 @@ fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
     if payload_len == 0 && !fin_or_rst && !syn {
         return Ok(false); // a pure ACK: never kept, and no map lookup
     }
-    let head_5xx = payload_len >= HEAD_PREFIX as u32
-        && net_bytes::<HEAD_PREFIX>(ctx, l4 + doff).is_ok_and(|p| is_5xx_head(&p));
-    let key = FlowKey::new(src, sport, dst, dport);
+    let sport = u16::from_be_bytes([t[0], t[1]]);
+    let dport = u16::from_be_bytes([t[2], t[3]]);
+    if !cfg.port_matches(sport, dport) {
+        return Ok(false);
+    }
+    let (key, from) = FlowKey::new(src, sport, dst, dport);
     let now = now_ns();
-    let facts = SegmentFacts {
+    let mut facts = SegmentFacts {
         syn,
         fin_or_rst,
         payload_len,
-        head_5xx,
+        head_5xx: false,
+        ack: tcp_flags & TCP_ACK != 0,
+        from,
     };
-    match FLOWS.get_ptr_mut(&key) {
-        Some(ptr) => {
-            // SAFETY: the map hands out a pointer to this entry's value, valid for the
-            // program's run; an LRU eviction meanwhile only makes the write go unseen.
-            let mark = unsafe { *ptr };
-            let d = decide(Some(mark), now, facts, &cfg.select());
-            if let Some(m) = d.mark {
-                // SAFETY: as above.
-                unsafe { *ptr = m };
-            }
-            Ok(d.keep)
-        }
-        None => {
-            let d = decide(None, now, facts, &cfg.select());
-            if let Some(m) = d.mark {
-                let _ = FLOWS.insert(&key, &m, 0);
-            }
-            Ok(d.keep)
+    let ptr = FLOWS.get_ptr_mut(&key);
+    // SAFETY: the map hands out a pointer to this entry's value, valid for the program's
+    // run; an LRU eviction meanwhile only makes the write go unseen.
+    let mark = ptr.map(|p| unsafe { *p });
+    let mut d = decide(mark, now, facts, &cfg.select());
+    if !d.keep && payload_len >= HEAD_PREFIX as u32 {
+        // only now look at the payload: a 5xx head is kept whatever else holds
+        if net_bytes::<HEAD_PREFIX>(ctx, l4 + doff).is_ok_and(|p| is_5xx_head(&p)) {
+            facts.head_5xx = true;
+            d = decide(mark, now, facts, &cfg.select());
         }
     }
+    if let Some(m) = d.mark {
+        match ptr {
+            // SAFETY: as above.
+            Some(p) => unsafe { *p = m },
+            None => {
+                let _ = FLOWS.insert(&key, &m, 0);
+            }
+        }
+    }
+    Ok(d.keep)
 }
 
 /// TCP header flag bits.
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
 
 #[cfg(not(test))]
 #[panic_handler]

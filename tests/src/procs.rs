@@ -65,6 +65,14 @@ impl Procs {
         }
     }
 
+    /// The process id of the process started under `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.child.id())
+    }
+
     /// Whether the process started under `name` has exited, with its status.
     pub fn exited(&mut self, name: &str) -> Option<std::process::ExitStatus> {
         let p = self.procs.iter_mut().find(|p| p.name == name)?;

@@ -400,6 +400,12 @@ fn step(
             c.quiet_since = None;
             c.http.skipped();
             out.push(Event::Skipped { conn: id, ts });
+            // what the sender acknowledges was sent before this segment: a later segment of
+            // the peer starting there follows no gap
+            if ack && !seg.has(flags::RST) {
+                let peer = if from_client { &mut c.s2c } else { &mut c.c2s };
+                peer.seq.skip_to(seg.ack);
+            }
         }
     } else if !c.missing {
         if let Some(what) = lost_before(c, seg, from_client) {

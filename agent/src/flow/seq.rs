@@ -96,6 +96,17 @@ impl SeqSpace {
         }
     }
 
+    /// The peer acknowledged up to `ack`: bytes before it were sent even if never seen.
+    /// A sparse capture moves the end there, so that a later segment starting at `ack` is
+    /// in order rather than past a gap.
+    pub fn skip_to(&mut self, ack: u32) {
+        if let Some(off) = self.offset(ack) {
+            if off > self.end {
+                self.end = off;
+            }
+        }
+    }
+
     /// Offset of a FIN at `seq` (the FIN occupies the sequence number after the data).
     #[must_use]
     pub fn fin_offset(&self, seq: u32, len: u32) -> Option<u64> {
