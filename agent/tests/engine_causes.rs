@@ -416,3 +416,95 @@ fn two_never_sent_errors_in_one_stall_each_find_a_dead_connection() {
         assert_eq!(v.subcause, Some(Subcause::RequestNeverSent));
     }
 }
+
+/// A sparse capture (`tracer capture --sparse`): the exchanges between the warm-up and the
+/// failing reuse of upstream connection 50000 were skipped, so only the kernel can say how
+/// long it sat idle. Other pooled connections show the upstream's 5 s idle timer.
+fn sparse_reset_after_skipped_exchanges(kernel_idle_ms: Option<i64>) -> Analysis {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let (d, u) = (client(40001), upstream(50000));
+    // connections 50002-50004 are seen whole: idle from 2 ms, closed by the upstream 5 s later
+    for (i, port) in (50002..=50004).enumerate() {
+        let spare = upstream(port);
+        let at = (1 + i as i64) * 10 * MS;
+        tl.open(at, spare);
+        tl.req(at + 200, spare, "GET", 9 + i as u32);
+        tl.res(at + MS, spare, 200);
+        tl.fin(at + 5_001 * MS, spare, false);
+    }
+    // exchanges on 50000 the capture skipped: its sequence numbers move on unseen
+    for (from, to, n) in [(u.c, u.s, 300), (u.s, u.c, 400)] {
+        *tl.seq.get_mut(&(from, to)).unwrap() += n;
+    }
+    tl.open(7_000 * MS - 300, d);
+    tl.req(7_000 * MS - 100, d, "POST", 2);
+    tl.req(7_000 * MS + 50, u, "POST", 2);
+    tl.rst(7_000 * MS + 150, u, false);
+    tl.res(7_000 * MS + 400, d, 502);
+    tl.segs.sort_by_key(|s| s.ts_ns);
+    let mut e = tracer::engine::Engine::new(Config {
+        sparse: true,
+        ..Config::default()
+    });
+    if let Some(idle) = kernel_idle_ms {
+        // reported when the write returned, just after the packet left
+        e.kernel_send_idle(u.c, u.s, (7_000 * MS + 60) * 1000, idle * 1_000_000);
+    }
+    for s in &tl.segs {
+        e.push(s);
+    }
+    e.finish()
+}
+
+#[test]
+fn sparse_capture_takes_the_reuse_idle_time_from_the_kernel() {
+    let a = sparse_reset_after_skipped_exchanges(Some(5_000));
+    let v = only(&a);
+    assert_eq!(v.cause, Cause::KeepaliveRace, "{v:#?}");
+    assert_eq!(v.confidence, Confidence::Probable);
+}
+
+#[test]
+fn sparse_capture_without_the_idle_time_does_not_guess() {
+    let a = sparse_reset_after_skipped_exchanges(None);
+    let v = only(&a);
+    assert_eq!(v.cause, Cause::Unexplained, "{v:#?}");
+    assert!(v.summary.contains("sparse"), "{}", v.summary);
+}
+
+#[test]
+fn sparse_capture_still_judges_a_5xx_whose_request_was_skipped() {
+    // A busy kept-alive client connection: the sparse filter kept its first exchange and
+    // the 502 head, not the request that got it.
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let (d, u) = (client(40001), upstream(50000));
+    tl.open(10 * MS, d);
+    tl.req(10 * MS + 200, d, "GET", 2);
+    tl.res(10 * MS + 600, d, 200);
+    for (from, to, n) in [(d.c, d.s, 500), (d.s, d.c, 700)] {
+        *tl.seq.get_mut(&(from, to)).unwrap() += n;
+    }
+    // the upstream closed the pooled connection; the proxy's request crossed its FIN
+    tl.fin(5_000 * MS, u, false);
+    tl.req(5_000 * MS + 50, u, "POST", 3);
+    tl.rst(5_000 * MS + 150, u, false);
+    tl.res(5_000 * MS + 400, d, 502);
+    tl.segs.sort_by_key(|s| s.ts_ns);
+    let mut e = tracer::engine::Engine::new(Config {
+        sparse: true,
+        ..Config::default()
+    });
+    for s in &tl.segs {
+        e.push(s);
+    }
+    let a = e.finish();
+    // The upstream attempt is judged on its own (its client side unseen), and the 502 is
+    // not pinned on anything it cannot be linked to.
+    assert_eq!(a.verdicts.len(), 2, "{:#?}", a.verdicts);
+    let race = a.verdicts.iter().find(|v| v.status.is_none()).unwrap();
+    assert_eq!(race.cause, Cause::KeepaliveRace, "{race:#?}");
+    let err = a.verdicts.iter().find(|v| v.status == Some(502)).unwrap();
+    assert_eq!(err.cause, Cause::Unexplained, "{err:#?}");
+}

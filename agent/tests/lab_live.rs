@@ -28,6 +28,21 @@ fn verdicts_by_rid(report: &Value) -> BTreeMap<u64, Vec<Value>> {
     m
 }
 
+/// (request id, cause, subcause, status) of every verdict of a report.
+fn verdict_keys(report: &Value) -> std::collections::BTreeSet<String> {
+    report["verdicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            format!(
+                "{} {} {} {}",
+                v["request_id"], v["cause"], v["subcause"], v["status"]
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn every_scenario_live_matches_the_proxy_logs() {
     check_every_scenario("full", &[]);
@@ -50,10 +65,7 @@ fn check_every_scenario(label: &str, args: &[&str]) {
         .map(|v| v.split(',').map(str::to_owned).collect())
         .unwrap_or_default();
     let tracer = std::path::PathBuf::from(env!("CARGO_BIN_EXE_tracer"));
-    let root = std::env::temp_dir().join(format!(
-        "tracer-lab-live-{label}-{}",
-        std::process::id()
-    ));
+    let root = std::env::temp_dir().join(format!("tracer-lab-live-{label}-{}", std::process::id()));
     let mut failures = Vec::new();
     for s in scenarios::all() {
         let name = s.name();
@@ -134,6 +146,22 @@ fn check_every_scenario(label: &str, args: &[&str]) {
                     vs[0]["cause"]
                 ));
             }
+        }
+        // The bundle, read again offline, gives the same verdicts.
+        let again = std::process::Command::new(&tracer)
+            .args(["analyze", "--format", "json"])
+            .arg(out.dir.join("tracer"))
+            .output()
+            .expect("running tracer analyze");
+        let again: Value = serde_json::from_slice(&again.stdout).unwrap_or(Value::Null);
+        let (live, offline) = (verdict_keys(&report), verdict_keys(&again));
+        if live != offline {
+            mine.push(format!(
+                "tracer analyze of the bundle disagrees with the live verdicts: {} live, {} offline, first differences {:?}",
+                live.len(),
+                offline.len(),
+                live.symmetric_difference(&offline).take(3).collect::<Vec<_>>()
+            ));
         }
         let err = std::fs::read_to_string(out.dir.join("tracer.err")).unwrap_or_default();
         if err.contains("probe lost") {

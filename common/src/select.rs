@@ -133,14 +133,13 @@ pub struct Decision {
 /// The selection rule (see the module docs). `mark` is the connection's current mark,
 /// `None` when the filter has not seen it.
 #[inline(always)]
-pub fn decide(
-    mark: Option<FlowMark>,
-    now: u64,
-    seg: SegmentFacts,
-    cfg: &SelectConfig,
-) -> Decision {
+pub fn decide(mark: Option<FlowMark>, now: u64, seg: SegmentFacts, cfg: &SelectConfig) -> Decision {
     let hot_for = now.saturating_add(cfg.hot_ns);
-    let other = if seg.from == FROM_LO { FROM_HI } else { FROM_LO };
+    let other = if seg.from == FROM_LO {
+        FROM_HI
+    } else {
+        FROM_LO
+    };
     if seg.fin_or_rst || seg.syn {
         let mut m = mark.unwrap_or_default();
         if seg.fin_or_rst {
@@ -260,7 +259,12 @@ mod tests {
 
     #[test]
     fn busy_connection_keeps_only_its_first_exchange() {
-        let k = run(&[(0, data(10)), (50, data(10)), (150, data(10)), (200, data(10))]);
+        let k = run(&[
+            (0, data(10)),
+            (50, data(10)),
+            (150, data(10)),
+            (200, data(10)),
+        ]);
         assert_eq!(&k[..4], &[true, true, false, false]);
     }
 
@@ -353,8 +357,14 @@ mod tests {
     fn key_is_the_same_both_ways_and_heads_are_recognised() {
         let a = [1u8; 16];
         let b = [2u8; 16];
-        assert_eq!(FlowKey::new(a, 80, b, 5000).0, FlowKey::new(b, 5000, a, 80).0);
-        assert_eq!(FlowKey::new(a, 80, a, 5000).0, FlowKey::new(a, 5000, a, 80).0);
+        assert_eq!(
+            FlowKey::new(a, 80, b, 5000).0,
+            FlowKey::new(b, 5000, a, 80).0
+        );
+        assert_eq!(
+            FlowKey::new(a, 80, a, 5000).0,
+            FlowKey::new(a, 5000, a, 80).0
+        );
         assert_eq!(FlowKey::new(a, 80, b, 5000).1, FROM_LO);
         assert_eq!(FlowKey::new(b, 5000, a, 80).1, FROM_HI);
         assert!(is_5xx_head(b"HTTP/1.1 5"));

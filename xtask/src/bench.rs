@@ -86,7 +86,10 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     // The kinds of round, alternated so that drift in the machine hits them all alike.
     let modes: [(&str, &[&str]); 4] = [
         ("proxy alone", &[]),
-        ("reference: tcpdump -w /dev/null, same filter as the full capture", &[]),
+        (
+            "reference: tcpdump -w /dev/null, same filter as the full capture",
+            &[],
+        ),
         ("full capture + probe", &[]),
         ("--sparse + probe", &["--sparse"]),
     ];
@@ -142,7 +145,10 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     }
     // A last baseline, so that every round sits between two.
     let r = measured(&wrk, &h.client_ns, &url, args, procs.pid("front"), None)?;
-    eprintln!("final: proxy alone: {:.0} req/s, p99 {:.2} ms", r.rps, r.p99_ms);
+    eprintln!(
+        "final: proxy alone: {:.0} req/s, p99 {:.2} ms",
+        r.rps, r.p99_ms
+    );
     rounds[0].push(r);
     drop(procs);
     drop(net);
@@ -381,7 +387,10 @@ fn bpf_programs() -> Vec<(String, f64, u64)> {
         .collect();
     let mut out: Vec<(String, f64, u64)> = ours.iter().map(|n| (n.clone(), 0.0, 0)).collect();
     for p in aya::programs::loaded_programs().filter_map(Result::ok) {
-        if let Some(o) = out.iter_mut().find(|o| p.name_as_str() == Some(o.0.as_str())) {
+        if let Some(o) = out
+            .iter_mut()
+            .find(|o| p.name_as_str() == Some(o.0.as_str()))
+        {
             o.1 += p.run_time().as_secs_f64();
             o.2 += p.run_count();
         }
@@ -421,8 +430,8 @@ fn children_cpu_s() -> f64 {
 
 /// CPU seconds of process `pid` and its children (an nginx master and its worker).
 fn tree_cpu_s(pid: u32) -> f64 {
-    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default();
+    let kids =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     std::iter::once(pid)
         .chain(kids.split_whitespace().filter_map(|k| k.parse().ok()))
         .map(|p| usage(p).0)

@@ -646,7 +646,9 @@ fn classify_attempt(c: &CConn, e: &Ex, habit: Habit) -> Option<AttemptFailure> {
     let idle_ns = e.idle_ns.or_else(|| {
         c.kernel_idle
             .iter()
-            .filter(|&&(t, _)| t >= req_ns - KERNEL_SEND_BEFORE_NS && t <= req_ns + KERNEL_SEND_AFTER_NS)
+            .filter(|&&(t, _)| {
+                t >= req_ns - KERNEL_SEND_BEFORE_NS && t <= req_ns + KERNEL_SEND_AFTER_NS
+            })
             .min_by_key(|&&(t, _)| (t - req_ns).abs())
             .map(|&(_, idle)| idle)
     });

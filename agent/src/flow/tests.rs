@@ -327,3 +327,71 @@ fn handshake_without_the_syn_ack_marks_the_connection_missing_once() {
         "{out:?}"
     );
 }
+
+/// A kept-alive connection whose second exchange a sparse capture skipped: the first is
+/// seen whole, then the third request (its sequence and acknowledgement past bytes never
+/// seen), then the server's FIN right after what the request acknowledged.
+fn sparse_connection() -> Vec<Segment> {
+    const RES: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let mut s = handshake();
+    s.push(seg(300, true, flags::ACK, 100, b"GET /a HTTP/1.1\r\n\r\n"));
+    let mut r1 = seg(400, false, flags::ACK, 500, RES);
+    r1.ack = 119;
+    s.push(r1);
+    // exchange 2 (GET /b and its response) is not captured
+    let mut q3 = seg(9_000_000, true, flags::ACK, 138, b"GET /c HTTP/1.1\r\n\r\n");
+    q3.ack = 500 + 2 * RES.len() as u32;
+    s.push(q3);
+    let mut fin = seg(9_000_500, false, flags::FIN | flags::ACK, q3_ack(), b"");
+    fin.ack = 157;
+    s.push(fin);
+    s
+}
+
+fn q3_ack() -> u32 {
+    500 + 2 * b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".len() as u32
+}
+
+#[test]
+fn sparse_gaps_are_skips_not_losses() {
+    let mut t = Tracker::sparse();
+    let mut out = Vec::new();
+    for s in sparse_connection() {
+        t.push(&s, &mut out);
+    }
+    assert!(missing_events(&out).is_empty(), "{out:?}");
+    let skips = out
+        .iter()
+        .filter(|e| matches!(e, Event::Skipped { .. }))
+        .count();
+    // once, at the third request; the FIN starts where that request's ack said
+    assert_eq!(skips, 1, "{out:?}");
+    let requests: Vec<(String, Option<i64>)> = out
+        .iter()
+        .filter_map(|e| match e {
+            Event::Http {
+                ev: HttpEvent::Request { head, .. },
+                idle_ns,
+                ..
+            } => Some((head.target.clone(), *idle_ns)),
+            _ => None,
+        })
+        .collect();
+    // the quiet before /c is unknown: the capture skipped what came between
+    assert_eq!(
+        requests,
+        [("/a".to_owned(), Some(100)), ("/c".to_owned(), None)]
+    );
+    let fin = out.iter().find_map(|e| match e {
+        Event::Fin { outstanding, .. } => Some(*outstanding),
+        _ => None,
+    });
+    assert_eq!(fin, Some(1), "the FIN came with /c unanswered");
+}
+
+#[test]
+fn the_same_gaps_in_a_full_capture_are_losses() {
+    let (_, out) = run(&sparse_connection());
+    assert!(!missing_events(&out).is_empty(), "{out:?}");
+    assert!(!out.iter().any(|e| matches!(e, Event::Skipped { .. })));
+}
