@@ -70,8 +70,9 @@ pub struct KernelFacts {
 #[derive(Debug, Default)]
 pub struct Ledger {
     sockets: HashMap<u64, SocketRecord>,
-    /// (local, remote) → socket address of the live or most recent socket with that tuple.
-    by_tuple: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// (local, remote) → kernel addresses of the sockets that had that tuple (a tuple is
+    /// reused by later connections, not always at the same address).
+    by_tuple: HashMap<(SocketAddr, SocketAddr), Vec<u64>>,
     /// Records replaced by a newer socket at the same kernel address, kept until evicted.
     retired: Vec<SocketRecord>,
     events: u64,
@@ -119,7 +120,10 @@ impl Ledger {
             if l.port() != 0 && r.port() != 0 && rec.local.is_none() {
                 rec.local = Some(l);
                 rec.remote = Some(r);
-                self.by_tuple.insert((l, r), sk);
+                let sks = self.by_tuple.entry((l, r)).or_default();
+                if !sks.contains(&sk) {
+                    sks.push(sk);
+                }
             }
         }
         if rec.pid.is_none() {
@@ -166,19 +170,44 @@ impl Ledger {
     /// The socket whose local end is `local` and remote end `remote` (or the reverse).
     #[must_use]
     pub fn socket(&self, a: SocketAddr, b: SocketAddr) -> Option<&SocketRecord> {
-        let find = |l, r| {
-            let sk = self.by_tuple.get(&(l, r))?;
-            self.sockets
-                .get(sk)
-                .filter(|s| s.local == Some(l) && s.remote == Some(r))
-                .or_else(|| {
-                    self.retired
-                        .iter()
-                        .rev()
-                        .find(|s| s.local == Some(l) && s.remote == Some(r))
+        self.socket_at(a, b, i64::MIN, i64::MAX)
+    }
+
+    /// The socket between `a` and `b` (either way round) that was alive between `from_ns`
+    /// and `to_ns`: the latest to start, when the tuple was used more than once.
+    #[must_use]
+    pub fn socket_at(
+        &self,
+        a: SocketAddr,
+        b: SocketAddr,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Option<&SocketRecord> {
+        let records = |l: SocketAddr, r: SocketAddr| {
+            self.by_tuple
+                .get(&(l, r))
+                .into_iter()
+                .flatten()
+                .flat_map(|sk| {
+                    self.sockets
+                        .get(sk)
+                        .into_iter()
+                        .chain(self.retired.iter().filter(move |s| s.skaddr == *sk))
                 })
+                .filter(move |s| s.local == Some(l) && s.remote == Some(r))
         };
-        find(a, b).or_else(|| find(b, a))
+        let started = |s: &&SocketRecord| s.events.first().map(|e| e.ts_ns);
+        let pick = |l, r| {
+            records(l, r)
+                .filter(|s| {
+                    s.events.first().is_some_and(|e| e.ts_ns <= to_ns)
+                        && s.destroyed_at.is_none_or(|d| d >= from_ns)
+                })
+                .max_by_key(started)
+                // none alive then: the latest, whose events the window will filter
+                .or_else(|| records(l, r).max_by_key(started))
+        };
+        pick(a, b).or_else(|| pick(b, a))
     }
 
     /// Kernel facts about the connection between `a` and `b` from `from_ns` to `to_ns`.
@@ -190,7 +219,7 @@ impl Ledger {
         from_ns: i64,
         to_ns: i64,
     ) -> Option<KernelFacts> {
-        let rec = self.socket(a, b)?;
+        let rec = self.socket_at(a, b, from_ns, to_ns)?;
         let mut f = KernelFacts {
             pid: rec.pid,
             comm: rec.comm.clone(),
@@ -243,7 +272,10 @@ impl Ledger {
         self.by_tuple.clear();
         for r in self.retired.iter().chain(self.sockets.values()) {
             if let (Some(l), Some(m)) = (r.local, r.remote) {
-                self.by_tuple.insert((l, m), r.skaddr);
+                let sks = self.by_tuple.entry((l, m)).or_default();
+                if !sks.contains(&r.skaddr) {
+                    sks.push(r.skaddr);
+                }
             }
         }
     }
@@ -567,5 +599,49 @@ mod tests {
         assert!(l
             .socket(PROXY.parse().unwrap(), UPSTREAM.parse().unwrap())
             .is_some());
+    }
+
+    #[test]
+    fn a_reused_tuple_gives_the_facts_of_the_socket_alive_then() {
+        // Two connections with the same ports at different kernel addresses: the first
+        // wrote in CLOSE_WAIT, the second (much later) did not.
+        let mut events = vec![
+            ev(
+                1_000,
+                SockEventKind::StateChange {
+                    old: tcp_state::ESTABLISHED,
+                    new: tcp_state::CLOSE_WAIT,
+                },
+                tcp_state::CLOSE_WAIT,
+            ),
+            ev(
+                2_000,
+                SockEventKind::SendAfterIdle {
+                    ret: 300,
+                    idle_ns: 5_000_000,
+                    ended_in: tcp_state::CLOSE_WAIT,
+                },
+                tcp_state::CLOSE_WAIT,
+            ),
+            ev(3_000, SockEventKind::Destroy, tcp_state::CLOSE),
+        ];
+        let mut later = ev(
+            900_000,
+            SockEventKind::StateChange {
+                old: tcp_state::SYN_SENT,
+                new: tcp_state::ESTABLISHED,
+            },
+            tcp_state::ESTABLISHED,
+        );
+        later.event.skaddr += 4096;
+        events.push(later);
+        let l = ledger(events);
+        let (p, u) = (PROXY.parse().unwrap(), UPSTREAM.parse().unwrap());
+        let f = l.facts(p, u, 0, 10_000).unwrap();
+        assert_eq!(f.write_in_close_wait, Some((2_000, 5_000_000)));
+        assert_eq!(
+            l.socket_at(p, u, 800_000, 1_000_000).unwrap().events.len(),
+            1
+        );
     }
 }
