@@ -57,6 +57,11 @@ fn every_scenario_live_sparse_matches_the_proxy_logs() {
 /// Runs every scenario (or those named in `TRACER_LAB_ONLY`, comma-separated) with
 /// `tracer capture ARGS` attached and checks its verdicts against the proxy's logs.
 fn check_every_scenario(label: &str, args: &[&str]) {
+    // One lab at a time: two at once on a small machine change the scenarios' timing.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Err(why) = preflight() {
         eprintln!("SKIPPED lab scenarios with tracer capture {label}: {why:#}");
         return;
