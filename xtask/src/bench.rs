@@ -26,9 +26,12 @@ pub struct BenchArgs {
     /// Rounds of each kind (baseline, with tracer), alternated.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// wrk connections.
+    /// wrk connections (and the fixed-rate load's).
     #[arg(long, default_value_t = 32)]
     connections: u32,
+    /// The fixed load, requests/s; default: half the proxy's throughput measured first.
+    #[arg(long)]
+    rate: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,6 +47,11 @@ struct Round {
     bpf_s: f64,
     /// CPU seconds of the tracer process during the load.
     tracer_s: f64,
+    /// At the fixed load: achieved requests/s, p99 latency from when each request was due,
+    /// and failed requests.
+    fixed_rps: f64,
+    fixed_p99_ms: f64,
+    fixed_errors: u64,
 }
 
 impl Round {
@@ -81,8 +89,10 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .map_err(|e| eprintln!("warning: BPF run-time statistics unavailable: {e}"))
         .ok();
-    // Warm up the keep-alive pools and caches.
-    run_wrk(&wrk, &h.client_ns, &url, 2, args.connections)?;
+    // Warm up the keep-alive pools and caches, and find the proxy's capacity.
+    let capacity = run_wrk(&wrk, &h.client_ns, &url, 3, args.connections)?.rps;
+    let rate = args.rate.unwrap_or((capacity / 2.0) as u32).max(1);
+    eprintln!("capacity {capacity:.0} req/s; fixed load {rate} req/s");
     // The kinds of round, alternated so that drift in the machine hits them all alike.
     let modes: [(&str, &[&str]); 4] = [
         ("proxy alone", &[]),
@@ -99,7 +109,7 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
         for (m, (name, extra)) in modes.iter().enumerate() {
             let proxy = procs.pid("front");
             let r = if m == 0 {
-                measured(&wrk, &h.client_ns, &url, args, proxy, None)?
+                measured(&wrk, &h.client_ns, &url, args, rate, proxy, None)?
             } else if m == 1 {
                 // What copying the same packets to userspace costs without any analysis.
                 for (i, ifname) in [&h.front_if, &h.back_if].into_iter().enumerate() {
@@ -120,15 +130,15 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
                     procs.spawn(&h.proxy_ns, &format!("tcpdump-ref-{i}"), td)?;
                 }
                 std::thread::sleep(Duration::from_millis(1500));
-                let r = measured(&wrk, &h.client_ns, &url, args, proxy, None)?;
+                let r = measured(&wrk, &h.client_ns, &url, args, rate, proxy, None)?;
                 procs.stop("tcpdump-ref-0");
                 procs.stop("tcpdump-ref-1");
                 r
             } else {
                 let err = dir.join(format!("tracer-{round}-{m}.err"));
-                let mut t = start_tracer(&tracer, &h, args.seconds + 3, extra, &err)?;
+                let mut t = start_tracer(&tracer, &h, 2 * args.seconds + 6, extra, &err)?;
                 std::thread::sleep(Duration::from_millis(1500)); // probe attached, captures open
-                let r = measured(&wrk, &h.client_ns, &url, args, proxy, Some(t.id()))?;
+                let r = measured(&wrk, &h.client_ns, &url, args, rate, proxy, Some(t.id()))?;
                 let (c, p) = usage(t.id());
                 let _ = t.wait();
                 cost[m].0 += c;
@@ -137,14 +147,22 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
                 r
             };
             eprintln!(
-                "round {round}: {name}: {:.0} req/s, p99 {:.2} ms",
-                r.rps, r.p99_ms
+                "round {round}: {name}: {:.0} req/s, p99 {:.2} ms; fixed load: {:.0} req/s, p99 {:.2} ms, {} errors",
+                r.rps, r.p99_ms, r.fixed_rps, r.fixed_p99_ms, r.fixed_errors
             );
             rounds[m].push(r);
         }
     }
     // A last baseline, so that every round sits between two.
-    let r = measured(&wrk, &h.client_ns, &url, args, procs.pid("front"), None)?;
+    let r = measured(
+        &wrk,
+        &h.client_ns,
+        &url,
+        args,
+        rate,
+        procs.pid("front"),
+        None,
+    )?;
     eprintln!(
         "final: proxy alone: {:.0} req/s, p99 {:.2} ms",
         r.rps, r.p99_ms
@@ -157,8 +175,11 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     let base = &rounds[0];
     let mean = |v: &[Round], f: fn(&Round) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     println!(
-        "bench-capture: nginx -> nginx, wrk -c{} x {} s, {} rounds of each, alternated",
+        "bench-capture: nginx -> nginx, {} connections x {} s, {} rounds of each, alternated",
         args.connections, args.seconds, args.rounds
+    );
+    println!(
+        "  two loads per round: wrk at full speed (saturation), then a fixed {rate} req/s open-loop load (p99 from when each request was due)"
     );
     println!(
         "  baseline (proxy alone): {:.0} req/s, p99 {:.2} ms (mean of {} rounds)",
@@ -189,16 +210,31 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
         let rps = ratio(|r| r.rps);
         let p99 = ratio(|r| r.p99_ms);
         let (rps_m, p99_m) = (median(&rps), median(&p99));
+        let (f_rps, f_p99) = (ratio(|r| r.fixed_rps), ratio(|r| r.fixed_p99_ms));
+        let errors: u64 = rounds[m].iter().map(|r| r.fixed_errors).sum();
         println!(
             "  {name}: {:.0} req/s, p99 {:.2} ms",
             mean(&rounds[m], |r| r.rps),
             mean(&rounds[m], |r| r.p99_ms)
         );
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         println!(
-            "    throughput ratio {rps_m:.3} (loss {:.1}%, target <= 3%; rounds {}), p99 ratio {p99_m:.3} (increase {:.1}%, target <= 5%)",
+            "    fixed load: throughput ratio {:.3} (loss {:.1}%, target <= 3%), p99 ratio {:.3} (increase {:.1}%, target <= 5%; rounds {}), {errors} errors",
+            median(&f_rps),
+            (1.0 - median(&f_rps)) * 100.0,
+            median(&f_p99),
+            (median(&f_p99) - 1.0) * 100.0,
+            list(&f_p99)
+        );
+        println!(
+            "    saturation: throughput ratio {rps_m:.3} (loss {:.1}%; rounds {}), p99 ratio {p99_m:.3}",
             (1.0 - rps_m) * 100.0,
-            rps.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" "),
-            (p99_m - 1.0) * 100.0
+            list(&rps)
         );
         // CPU per request: robust to a noisy host, since stolen time is not counted. What
         // tracer adds (anywhere: its own process, the kernel's filter and copies) as a share
@@ -332,6 +368,7 @@ fn measured(
     ns: &str,
     url: &str,
     args: &BenchArgs,
+    rate: u32,
     proxy: Option<u32>,
     tracer: Option<u32>,
 ) -> Result<Round> {
@@ -369,6 +406,28 @@ fn measured(
     r.proxy_cpu_s = proxy1 - proxy0;
     r.tracer_s = tracer1 - tracer0;
     r.bpf_s = bpf1 - bpf0;
+    let target = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(std::env::current_exe().context("finding the xtask binary")?)
+        .args(["rate-load", "--target", &target])
+        .args(["--rate", &rate.to_string()])
+        .args(["--connections", &args.connections.to_string()])
+        .args(["--seconds", &args.seconds.to_string()])
+        .output()
+        .context("running the fixed-rate load")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "unexpected rate-load output: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    r.fixed_rps = v["rps"].as_f64().unwrap_or(0.0);
+    r.fixed_p99_ms = v["p99_ms"].as_f64().unwrap_or(0.0);
+    r.fixed_errors = v["errors"].as_u64().unwrap_or(0);
     Ok(r)
 }
 

@@ -9,6 +9,7 @@ mod bench;
 mod bench_analyze;
 mod ebpf;
 mod lab;
+mod rate;
 
 #[derive(Parser)]
 #[command(about = "Build and development tasks for tracer")]
@@ -38,6 +39,9 @@ enum Task {
     BenchAnalyze(bench_analyze::BenchArgs),
     /// Benchmark: a busy proxy's throughput and p99 with and without `tracer capture`.
     BenchCapture(bench::BenchArgs),
+    /// An open-loop load at a fixed rate, one JSON line of results (used by bench-capture).
+    #[command(hide = true)]
+    RateLoad(rate::RateArgs),
     /// Build the kernel probe (ebpf/) alone and print where the object is.
     BuildEbpf {
         /// A debug build of the probe instead of release.
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Task::Test => test(),
         Task::BenchCapture(args) => bench::bench_capture(&args),
         Task::BenchAnalyze(args) => bench_analyze::bench_analyze(&args),
+        Task::RateLoad(args) => rate::run(&args),
         Task::BuildEbpf { debug } => ebpf::build_ebpf(!debug),
     };
     match result {
