@@ -30,7 +30,8 @@ pub struct SelectConfig {
     pub hot_ns: u64,
 }
 
-/// What the filter remembers per connection (map `FLOWS`, keyed by [`FlowKey`]).
+/// What the filter remembers per connection: a slot of the array map `FLOWS`, chosen by
+/// [`slot`] (a collision only makes a connection look new, so more is kept, never less).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowMark {
@@ -41,7 +42,8 @@ pub struct FlowMark {
     /// The side whose next data segment is kept (the reply to a kept one): [`FROM_LO`],
     /// [`FROM_HI`] or 0.
     pub awaiting: u32,
-    pub _pad: u32,
+    /// Which connection holds the slot ([`slot`]'s tag; never 0).
+    pub tag: u32,
 }
 
 /// [`FlowMark::awaiting`]: the lower endpoint of the [`FlowKey`] sends next.
@@ -171,7 +173,7 @@ pub fn decide(mark: Option<FlowMark>, now: u64, seg: SegmentFacts, cfg: &SelectC
                 last_data_ns: now,
                 hot_until_ns: hot_for,
                 awaiting: other,
-                _pad: 0,
+                tag: 0,
             }),
         };
     };
@@ -197,6 +199,37 @@ pub fn decide(mark: Option<FlowMark>, now: u64, seg: SegmentFacts, cfg: &SelectC
         keep,
         mark: Some(m),
     }
+}
+
+/// Slots of the `FLOWS` array (a power of two).
+pub const FLOW_SLOTS: u32 = 1 << 16;
+
+/// The slot of `FLOWS` for a connection, and the tag that says the slot holds it.
+#[inline(always)]
+pub fn slot(k: &FlowKey) -> (u32, u32) {
+    const M: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h: u64 = 0;
+    let mut i = 0;
+    while i < 16 {
+        let a = u32::from_ne_bytes([
+            k.addr_lo[i],
+            k.addr_lo[i + 1],
+            k.addr_lo[i + 2],
+            k.addr_lo[i + 3],
+        ]);
+        let b = u32::from_ne_bytes([
+            k.addr_hi[i],
+            k.addr_hi[i + 1],
+            k.addr_hi[i + 2],
+            k.addr_hi[i + 3],
+        ]);
+        h = (h ^ u64::from(a)).wrapping_mul(M).rotate_left(29);
+        h = (h ^ u64::from(b)).wrapping_mul(M).rotate_left(29);
+        i += 4;
+    }
+    h = (h ^ (u64::from(k.port_lo) << 16 | u64::from(k.port_hi))).wrapping_mul(M);
+    h ^= h >> 31;
+    ((h >> 32) as u32 & (FLOW_SLOTS - 1), (h as u32) | 1)
 }
 
 /// Whether `p` (at least [`HEAD_PREFIX`] bytes of payload) starts with `HTTP/1.x 5`.
@@ -351,6 +384,30 @@ mod tests {
             (3_200, data(10)),  // busy: dropped
         ]);
         assert_eq!(&k[..5], &[true, true, true, true, false]);
+    }
+
+    #[test]
+    fn slots_spread_connections_and_tags_tell_them_apart() {
+        let mut seen = [0u8; 1 << 16];
+        let mut tags = 0u32;
+        for port in 30_000u16..34_000 {
+            let (k, _) = FlowKey::new(
+                [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                port,
+                [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                80,
+            );
+            let (i, t) = slot(&k);
+            assert!(i < FLOW_SLOTS && t != 0);
+            seen[i as usize] = seen[i as usize].saturating_add(1);
+            tags ^= t;
+        }
+        // 4 000 connections in 65 536 slots: a handful may share one, not more
+        let shared = seen.iter().filter(|&&n| n > 1).count();
+        assert!(shared < 400, "{shared} slots shared");
+        assert_ne!(tags, 0);
+        let (k, _) = FlowKey::new([1; 16], 1, [2; 16], 2);
+        assert_eq!(slot(&k), slot(&FlowKey::new([2; 16], 2, [1; 16], 1).0));
     }
 
     #[test]

@@ -12,15 +12,17 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_skb_load_bytes_relative,
+        bpf_ktime_get_coarse_ns, bpf_skb_load_bytes_relative,
     },
     macros::{map, socket_filter, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{SkBuffContext, TracePointContext},
     EbpfContext,
     Global,
 };
-use tracer_common::select::{decide, is_5xx_head, FlowKey, FlowMark, SegmentFacts, HEAD_PREFIX};
+use tracer_common::select::{
+    decide, is_5xx_head, slot, FlowKey, FlowMark, SegmentFacts, FLOW_SLOTS, HEAD_PREFIX,
+};
 use tracer_common::{
     flags, kind, tcp_state, tp, Config, RawSockEvent, SockInfo, AF_INET, AF_INET6,
     EVENTS_RING_BYTES, IPPROTO_TCP, MSG_PEEK,
@@ -617,9 +619,11 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Res {
 
 // ---------------------------------------------------------------- socket filter: select
 
-/// Sparse capture's per-connection marks (see `tracer_common::select`).
+/// Sparse capture's per-connection marks, one slot per connection by hash (see
+/// `tracer_common::select::slot`): an array lookup, inlined by the verifier, is far cheaper
+/// per packet than a hash map's.
 #[map]
-static FLOWS: LruHashMap<FlowKey, FlowMark> = LruHashMap::with_max_entries(65_536, 0);
+static FLOWS: Array<FlowMark> = Array::with_max_entries(FLOW_SLOTS, 0);
 
 /// `BPF_HDR_START_NET`: offsets relative to the network header, whatever the link layer
 /// (Ethernet on a named interface, none on `any`).
@@ -710,7 +714,10 @@ fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
         return Ok(false);
     }
     let (key, from) = FlowKey::new(src, sport, dst, dport);
-    let now = now_ns();
+    let (index, tag) = slot(&key);
+    // SAFETY: a helper without arguments; jiffy resolution is plenty for thresholds of
+    // hundreds of milliseconds, and it costs less than the precise clock.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let mut facts = SegmentFacts {
         syn,
         fin_or_rst,
@@ -719,10 +726,13 @@ fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
         ack: tcp_flags & TCP_ACK != 0,
         from,
     };
-    let ptr = FLOWS.get_ptr_mut(&key);
-    // SAFETY: the map hands out a pointer to this entry's value, valid for the program's
-    // run; an LRU eviction meanwhile only makes the write go unseen.
-    let mark = ptr.map(|p| unsafe { *p });
+    let Some(ptr) = FLOWS.get_ptr_mut(index) else {
+        return Ok(true); // cannot happen (index < FLOW_SLOTS); keeping is the safe answer
+    };
+    // SAFETY: an array map's value pointer stays valid for the program's run; concurrent
+    // runs on another CPU can at worst blur a mark, which keeps more or less of one flow.
+    let stored = unsafe { *ptr };
+    let mark = (stored.tag == tag).then_some(stored);
     let mut d = decide(mark, now, facts, &cfg.select());
     if !d.keep && payload_len >= HEAD_PREFIX as u32 {
         // only now look at the payload: a 5xx head is kept whatever else holds
@@ -731,14 +741,10 @@ fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
             d = decide(mark, now, facts, &cfg.select());
         }
     }
-    if let Some(m) = d.mark {
-        match ptr {
-            // SAFETY: as above.
-            Some(p) => unsafe { *p = m },
-            None => {
-                let _ = FLOWS.insert(&key, &m, 0);
-            }
-        }
+    if let Some(mut m) = d.mark {
+        m.tag = tag;
+        // SAFETY: as above.
+        unsafe { *ptr = m };
     }
     Ok(d.keep)
 }

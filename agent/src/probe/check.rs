@@ -182,6 +182,21 @@ pub fn check() -> CheckReport {
             Some(e) => r.push(&a.tracepoint, Fail, e.clone()),
         }
     }
+    // The sparse-capture filter: loaded by the verifier, attachable to a socket.
+    let select = match probe.selector() {
+        Err(e) => Err(e.to_string()),
+        Ok(sel) => std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|sock| sel.attach(std::os::fd::AsFd::as_fd(&sock)))
+            .map_err(|e| format!("attaching it to a socket failed: {e}")),
+    };
+    match select {
+        Ok(()) => r.push(
+            "socket filter select",
+            Good,
+            "loaded and attachable (tracer capture --sparse)",
+        ),
+        Err(e) => r.push("socket filter select", Fail, e),
+    }
     // The memlock warning is already its own item above.
     for w in probe
         .warnings()
