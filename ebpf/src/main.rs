@@ -45,6 +45,9 @@ static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65_536, 0
 #[no_mangle]
 static CONFIG: Global<Config> = Global::new(Config::DEFAULT);
 
+/// `BPF_RB_NO_WAKEUP`: commit a ring buffer record without notifying the reader.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
 /// `EAGAIN`/`EWOULDBLOCK`: a non-blocking read with nothing to read is not an error worth an
 /// event (event loops see it on every read).
 const EAGAIN: i32 = 11;
@@ -166,7 +169,9 @@ fn emit(
                 flags: info.flags,
                 _pad1: 0,
             });
-            entry.submit(0);
+            // No wake-up per event: a wake-up costs the traced CPU an interrupt, and the
+            // reader drains on its own clock (every few milliseconds).
+            entry.submit(BPF_RB_NO_WAKEUP);
         }
         None => {
             if let Some(lost) = LOST.get_ptr_mut(0) {

@@ -345,9 +345,12 @@ impl Probe {
         out
     }
 
-    /// Waits up to `timeout` (forever with `None`) for events, then drains them.
+    /// Waits `timeout` (100 ms with `None`), then drains the events. The kernel side does
+    /// not wake the reader per event (that would cost the traced CPUs an interrupt each),
+    /// so this is a paced drain rather than a wait for the first event.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Vec<SockEvent>, ProbeError> {
-        let ms = timeout.map_or(-1, |t| i32::try_from(t.as_millis()).unwrap_or(i32::MAX));
+        let ms = i32::try_from(timeout.unwrap_or(Duration::from_millis(100)).as_millis())
+            .unwrap_or(i32::MAX);
         let mut pfd = libc::pollfd {
             fd: self.events.as_raw_fd(),
             events: libc::POLLIN,
