@@ -53,7 +53,11 @@ impl Engine {
             } else {
                 Tracker::new()
             },
-            corr: Correlator::new(Roles::new(cfg.proxy, cfg.upstream)),
+            corr: {
+                let mut c = Correlator::new(Roles::new(cfg.proxy, cfg.upstream));
+                c.set_sparse(cfg.sparse);
+                c
+            },
             events: Vec::new(),
             verdicts: Vec::new(),
             handed_out: 0,

@@ -474,7 +474,7 @@ fn sparse_capture_without_the_idle_time_does_not_guess() {
 }
 
 #[test]
-fn sparse_capture_still_judges_a_5xx_whose_request_was_skipped() {
+fn sparse_capture_links_a_5xx_whose_request_was_skipped_by_timing() {
     // A busy kept-alive client connection: the sparse filter kept its first exchange and
     // the 502 head, not the request that got it.
     let mut tl = Tl::default();
@@ -500,11 +500,48 @@ fn sparse_capture_still_judges_a_5xx_whose_request_was_skipped() {
         e.push(s);
     }
     let a = e.finish();
-    // The upstream attempt is judged on its own (its client side unseen), and the 502 is
-    // not pinned on anything it cannot be linked to.
-    assert_eq!(a.verdicts.len(), 2, "{:#?}", a.verdicts);
-    let race = a.verdicts.iter().find(|v| v.status.is_none()).unwrap();
-    assert_eq!(race.cause, Cause::KeepaliveRace, "{race:#?}");
+    // The one upstream attempt that failed just before the 502 is linked to it by timing
+    // (so the verdict is probable), and judged once.
+    let v = only(&a);
+    assert_eq!(v.status, Some(502));
+    assert_eq!(v.cause, Cause::KeepaliveRace, "{v:#?}");
+    assert_eq!(v.confidence, Confidence::Probable);
+}
+
+#[test]
+fn sparse_capture_links_no_skipped_5xx_when_two_attempts_failed() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let d = client(40001);
+    tl.open(10 * MS, d);
+    tl.req(10 * MS + 200, d, "GET", 2);
+    tl.res(10 * MS + 600, d, 200);
+    for (from, to, n) in [(d.c, d.s, 500), (d.s, d.c, 700)] {
+        *tl.seq.get_mut(&(from, to)).unwrap() += n;
+    }
+    // two pooled connections fail together: which one served the 502 is unknowable
+    for (port, rid) in [(50000, 3), (50001, 4)] {
+        let u = upstream(port);
+        if port == 50001 {
+            tl.open(20 * MS, u);
+            tl.req(20 * MS + 200, u, "GET", 5);
+            tl.res(20 * MS + 600, u, 200);
+        }
+        tl.fin(5_000 * MS, u, false);
+        tl.req(5_000 * MS + 50, u, "POST", rid);
+        tl.rst(5_000 * MS + 150, u, false);
+    }
+    tl.res(5_000 * MS + 400, d, 502);
+    tl.segs.sort_by_key(|s| s.ts_ns);
+    let mut e = tracer::engine::Engine::new(Config {
+        sparse: true,
+        ..Config::default()
+    });
+    for s in &tl.segs {
+        e.push(s);
+    }
+    let a = e.finish();
     let err = a.verdicts.iter().find(|v| v.status == Some(502)).unwrap();
     assert_eq!(err.cause, Cause::Unexplained, "{err:#?}");
+    assert_eq!(a.verdicts.len(), 3, "{:#?}", a.verdicts);
 }

@@ -97,6 +97,10 @@ impl Correlator {
                     ))
                 });
                 let since = e.req_ns.unwrap_or(self.now);
+                if link.is_none() && self.claim_skipped_5xx(conn, index) {
+                    // the 5xx it served is judged with it, when its own check comes
+                    return;
+                }
                 if let Some((resolved, down_failed, last)) = link {
                     if !resolved && self.reschedule(Check::Exchange(conn, index), since, at_end) {
                         return;
@@ -160,6 +164,123 @@ impl Correlator {
         v
     }
 
+    /// Sparse capture: a 5xx whose request was skipped (a response with no request seen)
+    /// takes the one upstream attempt that failed, unlinked, in the 50 ms before it. The
+    /// link is by timing only, so the verdict stays probable; with two candidates, none.
+    fn claim_orphan_attempt(&mut self, conn: ConnId, index: u32) {
+        if !self.sparse {
+            return;
+        }
+        if let [up] = self.orphan_attempts(conn, index)[..] {
+            let judged = self
+                .conns
+                .get(&up.0)
+                .and_then(|c| c.ex(up.1))
+                .is_none_or(|x| x.judged);
+            if !judged {
+                self.link_orphan((conn, index), up);
+            }
+        }
+    }
+
+    /// The unlinked failed upstream attempts a 5xx without a seen request could answer.
+    fn orphan_attempts(&self, conn: ConnId, index: u32) -> Vec<ExRef> {
+        let Some(e) = self.conns.get(&conn).and_then(|c| c.ex(index)) else {
+            return Vec::new();
+        };
+        let Some(err_ns) = e
+            .res_ns
+            .filter(|_| e.req.is_none() && e.attempts.is_empty())
+        else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for (id, uc) in &self.conns {
+            if self.roles.role(&uc.info) != Role::Up {
+                continue;
+            }
+            // the connection failed (a FIN or RST) in the window before the 5xx
+            let failed = [uc.fin_server, uc.rst_server, uc.fin_client, uc.rst_client]
+                .into_iter()
+                .flatten()
+                .any(|t| t <= err_ns && err_ns - t <= ORPHAN_WINDOW_NS);
+            if !failed {
+                continue;
+            }
+            for x in &uc.exchanges {
+                let fits = x
+                    .req_ns
+                    .is_some_and(|r| r <= err_ns && err_ns - r <= ORPHAN_WINDOW_NS)
+                    && x.res.is_none()
+                    && x.serves.is_none()
+                    && !x.unseen_end;
+                // judged ones count too: they make the choice ambiguous
+                if fits {
+                    found.push((*id, x.index));
+                }
+            }
+        }
+        found
+    }
+
+    fn link_orphan(&mut self, down: ExRef, up: ExRef) {
+        if let Some(x) = self.conns.get_mut(&down.0).and_then(|c| c.ex_mut(down.1)) {
+            x.attempts.push(up);
+        }
+        if let Some(x) = self.conns.get_mut(&up.0).and_then(|c| c.ex_mut(up.1)) {
+            x.serves = Some((down, false));
+        }
+    }
+
+    /// Sparse capture, seen from a failed upstream attempt with no downstream link: the one
+    /// 5xx without a seen request sent in the 50 ms after the attempt's connection failed
+    /// is linked to it (the counterpart of [`Self::claim_orphan_attempt`], for when the
+    /// attempt is judged first). True when linked.
+    fn claim_skipped_5xx(&mut self, conn: ConnId, index: u32) -> bool {
+        if !self.sparse {
+            return false;
+        }
+        let Some(uc) = self.conns.get(&conn) else {
+            return false;
+        };
+        let Some(x) = uc.ex(index) else { return false };
+        if x.res.is_some() || x.unseen_end || x.req_ns.is_none() {
+            return false;
+        }
+        let closes: Vec<i64> = [uc.fin_server, uc.rst_server, uc.fin_client, uc.rst_client]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut found: Option<ExRef> = None;
+        for (id, dc) in &self.conns {
+            if self.roles.role(&dc.info) != Role::Down {
+                continue;
+            }
+            for d in &dc.exchanges {
+                let fits = d.req.is_none()
+                    && d.attempts.is_empty()
+                    && !d.judged
+                    && d.status().is_some_and(|s| s >= 500)
+                    && d.res_ns.is_some_and(|r| {
+                        closes.iter().any(|&t| t <= r && r - t <= ORPHAN_WINDOW_NS)
+                    });
+                if fits {
+                    if found.is_some() {
+                        return false;
+                    }
+                    found = Some((*id, d.index));
+                }
+            }
+        }
+        let Some(down) = found else { return false };
+        // and this attempt is the only one that 5xx could answer
+        if self.orphan_attempts(down.0, down.1) != [(conn, index)] {
+            return false;
+        }
+        self.link_orphan(down, (conn, index));
+        true
+    }
+
     fn mark_judged(&mut self, conn: ConnId, index: u32) {
         if let Some(e) = self.conns.get_mut(&conn).and_then(|c| c.ex_mut(index)) {
             e.judged = true;
@@ -194,6 +315,7 @@ impl Correlator {
 
     /// A verdict for a client-facing error (5xx, client gone, proxy closed).
     fn judge_downstream(&mut self, conn: ConnId, index: u32) -> Option<Verdict> {
+        self.claim_orphan_attempt(conn, index);
         let c = self.conns.get(&conn)?.clone();
         let c = &c;
         let e = c.ex(index)?;
@@ -616,6 +738,9 @@ const KERNEL_SEND_BEFORE_NS: i64 = 2_000_000;
 /// ...or this long before it (the tracepoint fires when the write returns, after the
 /// packet left, and a large write takes a while).
 const KERNEL_SEND_AFTER_NS: i64 = 50_000_000;
+
+/// How long before a 5xx its upstream attempt may have failed, for a link by timing alone.
+const ORPHAN_WINDOW_NS: i64 = 50_000_000;
 
 /// What a sparse capture cannot decide: an `unexplained` attempt saying what was skipped.
 fn sparse_unknown(sentence: String, ts: i64) -> AttemptFailure {

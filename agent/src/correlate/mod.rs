@@ -101,6 +101,8 @@ pub struct Correlator {
     timing_pairs: HashMap<(std::net::SocketAddr, std::net::SocketAddr), u32>,
     /// (client, server) → connection, for the connections remembered.
     by_tuple: FxHashMap<(std::net::SocketAddr, std::net::SocketAddr), ConnId>,
+    /// The capture is sparse: see [`Correlator::set_sparse`].
+    pub(crate) sparse: bool,
     /// Kernel idle reports for connections not yet seen, by [`crate::flow::key`].
     kernel_idle_early: FxHashMap<crate::flow::Key, VecDeque<(i64, i64)>>,
     pub obs: Observations,
@@ -153,6 +155,12 @@ impl Correlator {
         list.push_back((ts, idle_ns));
     }
 
+    /// The packets come from a sparse capture: a 5xx whose request was skipped may be
+    /// linked to the one failed upstream attempt that ended just before it.
+    pub fn set_sparse(&mut self, sparse: bool) {
+        self.sparse = sparse;
+    }
+
     #[must_use]
     pub fn new(roles: Roles) -> Self {
         Correlator {
@@ -171,6 +179,7 @@ impl Correlator {
             timing_pairs: HashMap::new(),
             by_tuple: FxHashMap::default(),
             kernel_idle_early: FxHashMap::default(),
+            sparse: false,
             obs: Observations::default(),
             verdicts_out: Vec::new(),
             now: i64::MIN,
