@@ -32,6 +32,8 @@ const BATCH_MS: u32 = 10;
 const KERNEL_KEEP_NS: i64 = 600_000_000_000;
 /// Kernel capture buffer per interface.
 const BUFFER_BYTES: u32 = 64 << 20;
+/// The same with --sparse, which hands over a small fraction of the packets.
+const SPARSE_BUFFER_BYTES: u32 = 8 << 20;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -330,7 +332,11 @@ fn capture(args: &Args) -> Result<()> {
         interfaces: interfaces.clone(),
         netns: netns.clone(),
         snaplen: args.snaplen,
-        buffer_bytes: BUFFER_BYTES,
+        buffer_bytes: if sparse {
+            SPARSE_BUFFER_BYTES
+        } else {
+            BUFFER_BYTES
+        },
         filter,
         selector,
         keep_frames: args.out.is_some(),
