@@ -381,9 +381,10 @@ mod tests {
         l
     }
 
-    #[test]
-    fn write_after_the_fin_arrived_is_fin_unread() {
-        let l = ledger(vec![
+    /// The upstream's FIN arrives at 1 µs; the proxy writes 300 bytes after 5 ms idle at
+    /// 2 µs, with the socket in CLOSE_WAIT, the write ending in `ended_in`.
+    fn fin_then_write(ended_in: u32) -> [KernelEvent; 2] {
+        [
             ev(
                 1_000,
                 SockEventKind::StateChange {
@@ -397,10 +398,19 @@ mod tests {
                 SockEventKind::SendAfterIdle {
                     ret: 300,
                     idle_ns: 5_000_000,
-                    ended_in: tcp_state::CLOSE,
+                    ended_in,
                 },
                 tcp_state::CLOSE_WAIT,
             ),
+        ]
+    }
+
+    #[test]
+    fn write_after_the_fin_arrived_is_fin_unread() {
+        let [fin, write] = fin_then_write(tcp_state::CLOSE);
+        let l = ledger(vec![
+            fin,
+            write,
             ev(
                 3_000,
                 SockEventKind::RecvEofOrError { ret: -104 },
@@ -605,24 +615,10 @@ mod tests {
     fn a_reused_tuple_gives_the_facts_of_the_socket_alive_then() {
         // Two connections with the same ports at different kernel addresses: the first
         // wrote in CLOSE_WAIT, the second (much later) did not.
+        let [fin, write] = fin_then_write(tcp_state::CLOSE_WAIT);
         let mut events = vec![
-            ev(
-                1_000,
-                SockEventKind::StateChange {
-                    old: tcp_state::ESTABLISHED,
-                    new: tcp_state::CLOSE_WAIT,
-                },
-                tcp_state::CLOSE_WAIT,
-            ),
-            ev(
-                2_000,
-                SockEventKind::SendAfterIdle {
-                    ret: 300,
-                    idle_ns: 5_000_000,
-                    ended_in: tcp_state::CLOSE_WAIT,
-                },
-                tcp_state::CLOSE_WAIT,
-            ),
+            fin,
+            write,
             ev(3_000, SockEventKind::Destroy, tcp_state::CLOSE),
         ];
         let mut later = ev(

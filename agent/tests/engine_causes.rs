@@ -90,6 +90,38 @@ impl Tl {
         self.segs.sort_by_key(|s| s.ts_ns);
         analyze(Config::default(), self.segs)
     }
+    /// `n` bytes each way that a sparse capture skipped on `k`.
+    fn skip(&mut self, k: Conn, n: u32) {
+        for (from, to) in [(k.c, k.s), (k.s, k.c)] {
+            *self.seq.entry((from, to)).or_insert(1000) += n;
+        }
+    }
+    /// The engine in sparse mode, told by the kernel of `idle` writes (conn, µs, idle ms).
+    fn run_sparse(mut self, idle: &[(Conn, i64, i64)]) -> Analysis {
+        self.segs.sort_by_key(|s| s.ts_ns);
+        let mut e = tracer::engine::Engine::new(Config {
+            sparse: true,
+            ..Config::default()
+        });
+        for &(k, us, ms) in idle {
+            e.kernel_send_idle(k.c, k.s, us * 1000, ms * 1_000_000);
+        }
+        for s in &self.segs {
+            e.push(s);
+        }
+        e.finish()
+    }
+}
+
+/// A busy kept-alive client connection whose first exchange a sparse capture kept, then
+/// skipped the rest.
+fn busy_client(tl: &mut Tl) -> Conn {
+    let d = client(40001);
+    tl.open(10 * MS, d);
+    tl.req(10 * MS + 200, d, "GET", 2);
+    tl.res(10 * MS + 600, d, 200);
+    tl.skip(d, 600);
+    d
 }
 
 /// A warm-up exchange that teaches the engine the roles (client 40000, upstream 50000).
@@ -434,27 +466,18 @@ fn sparse_reset_after_skipped_exchanges(kernel_idle_ms: Option<i64>) -> Analysis
         tl.fin(at + 5_001 * MS, spare, false);
     }
     // exchanges on 50000 the capture skipped: its sequence numbers move on unseen
-    for (from, to, n) in [(u.c, u.s, 300), (u.s, u.c, 400)] {
-        *tl.seq.get_mut(&(from, to)).unwrap() += n;
-    }
+    tl.skip(u, 350);
     tl.open(7_000 * MS - 300, d);
     tl.req(7_000 * MS - 100, d, "POST", 2);
     tl.req(7_000 * MS + 50, u, "POST", 2);
     tl.rst(7_000 * MS + 150, u, false);
     tl.res(7_000 * MS + 400, d, 502);
-    tl.segs.sort_by_key(|s| s.ts_ns);
-    let mut e = tracer::engine::Engine::new(Config {
-        sparse: true,
-        ..Config::default()
-    });
-    if let Some(idle) = kernel_idle_ms {
-        // reported when the write returned, just after the packet left
-        e.kernel_send_idle(u.c, u.s, (7_000 * MS + 60) * 1000, idle * 1_000_000);
-    }
-    for s in &tl.segs {
-        e.push(s);
-    }
-    e.finish()
+    // reported when the write returned, just after the packet left
+    let idle: Vec<(Conn, i64, i64)> = kernel_idle_ms
+        .map(|ms| (u, 7_000 * MS + 60, ms))
+        .into_iter()
+        .collect();
+    tl.run_sparse(&idle)
 }
 
 #[test]
@@ -479,27 +502,14 @@ fn sparse_capture_links_a_5xx_whose_request_was_skipped_by_timing() {
     // the 502 head, not the request that got it.
     let mut tl = Tl::default();
     warm_up(&mut tl);
-    let (d, u) = (client(40001), upstream(50000));
-    tl.open(10 * MS, d);
-    tl.req(10 * MS + 200, d, "GET", 2);
-    tl.res(10 * MS + 600, d, 200);
-    for (from, to, n) in [(d.c, d.s, 500), (d.s, d.c, 700)] {
-        *tl.seq.get_mut(&(from, to)).unwrap() += n;
-    }
+    let d = busy_client(&mut tl);
+    let u = upstream(50000);
     // the upstream closed the pooled connection; the proxy's request crossed its FIN
     tl.fin(5_000 * MS, u, false);
     tl.req(5_000 * MS + 50, u, "POST", 3);
     tl.rst(5_000 * MS + 150, u, false);
     tl.res(5_000 * MS + 400, d, 502);
-    tl.segs.sort_by_key(|s| s.ts_ns);
-    let mut e = tracer::engine::Engine::new(Config {
-        sparse: true,
-        ..Config::default()
-    });
-    for s in &tl.segs {
-        e.push(s);
-    }
-    let a = e.finish();
+    let a = tl.run_sparse(&[]);
     // The one upstream attempt that failed just before the 502 is linked to it by timing
     // (so the verdict is probable), and judged once.
     let v = only(&a);
@@ -512,13 +522,7 @@ fn sparse_capture_links_a_5xx_whose_request_was_skipped_by_timing() {
 fn sparse_capture_links_no_skipped_5xx_when_two_attempts_failed() {
     let mut tl = Tl::default();
     warm_up(&mut tl);
-    let d = client(40001);
-    tl.open(10 * MS, d);
-    tl.req(10 * MS + 200, d, "GET", 2);
-    tl.res(10 * MS + 600, d, 200);
-    for (from, to, n) in [(d.c, d.s, 500), (d.s, d.c, 700)] {
-        *tl.seq.get_mut(&(from, to)).unwrap() += n;
-    }
+    let d = busy_client(&mut tl);
     // two pooled connections fail together: which one served the 502 is unknowable
     for (port, rid) in [(50000, 3), (50001, 4)] {
         let u = upstream(port);
@@ -532,15 +536,7 @@ fn sparse_capture_links_no_skipped_5xx_when_two_attempts_failed() {
         tl.rst(5_000 * MS + 150, u, false);
     }
     tl.res(5_000 * MS + 400, d, 502);
-    tl.segs.sort_by_key(|s| s.ts_ns);
-    let mut e = tracer::engine::Engine::new(Config {
-        sparse: true,
-        ..Config::default()
-    });
-    for s in &tl.segs {
-        e.push(s);
-    }
-    let a = e.finish();
+    let a = tl.run_sparse(&[]);
     let err = a.verdicts.iter().find(|v| v.status == Some(502)).unwrap();
     assert_eq!(err.cause, Cause::Unexplained, "{err:#?}");
     assert_eq!(a.verdicts.len(), 3, "{:#?}", a.verdicts);
