@@ -87,6 +87,8 @@ struct JAdvice<'a> {
 struct JCapture {
     packets: u64,
     dropped_or_missing: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    sparse: bool,
 }
 
 fn verdict(v: &Verdict) -> JVerdict<'_> {
@@ -155,6 +157,7 @@ fn report(a: &Analysis, capture: CaptureSummary) -> Report<'_> {
         capture: JCapture {
             packets: capture.packets,
             dropped_or_missing: capture.dropped_or_missing,
+            sparse: capture.sparse,
         },
     }
 }

@@ -8,8 +8,11 @@ pub mod text;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CaptureSummary {
     pub packets: u64,
-    /// Packets the capture lost or never had, as far as sequence numbers show (gaps).
+    /// Packets the capture lost or never had, as far as sequence numbers show (gaps); for
+    /// a sparse capture, whose gaps are deliberate, only what the kernel reports dropped.
     pub dropped_or_missing: u64,
+    /// The packets are a sparse capture's selection (`tracer capture --sparse`).
+    pub sparse: bool,
 }
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-25T20:34:00.123456Z`.

@@ -18,6 +18,12 @@ pub fn render(a: &Analysis, capture: CaptureSummary, verbose: bool) -> String {
         a.flow.connections,
         a.verdicts.len()
     );
+    if capture.sparse {
+        let _ = writeln!(
+            s,
+            "sparse capture: the kernel kept control segments, new and reused connections' exchanges and 5xx heads; the middle of busy connections was skipped on purpose"
+        );
+    }
     if capture.dropped_or_missing > 0 {
         let _ = writeln!(
             s,
