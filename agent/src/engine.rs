@@ -79,16 +79,10 @@ impl Engine {
         }
     }
 
-    /// The kernel saw the socket between `a` and `b` write at `ts_ns` (capture time) after
-    /// `idle_ns` of quiet: what a sparse capture cannot time itself.
-    pub fn kernel_send_idle(
-        &mut self,
-        a: std::net::SocketAddr,
-        b: std::net::SocketAddr,
-        ts_ns: i64,
-        idle_ns: i64,
-    ) {
-        self.corr.kernel_send_idle(a, b, ts_ns, idle_ns);
+    /// The kernel saw a write after idle: what a sparse capture cannot time itself.
+    pub fn kernel_send_idle(&mut self, idle: crate::kernel::SendIdle) {
+        self.corr
+            .kernel_send_idle(idle.local, idle.remote, idle.ts_ns, idle.idle_ns);
     }
 
     /// Verdicts made since the last call (for live use, to show each as soon as it is

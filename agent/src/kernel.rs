@@ -66,6 +66,31 @@ pub struct KernelFacts {
     pub reset_sent_ns: Option<i64>,
 }
 
+/// A write after idle on a known connection: what a sparse capture cannot time itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendIdle {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// When the write returned (capture time).
+    pub ts_ns: i64,
+    pub idle_ns: i64,
+}
+
+impl SendIdle {
+    /// `ev` on the socket of `rec`, if it is a write after idle and the tuple is known.
+    fn of(rec: &SocketRecord, ev: &KernelEvent) -> Option<Self> {
+        let SockEventKind::SendAfterIdle { idle_ns, .. } = ev.event.kind else {
+            return None;
+        };
+        Some(Self {
+            local: rec.local?,
+            remote: rec.remote?,
+            ts_ns: ev.ts_ns,
+            idle_ns: i64::try_from(idle_ns).unwrap_or(i64::MAX),
+        })
+    }
+}
+
 /// Probe events indexed by socket and by 4-tuple.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -96,7 +121,9 @@ impl Ledger {
         self.sockets.len() + self.retired.len()
     }
 
-    pub fn push(&mut self, ev: KernelEvent) {
+    /// Takes one event. For a write after idle on a socket whose tuple is known, returns
+    /// what a sparse capture needs of it (see [`SendIdle`]).
+    pub fn push(&mut self, ev: KernelEvent) -> Option<SendIdle> {
         self.events += 1;
         let sk = ev.event.skaddr;
         // A new connection at a kernel address that was destroyed: start a new record.
@@ -136,34 +163,18 @@ impl Ledger {
         if rec.events.len() == MAX_EVENTS_PER_SOCKET {
             rec.events.remove(0);
         }
+        let idle = SendIdle::of(rec, &ev);
         rec.events.push(ev);
+        idle
     }
 
-    /// For a write-after-idle event already pushed: (local, remote, time, idle), the
-    /// tuple from the event or its socket's record.
+    /// Every write after idle held, as [`Ledger::push`] returned them.
     #[must_use]
-    pub fn send_idle(&self, ev: &KernelEvent) -> Option<(SocketAddr, SocketAddr, i64, i64)> {
-        let SockEventKind::SendAfterIdle { idle_ns, .. } = ev.event.kind else {
-            return None;
-        };
-        let (l, r) = match (ev.event.local, ev.event.remote) {
-            (Some(l), Some(r)) if l.port() != 0 && r.port() != 0 => (l, r),
-            _ => {
-                let rec = self.sockets.get(&ev.event.skaddr)?;
-                (rec.local?, rec.remote?)
-            }
-        };
-        Some((l, r, ev.ts_ns, i64::try_from(idle_ns).unwrap_or(i64::MAX)))
-    }
-
-    /// Every write-after-idle held, as [`Ledger::send_idle`] gives them.
-    #[must_use]
-    pub fn send_idles(&self) -> Vec<(SocketAddr, SocketAddr, i64, i64)> {
+    pub fn send_idles(&self) -> Vec<SendIdle> {
         self.sockets
             .values()
             .chain(&self.retired)
-            .flat_map(|rec| rec.events.iter())
-            .filter_map(|ev| self.send_idle(ev))
+            .flat_map(|rec| rec.events.iter().filter_map(|ev| SendIdle::of(rec, ev)))
             .collect()
     }
 

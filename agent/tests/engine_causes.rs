@@ -104,7 +104,12 @@ impl Tl {
             ..Config::default()
         });
         for &(k, us, ms) in idle {
-            e.kernel_send_idle(k.c, k.s, us * 1000, ms * 1_000_000);
+            e.kernel_send_idle(tracer::kernel::SendIdle {
+                local: k.c,
+                remote: k.s,
+                ts_ns: us * 1000,
+                idle_ns: ms * 1_000_000,
+            });
         }
         for s in &self.segs {
             e.push(s);

@@ -60,8 +60,8 @@ fn analyze(args: &Args) -> Result<()> {
         sparse,
     });
     if sparse {
-        for (l, r, t, i) in ledger.iter().flat_map(Ledger::send_idles) {
-            engine.kernel_send_idle(l, r, t, i);
+        for idle in ledger.iter().flat_map(Ledger::send_idles) {
+            engine.kernel_send_idle(idle);
         }
     }
     for seg in segments.by_ref() {

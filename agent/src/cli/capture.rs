@@ -412,19 +412,8 @@ fn capture(args: &Args) -> Result<()> {
                 if let Some(b) = &mut bundle {
                     b.event(&ke)?;
                 }
-                let idle = sparse
-                    && matches!(
-                        ke.event.kind,
-                        tracer::probe::SockEventKind::SendAfterIdle { .. }
-                    );
-                if idle {
-                    let ev = ke.clone();
-                    ledger.push(ke);
-                    if let Some((l, r, t, i)) = ledger.send_idle(&ev) {
-                        engine.kernel_send_idle(l, r, t, i);
-                    }
-                } else {
-                    ledger.push(ke);
+                if let Some(idle) = ledger.push(ke).filter(|_| sparse) {
+                    engine.kernel_send_idle(idle);
                 }
                 p.events += 1;
             }
