@@ -84,7 +84,7 @@ fn analyze(args: &Args) -> Result<()> {
     }
     let capture = CaptureSummary {
         packets: stats.packets,
-        dropped_or_missing: if sparse { 0 } else { analysis.flow.gaps },
+        dropped_or_missing: analysis.flow.gaps,
         sparse,
     };
     super::print_report(&analysis, capture, args.format, args.verbose)?;

@@ -496,7 +496,7 @@ fn capture(args: &Args) -> Result<()> {
         .sum();
     let capture = CaptureSummary {
         packets: p.packets,
-        dropped_or_missing: if sparse { 0 } else { analysis.flow.gaps } + dropped,
+        dropped_or_missing: analysis.flow.gaps + dropped,
         sparse,
     };
     for s in &stats {

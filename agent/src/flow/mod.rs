@@ -164,7 +164,8 @@ pub struct FlowStats {
     pub retransmits: u64,
     /// Bytes that sequence numbers say were sent but no captured segment carried.
     pub gap_bytes: u64,
-    /// Places where sequence numbers jumped over bytes no captured segment carried.
+    /// Places where sequence numbers jumped over bytes no captured segment carried (not
+    /// counted by a sparse tracker, whose gaps are deliberate; nor is `gap_bytes`).
     pub gaps: u64,
     pub unparseable_connections: u64,
 }
@@ -250,9 +251,12 @@ impl Tracker {
         let rtx = c.retransmits();
         let gaps = c.c2s.seq.gaps + c.s2c.seq.gaps;
         let closed = step(c, seg, self.sparse, &mut self.http_out, out);
-        self.stats.gap_bytes += c.c2s.seq.gap_bytes + c.s2c.seq.gap_bytes - before;
         self.stats.retransmits += u64::from(c.retransmits() - rtx);
-        self.stats.gaps += u64::from(c.c2s.seq.gaps + c.s2c.seq.gaps - gaps);
+        if !self.sparse {
+            // a sparse capture's gaps are deliberate, not capture loss
+            self.stats.gap_bytes += c.c2s.seq.gap_bytes + c.s2c.seq.gap_bytes - before;
+            self.stats.gaps += u64::from(c.c2s.seq.gaps + c.s2c.seq.gaps - gaps);
+        }
         if closed {
             self.closing.push_back((seg.ts_ns, k, c.info.id));
         }
