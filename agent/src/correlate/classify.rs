@@ -199,12 +199,7 @@ impl Correlator {
             if self.roles.role(&uc.info) != Role::Up {
                 continue;
             }
-            // the connection failed (a FIN or RST) in the window before the 5xx
-            let failed = [uc.fin_server, uc.rst_server, uc.fin_client, uc.rst_client]
-                .into_iter()
-                .flatten()
-                .any(|t| t <= err_ns && err_ns - t <= ORPHAN_WINDOW_NS);
-            if !failed {
+            if !uc.closed_within(err_ns, ORPHAN_WINDOW_NS) {
                 continue;
             }
             for x in &uc.exchanges {
@@ -247,10 +242,6 @@ impl Correlator {
         if x.res.is_some() || x.unseen_end || x.req_ns.is_none() {
             return false;
         }
-        let closes: Vec<i64> = [uc.fin_server, uc.rst_server, uc.fin_client, uc.rst_client]
-            .into_iter()
-            .flatten()
-            .collect();
         let mut found: Option<ExRef> = None;
         for (id, dc) in &self.conns {
             if self.roles.role(&dc.info) != Role::Down {
@@ -261,9 +252,8 @@ impl Correlator {
                     && d.attempts.is_empty()
                     && !d.judged
                     && d.status().is_some_and(|s| s >= 500)
-                    && d.res_ns.is_some_and(|r| {
-                        closes.iter().any(|&t| t <= r && r - t <= ORPHAN_WINDOW_NS)
-                    });
+                    && d.res_ns
+                        .is_some_and(|r| uc.closed_within(r, ORPHAN_WINDOW_NS));
                 if fits {
                     if found.is_some() {
                         return false;

@@ -136,6 +136,20 @@ impl CConn {
         min_opt(self.fin_server, self.rst_server)
     }
 
+    /// A FIN or RST, either way, in the `window` up to `t`.
+    #[must_use]
+    pub fn closed_within(&self, t: i64, window: i64) -> bool {
+        [
+            self.fin_server,
+            self.rst_server,
+            self.fin_client,
+            self.rst_client,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|c| c <= t && t - c <= window)
+    }
+
     #[must_use]
     pub fn client_close(&self) -> Option<i64> {
         min_opt(self.fin_client, self.rst_client)
