@@ -291,6 +291,26 @@ pub struct SockInfo {
     pub prev_state: u32,
 }
 
+impl SockInfo {
+    /// An all-zero record.
+    pub const ZERO: Self = Self {
+        last_activity_ns: 0,
+        pid: 0,
+        tid: 0,
+        comm: [0; 16],
+        saddr: [0; 16],
+        daddr: [0; 16],
+        family: 0,
+        sport: 0,
+        dport: 0,
+        _pad0: 0,
+        state: 0,
+        netns: 0,
+        flags: 0,
+        prev_state: 0,
+    };
+}
+
 /// Size of [`SockInfo`] in bytes.
 pub const SOCK_INFO_SIZE: usize = 88;
 const _: () = assert!(size_of::<SockInfo>() == SOCK_INFO_SIZE);

@@ -183,23 +183,6 @@ fn emit(
     }
 }
 
-const ZERO_INFO: SockInfo = SockInfo {
-    last_activity_ns: 0,
-    pid: 0,
-    tid: 0,
-    comm: [0; 16],
-    saddr: [0; 16],
-    daddr: [0; 16],
-    family: 0,
-    sport: 0,
-    dport: 0,
-    _pad0: 0,
-    state: 0,
-    netns: 0,
-    flags: 0,
-    prev_state: 0,
-};
-
 /// Reads a 4-byte v4 or 16-byte v6 address pair from a tracepoint that has both.
 #[inline(always)]
 fn read_addrs(
@@ -237,7 +220,7 @@ fn known_or_tuple(
     if let Some(info) = unsafe { SOCKS.get(skaddr) } {
         return *info;
     }
-    let mut info = ZERO_INFO;
+    let mut info = SockInfo::ZERO;
     info.family = family;
     info.sport = sport;
     info.dport = dport;
@@ -327,21 +310,28 @@ pub fn sock_send_length(ctx: TracePointContext) -> u32 {
     0
 }
 
-fn try_sock_send_length(ctx: &TracePointContext) -> Res {
+/// For `sock_send_length` and `sock_recv_length` (one layout): the socket and the
+/// call's return value, when it is a TCP socket seen in `inet_sock_set_state` (its ports are
+/// known and filtered); `None` for every other socket of the machine, as early as possible.
+#[inline(always)]
+fn tracked_io(ctx: &TracePointContext) -> Option<(u64, *mut SockInfo, i32)> {
     use tp::sock_send_length as f;
     if scalar::<u16>(ctx, f::PROTOCOL) != IPPROTO_TCP {
-        return Ok(());
+        return None;
     }
     let family = scalar::<u16>(ctx, f::FAMILY);
     if family != AF_INET && family != AF_INET6 {
-        return Ok(());
+        return None;
     }
     let skaddr = scalar::<u64>(ctx, f::SK);
-    // Only sockets seen in inet_sock_set_state: their ports are known and filtered.
-    let Some(ptr) = SOCKS.get_ptr_mut(skaddr) else {
+    let ptr = SOCKS.get_ptr_mut(skaddr)?;
+    Some((skaddr, ptr, scalar::<i32>(ctx, f::RET)))
+}
+
+fn try_sock_send_length(ctx: &TracePointContext) -> Res {
+    let Some((skaddr, ptr, ret)) = tracked_io(ctx) else {
         return Ok(());
     };
-    let ret = scalar::<i32>(ctx, f::RET);
     let cfg = CONFIG.load();
     let now = now_ns();
     // SAFETY: `ptr` points at a live map value; tracepoint programs on one socket may run
@@ -392,23 +382,13 @@ pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sock_recv_length(ctx: &TracePointContext) -> Res {
-    use tp::sock_recv_length as f;
-    if scalar::<u16>(ctx, f::PROTOCOL) != IPPROTO_TCP {
-        return Ok(());
-    }
-    let family = scalar::<u16>(ctx, f::FAMILY);
-    if family != AF_INET && family != AF_INET6 {
-        return Ok(());
-    }
-    let flags_arg = scalar::<i32>(ctx, f::FLAGS) as u32;
+    let flags_arg = scalar::<i32>(ctx, tp::sock_recv_length::FLAGS) as u32;
     if flags_arg & MSG_PEEK != 0 {
         return Ok(());
     }
-    let skaddr = scalar::<u64>(ctx, f::SK);
-    let Some(ptr) = SOCKS.get_ptr_mut(skaddr) else {
+    let Some((skaddr, ptr, ret)) = tracked_io(ctx) else {
         return Ok(());
     };
-    let ret = scalar::<i32>(ctx, f::RET);
     let now = now_ns();
     // SAFETY: as in `try_sock_send_length`.
     let info = unsafe { &mut *ptr };
