@@ -378,15 +378,16 @@ fn measured(
             children_cpu_s(),
             proxy.map_or(0.0, tree_cpu_s),
             tracer.map_or(0.0, |p| usage(p).0),
-            bpf_run_s(),
+            bpf_programs(),
         )
     };
-    let progs0 = bpf_programs();
-    let (busy0, wrk0, proxy0, tracer0, bpf0) = snap();
+    let (busy0, wrk0, proxy0, tracer0, progs0) = snap();
     let mut r = run_wrk(wrk, ns, url, args.seconds, args.connections)?;
-    let (busy1, wrk1, proxy1, tracer1, bpf1) = snap();
+    let (busy1, wrk1, proxy1, tracer1, progs1) = snap();
+    let run_s = |progs: &[(String, f64, u64)]| progs.iter().map(|(_, s, _)| s).sum::<f64>();
+    r.bpf_s = run_s(&progs1) - run_s(&progs0);
     if tracer.is_some() {
-        let per: Vec<String> = bpf_programs()
+        let per: Vec<String> = progs1
             .iter()
             .zip(&progs0)
             .filter(|(a, b)| a.2 > b.2)
@@ -405,7 +406,6 @@ fn measured(
     r.cpu_s = (busy1 - busy0) - (wrk1 - wrk0);
     r.proxy_cpu_s = proxy1 - proxy0;
     r.tracer_s = tracer1 - tracer0;
-    r.bpf_s = bpf1 - bpf0;
     let target = url
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -431,12 +431,8 @@ fn measured(
     Ok(r)
 }
 
-/// Seconds tracer's kernel programs have run (counted while statistics are enabled).
-fn bpf_run_s() -> f64 {
-    bpf_programs().iter().map(|(_, s, _)| s).sum()
-}
-
-/// Each of tracer's kernel programs: (name, seconds run, runs), summed over loaded copies.
+/// Each of tracer's kernel programs: (name, seconds run, runs), summed over loaded copies
+/// (counted while run-time statistics are enabled).
 fn bpf_programs() -> Vec<(String, f64, u64)> {
     let ours: Vec<String> = tracer_common::TRACEPOINTS
         .iter()
