@@ -532,13 +532,15 @@ fn payload(
     let data = seg.payload.get(skip.min(captured)..captured).unwrap_or(&[]);
     let missing_after = u64::from(wire) - (skip.max(captured) as u64);
     let ts = seg.ts_ns;
-    if from_client {
-        c.http
-            .client_bytes(ts, missing_before, data, missing_after, start, http_out);
-    } else {
-        c.http
-            .server_bytes(ts, missing_before, data, missing_after, start, http_out);
-    }
+    c.http.bytes(
+        from_client,
+        ts,
+        missing_before,
+        data,
+        missing_after,
+        start,
+        http_out,
+    );
     translate(c, http_out, out);
 }
 

@@ -91,54 +91,14 @@ impl HttpConn {
         self.responding
     }
 
-    /// Feeds bytes the client sent. `missing_before` uncaptured bytes precede `data`,
-    /// `missing_after` follow it (snaplen), `segment_start` when `data` starts a segment.
-    pub fn client_bytes(
-        &mut self,
-        ts: i64,
-        missing_before: u64,
-        data: &[u8],
-        missing_after: u64,
-        segment_start: bool,
-        out: &mut Vec<HttpEvent>,
-    ) {
-        self.bytes(
-            true,
-            ts,
-            missing_before,
-            data,
-            missing_after,
-            segment_start,
-            out,
-        );
-    }
-
-    /// Feeds bytes the server sent; see [`HttpConn::client_bytes`].
-    pub fn server_bytes(
-        &mut self,
-        ts: i64,
-        missing_before: u64,
-        data: &[u8],
-        missing_after: u64,
-        segment_start: bool,
-        out: &mut Vec<HttpEvent>,
-    ) {
-        self.bytes(
-            false,
-            ts,
-            missing_before,
-            data,
-            missing_after,
-            segment_start,
-            out,
-        );
-    }
-
     #[allow(
         clippy::too_many_arguments,
         reason = "one call per segment, all plain values"
     )]
-    fn bytes(
+    /// Feeds bytes the client (`client`) or the server sent. `missing_before` uncaptured
+    /// bytes precede `data`, `missing_after` follow it (snaplen), `segment_start` when
+    /// `data` starts a segment.
+    pub fn bytes(
         &mut self,
         client: bool,
         ts: i64,
