@@ -90,6 +90,13 @@ impl Tl {
         self.segs.sort_by_key(|s| s.ts_ns);
         analyze(Config::default(), self.segs)
     }
+    /// Request 2 from client `d` at 10 ms, forwarded on a fresh upstream connection `u`.
+    fn forwarded(&mut self, d: Conn, u: Conn, method: &str) {
+        self.open(10 * MS, d);
+        self.req(10 * MS + 200, d, method, 2);
+        self.open(10 * MS + 300, u);
+        self.req(10 * MS + 500, u, method, 2);
+    }
     /// `n` bytes each way that a sparse capture skipped on `k`.
     fn skip(&mut self, k: Conn, n: u32) {
         for (from, to) in [(k.c, k.s), (k.s, k.c)] {
@@ -245,10 +252,7 @@ fn rst_on_fresh_connection_is_upstream_reset() {
     warm_up(&mut tl);
     let d = client(40001);
     let u = upstream(50001);
-    tl.open(10 * MS, d);
-    tl.req(10 * MS + 200, d, "GET", 2);
-    tl.open(10 * MS + 300, u);
-    tl.req(10 * MS + 500, u, "GET", 2);
+    tl.forwarded(d, u, "GET");
     tl.rst(30 * MS, u, false);
     tl.res(30 * MS + 100, d, 502);
     let v = only(&tl.run()).clone();
@@ -262,10 +266,7 @@ fn fin_without_response_on_busy_connection_is_upstream_closed_early() {
     warm_up(&mut tl);
     let d = client(40001);
     let u = upstream(50001);
-    tl.open(10 * MS, d);
-    tl.req(10 * MS + 200, d, "POST", 2);
-    tl.open(10 * MS + 300, u);
-    tl.req(10 * MS + 500, u, "POST", 2);
+    tl.forwarded(d, u, "POST");
     tl.fin(2_010 * MS, u, false); // the worker was killed by its own timeout
     tl.res(2_010 * MS + 100, d, 502);
     let v = only(&tl.run()).clone();
@@ -278,10 +279,7 @@ fn proxy_closing_after_timeout_then_504_is_proxy_timeout() {
     warm_up(&mut tl);
     let d = client(40001);
     let u = upstream(50001);
-    tl.open(10 * MS, d);
-    tl.req(10 * MS + 200, d, "GET", 2);
-    tl.open(10 * MS + 300, u);
-    tl.req(10 * MS + 500, u, "GET", 2);
+    tl.forwarded(d, u, "GET");
     tl.fin(3_010 * MS + 500, u, true);
     tl.res(3_010 * MS + 600, d, 504);
     let v = only(&tl.run()).clone();
@@ -295,10 +293,7 @@ fn client_closing_before_response_is_client_abort() {
     warm_up(&mut tl);
     let d = client(40001);
     let u = upstream(50001);
-    tl.open(10 * MS, d);
-    tl.req(10 * MS + 200, d, "GET", 2);
-    tl.open(10 * MS + 300, u);
-    tl.req(10 * MS + 500, u, "GET", 2);
+    tl.forwarded(d, u, "GET");
     tl.fin(1_010 * MS, d, true); // the client gives up; nginx logs 499
     tl.fin(1_010 * MS + 100, u, true);
     tl.fin(1_010 * MS + 150, d, false);
@@ -313,10 +308,7 @@ fn upstream_503_passed_through_is_upstream_generated() {
     warm_up(&mut tl);
     let d = client(40001);
     let u = upstream(50001);
-    tl.open(10 * MS, d);
-    tl.req(10 * MS + 200, d, "GET", 2);
-    tl.open(10 * MS + 300, u);
-    tl.req(10 * MS + 500, u, "GET", 2);
+    tl.forwarded(d, u, "GET");
     tl.res(10 * MS + 900, u, 503);
     tl.res(10 * MS + 1000, d, 503);
     let v = only(&tl.run()).clone();
