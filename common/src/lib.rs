@@ -330,15 +330,58 @@ pub mod names {
     pub const SELECT: &str = "select";
 }
 
-/// The tracepoints the probe attaches: (program name in the object, category, event).
-pub const TRACEPOINTS: [(&str, &str, &str); 7] = [
-    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-    ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
-    ("tcp_send_reset", "tcp", "tcp_send_reset"),
-    ("tcp_destroy_sock", "tcp", "tcp_destroy_sock"),
-    ("sock_send_length", "sock", "sock_send_length"),
-    ("sock_recv_length", "sock", "sock_recv_length"),
-    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+/// One tracepoint the probe attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tracepoint {
+    /// The program's name in the object.
+    pub program: &'static str,
+    pub category: &'static str,
+    pub event: &'static str,
+    /// Attached as a raw tracepoint (the program reads the `TP_PROTO` arguments, and the
+    /// kernel builds no trace record): for the events that fire on every send and receive.
+    pub raw: bool,
+    /// A raw tracepoint's `TP_PROTO` as the program reads it, in C spelling (checked against
+    /// the kernel's BTF before load); empty for a classic one (its record's offsets are
+    /// checked instead, [`tp::FIELDS`]).
+    pub args: &'static [&'static str],
+}
+
+const fn classic(program: &'static str, category: &'static str) -> Tracepoint {
+    Tracepoint {
+        program,
+        category,
+        event: program,
+        raw: false,
+        args: &[],
+    }
+}
+
+const fn raw(
+    program: &'static str,
+    category: &'static str,
+    args: &'static [&'static str],
+) -> Tracepoint {
+    Tracepoint {
+        program,
+        category,
+        event: program,
+        raw: true,
+        args,
+    }
+}
+
+/// `TP_PROTO` of `sock:sock_send_length` and `sock:sock_recv_length`.
+pub const SOCK_MSG_LENGTH_ARGS: &[&str] = &["struct sock *", "int", "int"];
+
+/// The tracepoints the probe attaches.
+pub const TRACEPOINTS: [Tracepoint; 7] = [
+    classic("inet_sock_set_state", "sock"),
+    classic("tcp_receive_reset", "tcp"),
+    classic("tcp_send_reset", "tcp"),
+    classic("tcp_destroy_sock", "tcp"),
+    raw("sock_send_length", "sock", SOCK_MSG_LENGTH_ARGS),
+    raw("sock_recv_length", "sock", SOCK_MSG_LENGTH_ARGS),
+    classic("tcp_retransmit_skb", "tcp"),
 ];
 
 /// Byte offsets of the tracepoint context fields, from
@@ -384,18 +427,6 @@ pub mod tp {
         pub const DADDR: usize = 60;
         /// Size of each sockaddr field.
         pub const SOCKADDR_LEN: usize = 28;
-    }
-    /// `events/sock/sock_send_length/format` (same layout as `sock_recv_length`)
-    pub mod sock_send_length {
-        pub const SK: usize = 8;
-        pub const FAMILY: usize = 16;
-        pub const PROTOCOL: usize = 18;
-        pub const RET: usize = 20;
-        pub const FLAGS: usize = 24;
-    }
-    /// `events/sock/sock_recv_length/format`
-    pub mod sock_recv_length {
-        pub use super::sock_send_length::*;
     }
     /// `events/tcp/tcp_retransmit_skb/format`
     pub mod tcp_retransmit_skb {
@@ -563,36 +594,6 @@ pub mod tp {
         ("tcp", "tcp_send_reset", "reason", tcp_send_reset::REASON),
         ("tcp", "tcp_send_reset", "saddr", tcp_send_reset::SADDR),
         ("tcp", "tcp_send_reset", "daddr", tcp_send_reset::DADDR),
-        ("sock", "sock_send_length", "sk", sock_send_length::SK),
-        (
-            "sock",
-            "sock_send_length",
-            "family",
-            sock_send_length::FAMILY,
-        ),
-        (
-            "sock",
-            "sock_send_length",
-            "protocol",
-            sock_send_length::PROTOCOL,
-        ),
-        ("sock", "sock_send_length", "ret", sock_send_length::RET),
-        ("sock", "sock_send_length", "flags", sock_send_length::FLAGS),
-        ("sock", "sock_recv_length", "sk", sock_recv_length::SK),
-        (
-            "sock",
-            "sock_recv_length",
-            "family",
-            sock_recv_length::FAMILY,
-        ),
-        (
-            "sock",
-            "sock_recv_length",
-            "protocol",
-            sock_recv_length::PROTOCOL,
-        ),
-        ("sock", "sock_recv_length", "ret", sock_recv_length::RET),
-        ("sock", "sock_recv_length", "flags", sock_recv_length::FLAGS),
         (
             "tcp",
             "tcp_retransmit_skb",

@@ -14,9 +14,9 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_ktime_get_coarse_ns, bpf_skb_load_bytes_relative,
     },
-    macros::{map, socket_filter, tracepoint},
+    macros::{map, raw_tracepoint, socket_filter, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
-    programs::{SkBuffContext, TracePointContext},
+    programs::{RawTracePointContext, SkBuffContext, TracePointContext},
     EbpfContext,
     Global,
 };
@@ -65,16 +65,6 @@ fn field<T>(ctx: &TracePointContext, off: usize) -> Result<T, i64> {
     unsafe { ctx.read_at::<T>(off) }.map_err(i64::from)
 }
 
-/// Reads a scalar context field at `off` with a plain load (no helper call): for the
-/// tracepoints that fire on every send and receive of the machine.
-#[inline(always)]
-fn scalar<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
-    // SAFETY: as for `field`; a tracepoint's context is its record, readable in place. The
-    // verifier checks the access (inside the record, aligned to the field's size), and the
-    // offsets are naturally aligned.
-    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(off) as *const T) }
-}
-
 #[inline(always)]
 fn now_ns() -> u64 {
     // SAFETY: a helper without arguments, available to every program type.
@@ -115,6 +105,16 @@ fn learn_owner(info: &mut SockInfo) {
     info.tid = tid;
     info.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     info.flags |= flags::OWNER_KNOWN;
+}
+
+/// Learns the owner of a socket first seen outside process context (an accepted one):
+/// once, because `sock_send_length` and `sock_recv_length` run on every call and each
+/// helper call counts there. Events refresh the owner with [`learn_owner`].
+#[inline(always)]
+fn learn_owner_once(info: &mut SockInfo) {
+    if info.flags & flags::OWNER_KNOWN == 0 {
+        learn_owner(info);
+    }
 }
 
 /// Whether a socket passes the filters in `cfg`.
@@ -304,31 +304,29 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Res {
 
 // ---------------------------------------------------------------- sock:sock_send_length
 
-#[tracepoint]
-pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+// `sock_send_length` and `sock_recv_length` fire on every send and receive of the machine,
+// so they are raw tracepoints: the kernel does not build a trace record for them (the
+// classic tracepoint's record costs about as much again as the program), and the program
+// reads the `TP_PROTO` arguments `(struct sock *sk, int ret, int flags)` directly.
+
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
     let _ = try_sock_send_length(&ctx);
     0
 }
 
-/// For `sock_send_length` and `sock_recv_length` (one layout): the socket and the
-/// call's return value, when it is a TCP socket seen in `inet_sock_set_state` (its ports are
-/// known and filtered); `None` for every other socket of the machine, as early as possible.
+/// For `sock_send_length` and `sock_recv_length`: the socket and the call's return value,
+/// when it is a socket seen in `inet_sock_set_state` (TCP, ports known and filtered);
+/// `None` for every other socket of the machine, after one map lookup.
 #[inline(always)]
-fn tracked_io(ctx: &TracePointContext) -> Option<(u64, *mut SockInfo, i32)> {
-    use tp::sock_send_length as f;
-    if scalar::<u16>(ctx, f::PROTOCOL) != IPPROTO_TCP {
-        return None;
-    }
-    let family = scalar::<u16>(ctx, f::FAMILY);
-    if family != AF_INET && family != AF_INET6 {
-        return None;
-    }
-    let skaddr = scalar::<u64>(ctx, f::SK);
+fn tracked_io(ctx: &RawTracePointContext) -> Option<(u64, *mut SockInfo, i32)> {
+    let skaddr: u64 = ctx.arg(0);
     let ptr = SOCKS.get_ptr_mut(skaddr)?;
-    Some((skaddr, ptr, scalar::<i32>(ctx, f::RET)))
+    // `int ret`, passed as the low 32 bits of a 64-bit argument.
+    Some((skaddr, ptr, ctx.arg::<u64>(1) as u32 as i32))
 }
 
-fn try_sock_send_length(ctx: &TracePointContext) -> Res {
+fn try_sock_send_length(ctx: &RawTracePointContext) -> Res {
     let Some((skaddr, ptr, ret)) = tracked_io(ctx) else {
         return Ok(());
     };
@@ -337,7 +335,7 @@ fn try_sock_send_length(ctx: &TracePointContext) -> Res {
     // SAFETY: `ptr` points at a live map value; tracepoint programs on one socket may run
     // on two CPUs at once, and a race only blurs the advisory owner/activity fields.
     let info = unsafe { &mut *ptr };
-    learn_owner(info);
+    learn_owner_once(info);
     let last = info.last_activity_ns;
     let idle = if last != 0 && now > last {
         now - last
@@ -354,6 +352,9 @@ fn try_sock_send_length(ctx: &TracePointContext) -> Res {
         info.state
     };
     let after_idle = last != 0 && idle >= cfg.idle_threshold_ns;
+    if after_idle || began_in == tcp_state::CLOSE_WAIT {
+        learn_owner(info); // the writer of this very call
+    }
     if (after_idle || began_in == tcp_state::CLOSE_WAIT) && passes(&cfg, info) {
         let snapshot = *info;
         emit(
@@ -375,14 +376,14 @@ fn try_sock_send_length(ctx: &TracePointContext) -> Res {
 
 // ---------------------------------------------------------------- sock:sock_recv_length
 
-#[tracepoint]
-pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     let _ = try_sock_recv_length(&ctx);
     0
 }
 
-fn try_sock_recv_length(ctx: &TracePointContext) -> Res {
-    let flags_arg = scalar::<i32>(ctx, tp::sock_recv_length::FLAGS) as u32;
+fn try_sock_recv_length(ctx: &RawTracePointContext) -> Res {
+    let flags_arg = ctx.arg::<u64>(2) as u32;
     if flags_arg & MSG_PEEK != 0 {
         return Ok(());
     }
@@ -392,7 +393,7 @@ fn try_sock_recv_length(ctx: &TracePointContext) -> Res {
     let now = now_ns();
     // SAFETY: as in `try_sock_send_length`.
     let info = unsafe { &mut *ptr };
-    learn_owner(info);
+    learn_owner_once(info);
     if ret > 0 {
         info.last_activity_ns = now;
         return Ok(());
@@ -401,6 +402,7 @@ fn try_sock_recv_length(ctx: &TracePointContext) -> Res {
         return Ok(());
     }
     let cfg = CONFIG.load();
+    learn_owner(info); // the reader of this very call
     if passes(&cfg, info) {
         let snapshot = *info;
         emit(

@@ -1,6 +1,7 @@
-//! Just enough of a BTF reader to find two struct member offsets in the running kernel:
-//! `skc_net` in `struct sock` and `ns.inum` in `struct net`, so the probe can read each
-//! socket's network namespace without CO-RE (which aya-ebpf does not do for Rust).
+//! Just enough of a BTF reader for what the probe needs of the running kernel without
+//! CO-RE (which aya-ebpf does not do for Rust): two struct member offsets, `skc_net` in
+//! `struct sock` and `ns.inum` in `struct net`, to read each socket's network namespace;
+//! and the prototypes of the raw tracepoints it attaches, which it reads by position.
 //!
 //! Bounds are checked on every read: a malformed blob gives an error, never a panic.
 
@@ -8,12 +9,15 @@
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 const BTF_MAGIC: u16 = 0xeb9f;
+const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
 const KIND_TYPE_TAG: u32 = 18;
 
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +33,7 @@ struct Type {
     name_off: u32,
     /// The referenced type for typedef/const/volatile/…, else the size.
     size_or_type: u32,
+    /// A struct's or union's members, or a function prototype's parameters (offset 0).
     members: Vec<Member>,
 }
 
@@ -99,7 +104,19 @@ impl Btf {
                     }
                     12 * vlen
                 }
-                6 | 13 => 8 * vlen,            // ENUM, FUNC_PROTO
+                KIND_FUNC_PROTO => {
+                    for i in 0..vlen {
+                        let m = p + i * 8;
+                        members.push(Member {
+                            name_off: u32_at(types_raw, m).ok_or_else(|| truncated(types.len()))?,
+                            type_id: u32_at(types_raw, m + 4)
+                                .ok_or_else(|| truncated(types.len()))?,
+                            bit_offset: 0,
+                        });
+                    }
+                    8 * vlen
+                }
+                6 => 8 * vlen,                 // ENUM
                 15 | 19 => 12 * vlen,          // DATASEC, ENUM64
                 0 | 2 | 7..=12 | 16 | 18 => 0, // no trailing data
                 other => return Err(format!("unknown BTF kind {other}")),
@@ -192,6 +209,81 @@ impl Btf {
     }
 }
 
+impl Btf {
+    /// A type in C spelling, enough to compare prototypes: `int`, `struct sock *`, `void *`
+    /// (qualifiers are dropped, typedefs keep their name).
+    fn spell(&self, id: u32, depth: u32) -> String {
+        if id == 0 {
+            return "void".into();
+        }
+        let Some(t) = self.get(id).filter(|_| depth < 16) else {
+            return "?".into();
+        };
+        let name = String::from_utf8_lossy(self.name(t.name_off)).into_owned();
+        match t.kind {
+            KIND_PTR => format!("{} *", self.spell(t.size_or_type, depth + 1)),
+            KIND_STRUCT => format!("struct {name}"),
+            KIND_UNION => format!("union {name}"),
+            KIND_CONST | KIND_VOLATILE | KIND_RESTRICT | KIND_TYPE_TAG => {
+                self.spell(t.size_or_type, depth + 1)
+            }
+            KIND_INT | KIND_TYPEDEF => name,
+            _ => format!("{name}?"),
+        }
+    }
+
+    /// The `TP_PROTO` arguments of raw tracepoint `event`, in C spelling, from the
+    /// kernel's `btf_trace_<event>` typedef (a pointer to a prototype whose first
+    /// parameter is the tracepoint's private data, not an argument).
+    pub fn raw_tracepoint_args(&self, event: &str) -> Result<Vec<String>, String> {
+        let typedef = format!("btf_trace_{event}");
+        let id = self
+            .types
+            .iter()
+            .position(|t| t.kind == KIND_TYPEDEF && self.name(t.name_off) == typedef.as_bytes())
+            .and_then(|i| u32::try_from(i + 1).ok())
+            .ok_or_else(|| format!("the kernel BTF has no {typedef}"))?;
+        let ptr = self
+            .resolve(id)
+            .and_then(|id| self.get(id))
+            .filter(|t| t.kind == KIND_PTR);
+        let proto = ptr
+            .and_then(|p| self.get(p.size_or_type))
+            .filter(|t| t.kind == KIND_FUNC_PROTO)
+            .ok_or_else(|| format!("{typedef} is not a pointer to a function prototype"))?;
+        Ok(proto
+            .members
+            .iter()
+            .skip(1)
+            .map(|m| self.spell(m.type_id, 0))
+            .collect())
+    }
+}
+
+/// Checks that each raw tracepoint the probe attaches passes the arguments its program
+/// reads (`tracer_common::Tracepoint::args`) on the running kernel. `Err` when a
+/// prototype differs; `Ok(Some(why))` when the kernel's BTF cannot be read, so the check
+/// could not run.
+pub fn verify_raw_tracepoints() -> Result<Option<String>, String> {
+    let btf = match std::fs::read(VMLINUX_BTF) {
+        Ok(blob) => Btf::parse(&blob)?,
+        Err(e) => return Ok(Some(format!("reading {VMLINUX_BTF}: {e}"))),
+    };
+    for tp in tracer_common::TRACEPOINTS.iter().filter(|t| t.raw) {
+        let found = btf.raw_tracepoint_args(tp.event)?;
+        if found != tp.args {
+            return Err(format!(
+                "raw tracepoint {}:{} passes ({}) on this kernel, the probe reads ({}): rebuild tracer for this kernel",
+                tp.category,
+                tp.event,
+                found.join(", "),
+                tp.args.join(", ")
+            ));
+        }
+    }
+    Ok(None)
+}
+
 fn truncated(index: usize) -> String {
     format!("BTF type {} is truncated", index + 1)
 }
@@ -274,6 +366,72 @@ mod tests {
         let b = blob();
         for len in [0, 3, 23, 30, b.len() - 1] {
             assert!(Btf::parse(&b[..len]).is_err(), "len {len}");
+        }
+    }
+
+    /// A blob with `typedef void (*btf_trace_ev)(void *, struct sock *, int)`.
+    fn proto_blob() -> Vec<u8> {
+        let strings = b"\0int\0sock\0btf_trace_ev\0__data\0sk\0ret\0".to_vec();
+        let s = |n: &str| {
+            let needle = [b"\0", n.as_bytes(), b"\0"].concat();
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+                .map(|p| p as u32 + 1)
+                .unwrap()
+        };
+        let mut t = Vec::new();
+        let mut ty = |name: u32, info: u32, size: u32, extra: &[u32]| {
+            for v in [name, info, size].iter().chain(extra) {
+                t.extend_from_slice(&v.to_le_bytes());
+            }
+        };
+        ty(s("int"), KIND_INT << 24, 4, &[32]); // 1: int
+        ty(s("sock"), KIND_STRUCT << 24, 0, &[]); // 2: struct sock (no members)
+        ty(0, KIND_PTR << 24, 2, &[]); // 3: struct sock *
+        ty(0, KIND_PTR << 24, 0, &[]); // 4: void *
+        ty(0, KIND_CONST << 24, 1, &[]); // 5: const int
+        ty(
+            0,
+            (KIND_FUNC_PROTO << 24) | 3,
+            0,
+            &[s("__data"), 4, s("sk"), 3, s("ret"), 5],
+        ); // 6: void (void *, struct sock *, const int)
+        ty(0, KIND_PTR << 24, 6, &[]); // 7: pointer to 6
+        ty(s("btf_trace_ev"), KIND_TYPEDEF << 24, 7, &[]); // 8
+        let mut b = Vec::new();
+        b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        b.extend_from_slice(&[1, 0]);
+        for v in [
+            24u32,
+            0,
+            t.len() as u32,
+            t.len() as u32,
+            strings.len() as u32,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&t);
+        b.extend_from_slice(&strings);
+        b
+    }
+
+    #[test]
+    fn raw_tracepoint_prototypes_skip_the_private_data_and_spell_c_types() {
+        let btf = Btf::parse(&proto_blob()).unwrap();
+        assert_eq!(
+            btf.raw_tracepoint_args("ev").unwrap(),
+            ["struct sock *", "int"]
+        );
+        assert!(btf.raw_tracepoint_args("other").is_err());
+    }
+
+    #[test]
+    fn running_kernel_raw_tracepoints_match_when_btf_is_present() {
+        match verify_raw_tracepoints() {
+            Ok(None) => {}
+            Ok(Some(why)) => eprintln!("skipped: {why}"),
+            Err(e) => panic!("{e}"),
         }
     }
 

@@ -126,6 +126,22 @@ pub fn check() -> CheckReport {
             return r;
         }
     }
+    match btf::verify_raw_tracepoints() {
+        Ok(None) => r.push(
+            "raw tracepoint arguments",
+            Good,
+            "match the probe (kernel BTF)",
+        ),
+        Ok(Some(why)) => r.push(
+            "raw tracepoint arguments",
+            Warn,
+            format!("not checked: {why}"),
+        ),
+        Err(e) => {
+            r.push("raw tracepoint arguments", Fail, e);
+            return r;
+        }
+    }
     match btf::netns_offsets() {
         Ok((a, b)) => r.push(
             "kernel BTF",

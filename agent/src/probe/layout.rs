@@ -121,11 +121,35 @@ print fmt: \"sk address = %p\", REC->sk
         assert_eq!(enum_field.unwrap().offset, 28);
     }
 
+    /// `events/tcp/tcp_receive_reset/format` on Linux 6.18, verbatim.
+    const RESET_FORMAT: &str = "name: tcp_receive_reset
+ID: 2279
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:__u16 sport;\toffset:16;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:18;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:20;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:22;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:26;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:30;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:46;\tsize:16;\tsigned:0;
+\tfield:__u64 sock_cookie;\toffset:64;\tsize:8;\tsigned:0;
+
+print fmt: \"family=%s sport=%hu\", __print_symbolic(REC->family, { 2, \"AF_INET\" }), REC->sport
+";
+
     #[test]
     fn compiled_offsets_match_the_recorded_format() {
-        let f = parse_format(SEND_FORMAT);
+        let f = parse_format(RESET_FORMAT);
+        let mut checked = 0;
         for &(cat, ev, field, off) in tp::FIELDS {
-            if (cat, ev) == ("sock", "sock_send_length") {
+            if (cat, ev) == ("tcp", "tcp_receive_reset") {
+                checked += 1;
                 assert_eq!(
                     f.iter().find(|x| x.name == field).map(|x| x.offset),
                     Some(off),
@@ -133,6 +157,7 @@ print fmt: \"sk address = %p\", REC->sk
                 );
             }
         }
+        assert_eq!(checked, 8, "the probe reads 8 fields of tcp_receive_reset");
     }
 
     #[test]

@@ -22,9 +22,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aya::maps::{MapData, MapError, PerCpuArray, RingBuf};
-use aya::programs::{ProgramError, TracePoint};
+use aya::programs::{ProgramError, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use tracer_common::{names, Config, MAX_FILTER_PORTS, TRACEPOINTS};
+use tracer_common::{names, Config, Tracepoint, MAX_FILTER_PORTS, TRACEPOINTS};
 
 pub use check::{check, CheckItem, CheckReport, CheckStatus};
 pub use clock::{monotonic_now_ns, ClockAlignment, ClockSample};
@@ -84,6 +84,9 @@ pub enum ProbeError {
         expected: usize,
         found: Option<usize>,
     },
+    /// A raw tracepoint passes other arguments on this kernel than its program reads.
+    #[error("{0}")]
+    RawTracepointMismatch(String),
     /// A filter in [`ProbeConfig`] cannot be applied.
     #[error("invalid probe configuration: {0}")]
     InvalidConfig(String),
@@ -243,6 +246,13 @@ impl Probe {
             warnings.push(w);
         }
         layout::verify(tracefs.path())?;
+        match btf::verify_raw_tracepoints() {
+            Ok(None) => {}
+            Ok(Some(why)) => warnings.push(format!(
+                "the arguments of the send and receive tracepoints could not be checked: {why}"
+            )),
+            Err(e) => return Err(ProbeError::RawTracepointMismatch(e)),
+        }
         let offsets = match btf::netns_offsets() {
             Ok(o) => Some(o),
             Err(e) => {
@@ -258,9 +268,10 @@ impl Probe {
             .map_err(ProbeError::Load)?;
 
         let mut attached = Vec::with_capacity(TRACEPOINTS.len());
-        for (program, category, event) in TRACEPOINTS {
-            let tracepoint = format!("{category}:{event}");
-            let result = attach_one(&mut ebpf, program, category, event);
+        for tp in TRACEPOINTS {
+            let tracepoint = format!("{}:{}", tp.category, tp.event);
+            let program = tp.program;
+            let result = attach_one(&mut ebpf, &tp);
             match result {
                 Ok(()) => attached.push(AttachOutcome {
                     tracepoint,
@@ -393,29 +404,28 @@ impl Probe {
     }
 }
 
-fn attach_one(
-    ebpf: &mut Ebpf,
-    program: &str,
-    category: &str,
-    event: &str,
-) -> Result<(), ProbeError> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| ProbeError::ProgramMissing(program.to_owned()))?
-        .try_into()
-        .map_err(|source| ProbeError::ProgramLoad {
-            program: program.to_owned(),
-            source,
-        })?;
-    prog.load().map_err(|source| ProbeError::ProgramLoad {
+fn attach_one(ebpf: &mut Ebpf, tp: &Tracepoint) -> Result<(), ProbeError> {
+    let program = tp.program;
+    let load_err = |source| ProbeError::ProgramLoad {
         program: program.to_owned(),
         source,
-    })?;
-    prog.attach(category, event)
-        .map_err(|source| ProbeError::Attach {
-            tracepoint: format!("{category}:{event}"),
-            source,
-        })?;
+    };
+    let attach_err = |source| ProbeError::Attach {
+        tracepoint: format!("{}:{}", tp.category, tp.event),
+        source,
+    };
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| ProbeError::ProgramMissing(program.to_owned()))?;
+    if tp.raw {
+        let prog: &mut RawTracePoint = prog.try_into().map_err(load_err)?;
+        prog.load().map_err(load_err)?;
+        prog.attach(tp.event).map_err(attach_err)?;
+    } else {
+        let prog: &mut TracePoint = prog.try_into().map_err(load_err)?;
+        prog.load().map_err(load_err)?;
+        prog.attach(tp.category, tp.event).map_err(attach_err)?;
+    }
     Ok(())
 }
 
