@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_analyze;
+mod bench_probe;
 mod ebpf;
 mod lab;
 mod rate;
@@ -39,6 +40,8 @@ enum Task {
     BenchAnalyze(bench_analyze::BenchArgs),
     /// Benchmark: a busy proxy's throughput and p99 with and without `tracer capture`.
     BenchCapture(bench::BenchArgs),
+    /// Benchmark: the kernel side's cost per system call and per packet (loopback, no proxy).
+    BenchProbe(bench_probe::BenchArgs),
     /// An open-loop load at a fixed rate, one JSON line of results (used by bench-capture).
     #[command(hide = true)]
     RateLoad(rate::RateArgs),
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Task::Test => test(),
         Task::BenchCapture(args) => bench::bench_capture(&args),
         Task::BenchAnalyze(args) => bench_analyze::bench_analyze(&args),
+        Task::BenchProbe(args) => bench_probe::bench_probe(&args),
         Task::RateLoad(args) => rate::run(&args),
         Task::BuildEbpf { debug } => ebpf::build_ebpf(!debug),
     };

@@ -60,6 +60,11 @@ impl Selector {
         Ok(Self { fd: Arc::new(fd) })
     }
 
+    /// The program's descriptor (for `BPF_PROG_TEST_RUN` in benchmarks).
+    pub fn program_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// Replaces `socket`'s filter with this program (`SO_ATTACH_BPF`).
     pub fn attach(&self, socket: BorrowedFd<'_>) -> std::io::Result<()> {
         let prog = self.fd.as_raw_fd();
