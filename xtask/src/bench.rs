@@ -32,12 +32,36 @@ pub struct BenchArgs {
     /// The fixed load, requests/s; default: half the proxy's throughput measured first.
     #[arg(long)]
     rate: Option<u32>,
+    /// Which kinds of round to run against the proxy alone (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Kind>,
+    /// The proxy under test: nginx (the cheapest proxying there is, so tracer's share is
+    /// largest) or caddy (Go net/http, like Traefik).
+    #[arg(long, value_enum, default_value_t = Proxy::Nginx)]
+    proxy: Proxy,
     /// Enable the kernel's BPF run-time statistics and print each program's time per
     /// request. The statistics read a clock twice around every program run, which on some
     /// hosts costs more than the program itself: with them on, the ratios measure the
     /// instrumentation too (use `cargo xtask bench-probe` for per-call costs).
     #[arg(long)]
     bpf_stats: bool,
+}
+
+/// What is attached during a round besides the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// `tcpdump -w /dev/null` with the full capture's filter (reference).
+    Tcpdump,
+    /// `tracer capture`: every data segment, and the probe.
+    Full,
+    /// `tracer capture --sparse` and the probe.
+    Sparse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Proxy {
+    Nginx,
+    Caddy,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -87,7 +111,10 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
         &backend_conf(&dir, &h),
     )?;
     procs.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
-    start_nginx(&mut procs, &h.proxy_ns, "front", &front_conf(&dir, &h))?;
+    match args.proxy {
+        Proxy::Nginx => start_nginx(&mut procs, &h.proxy_ns, "front", &front_conf(&dir, &h))?,
+        Proxy::Caddy => start_caddy(&mut procs, &h.proxy_ns, &dir, &h)?,
+    }
     procs.wait_listening(&h.proxy_ns, h.proxy_front_ip, PROXY_PORT)?;
     let url = format!("http://{}:{PROXY_PORT}/", h.proxy_front_ip);
 
@@ -105,23 +132,41 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     let rate = args.rate.unwrap_or((capacity / 2.0) as u32).max(1);
     eprintln!("capacity {capacity:.0} req/s; fixed load {rate} req/s");
     // The kinds of round, alternated so that drift in the machine hits them all alike.
-    let modes: [(&str, &[&str]); 4] = [
-        ("proxy alone", &[]),
-        (
-            "reference: tcpdump -w /dev/null, same filter as the full capture",
-            &[],
-        ),
-        ("full capture + probe", &[]),
-        ("--sparse + probe", &["--sparse"]),
-    ];
+    let all = [Kind::Tcpdump, Kind::Full, Kind::Sparse];
+    let kinds: Vec<Option<Kind>> = std::iter::once(None)
+        .chain(
+            all.iter()
+                .filter(|k| args.only.is_empty() || args.only.contains(k))
+                .map(|k| Some(*k)),
+        )
+        .collect();
+    let modes: Vec<(&str, &[&str])> = kinds
+        .iter()
+        .map(|k| match k {
+            None => ("proxy alone", &[][..]),
+            Some(Kind::Tcpdump) => (
+                "reference: tcpdump -w /dev/null, same filter as the full capture",
+                &[][..],
+            ),
+            Some(Kind::Full) => ("full capture + probe", &[][..]),
+            Some(Kind::Sparse) => ("--sparse + probe", &["--sparse"][..]),
+        })
+        .collect();
     let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); modes.len()];
     let mut cost: Vec<(f64, u64, u64)> = vec![(0.0, 0, 0); modes.len()];
     for round in 0..args.rounds {
-        for (m, (name, extra)) in modes.iter().enumerate() {
+        // The baseline opens each round; the other kinds rotate, so that none always
+        // follows the same one (a full capture's exit, for one, leaves the machine
+        // reclaiming memory for a while).
+        let others = modes.len() - 1;
+        let order =
+            std::iter::once(0).chain((0..others).map(|k| 1 + (k + round as usize) % others));
+        for m in order {
+            let (name, extra) = &modes[m];
             let proxy = procs.pid("front");
             let r = if m == 0 {
                 measured(&wrk, &h.client_ns, &url, args, rate, proxy, None)?
-            } else if m == 1 {
+            } else if kinds[m] == Some(Kind::Tcpdump) {
                 // What copying the same packets to userspace costs without any analysis.
                 for (i, ifname) in [&h.front_if, &h.back_if].into_iter().enumerate() {
                     let mut td =
@@ -186,8 +231,14 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     let base = &rounds[0];
     let mean = |v: &[Round], f: fn(&Round) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     println!(
-        "bench-capture: nginx -> nginx, {} connections x {} s, {} rounds of each, alternated",
-        args.connections, args.seconds, args.rounds
+        "bench-capture: {} -> nginx, {} connections x {} s, {} rounds of each, alternated",
+        match args.proxy {
+            Proxy::Nginx => "nginx",
+            Proxy::Caddy => "caddy",
+        },
+        args.connections,
+        args.seconds,
+        args.rounds
     );
     println!(
         "  two loads per round: wrk at full speed (saturation), then a fixed {rate} req/s open-loop load (p99 from when each request was due)"
@@ -267,7 +318,7 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
             mean(base, Round::proxy_us),
             extra.iter().map(|x| format!("{:.1}", x * 100.0)).collect::<Vec<_>>().join(" ")
         );
-        if m == 1 {
+        if kinds[m] == Some(Kind::Tcpdump) {
             continue;
         }
         // The attributable cost: tracer's process and its kernel programs, per request, as a
@@ -334,6 +385,35 @@ fn front_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String {
         up = h.upstream_ip,
         ip = h.proxy_front_ip
     )
+}
+
+/// Caddy as the proxy, named `front` like nginx: keep-alive to the upstream with an idle
+/// pool larger than any load's concurrency (Caddy's default of 32 per host makes it close
+/// and reopen connections under wrk -c32, until its ports run out), no logs.
+fn start_caddy(
+    procs: &mut Procs,
+    ns: &str,
+    dir: &Path,
+    h: &tracer_lab::scenario::Hosts,
+) -> Result<()> {
+    let conf = dir.join("Caddyfile");
+    std::fs::write(
+        &conf,
+        format!(
+            "{{\n\tadmin off\n\tauto_https off\n}}\n\
+             http://:{PROXY_PORT} {{\n\tbind {front}\n\treverse_proxy {up}:{UPSTREAM_PORT} {{\n\
+             \t\ttransport http {{\n\t\t\tkeepalive 60s\n\t\t\tkeepalive_idle_conns 256\n\t\t\tkeepalive_idle_conns_per_host 256\n\t\t}}\n\t}}\n}}\n",
+            front = h.proxy_front_ip,
+            up = h.upstream_ip,
+        ),
+    )?;
+    let mut cmd = Command::new(tracer_lab::scenario::require_program("caddy", "caddy")?);
+    cmd.args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&conf)
+        .env("HOME", dir)
+        .env("XDG_DATA_HOME", dir.join("caddy-data"))
+        .env("XDG_CONFIG_HOME", dir.join("caddy-config"));
+    procs.spawn(ns, "front", cmd)
 }
 
 fn start_nginx(procs: &mut Procs, ns: &str, name: &str, conf: &str) -> Result<()> {
