@@ -43,15 +43,16 @@ fn verdict_keys(report: &Value) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn every_scenario_live_matches_the_proxy_logs() {
-    check_every_scenario("full", &[]);
-}
-
-/// The same bar for `--sparse`, where the kernel keeps only a selection of the packets.
+/// `tracer capture` as it runs by default: the kernel keeps only a selection of the packets.
 #[test]
 fn every_scenario_live_sparse_matches_the_proxy_logs() {
-    check_every_scenario("sparse", &["--sparse"]);
+    check_every_scenario("sparse", &[]);
+}
+
+/// The same bar for `--all-data`, where every data segment is copied.
+#[test]
+fn every_scenario_live_matches_the_proxy_logs() {
+    check_every_scenario("all-data", &["--all-data"]);
 }
 
 /// Runs every scenario (or those named in `TRACER_LAB_ONLY`, comma-separated) with

@@ -26,7 +26,7 @@ pub struct RunOptions {
     /// Run this `tracer` binary's `capture` live on the proxy's namespace during the load;
     /// its bundle goes to `<dir>/tracer/` and its JSON report to `<dir>/tracer-report.json`.
     pub tracer: Option<PathBuf>,
-    /// More arguments for that `tracer capture` (e.g. `--sparse`).
+    /// More arguments for that `tracer capture` (e.g. `--all-data`).
     pub tracer_args: Vec<String>,
 }
 

@@ -1,13 +1,15 @@
 //! `cargo xtask bench-capture`: what attaching `tracer capture` costs a busy proxy.
 //!
-//! nginx → nginx with upstream keep-alive in the lab's namespaces, `wrk` from the client
-//! namespace at a fixed concurrency. Rounds alternate between the proxy alone (the
-//! baseline), with `tcpdump -w /dev/null` on both interfaces and tracer's filter (what the
-//! kernel's copy to userspace alone costs, for reference), with `tracer capture
-//! --no-probe` (packets only) and with `tracer capture` (packets and kernel probe); the
-//! ratios of throughput and p99 latency to the baseline are printed, with tracer's CPU,
-//! peak memory and kernel events per request. Targets: at most 3% throughput loss and 5%
-//! p99 increase.
+//! nginx (or Caddy) → nginx with upstream keep-alive in the lab's namespaces. Each round
+//! runs two loads from the client namespace: `wrk` at full speed (saturation), then a
+//! fixed-rate open-loop load (`xtask rate-load`, p99 from when each request was due).
+//! Rounds of the proxy alone (the baseline) alternate with rounds where something is
+//! attached: `tcpdump -w /dev/null` with the filter of `--all-data` (what the kernel's copy
+//! to userspace alone costs, for reference), `tracer capture --all-data` and `tracer
+//! capture` as it runs by default (the kernel's selection); both with the kernel probe.
+//! Each round is compared with the baselines around it; the ratios of throughput and p99
+//! are printed with the machine's CPU per request, tracer's own CPU, peak memory and
+//! kernel events per request. Targets: at most 3% throughput loss and 5% p99 increase.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -52,9 +54,9 @@ pub struct BenchArgs {
 pub enum Kind {
     /// `tcpdump -w /dev/null` with the full capture's filter (reference).
     Tcpdump,
-    /// `tracer capture`: every data segment, and the probe.
-    Full,
-    /// `tracer capture --sparse` and the probe.
+    /// `tracer capture --all-data`: every data segment, and the probe.
+    AllData,
+    /// `tracer capture` as it runs by default: the kernel's selection, and the probe.
     Sparse,
 }
 
@@ -132,7 +134,7 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     let rate = args.rate.unwrap_or((capacity / 2.0) as u32).max(1);
     eprintln!("capacity {capacity:.0} req/s; fixed load {rate} req/s");
     // The kinds of round, alternated so that drift in the machine hits them all alike.
-    let all = [Kind::Tcpdump, Kind::Full, Kind::Sparse];
+    let all = [Kind::Tcpdump, Kind::AllData, Kind::Sparse];
     let kinds: Vec<Option<Kind>> = std::iter::once(None)
         .chain(
             all.iter()
@@ -148,8 +150,8 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
                 "reference: tcpdump -w /dev/null, same filter as the full capture",
                 &[][..],
             ),
-            Some(Kind::Full) => ("full capture + probe", &[][..]),
-            Some(Kind::Sparse) => ("--sparse + probe", &["--sparse"][..]),
+            Some(Kind::AllData) => ("--all-data + probe", &["--all-data"][..]),
+            Some(Kind::Sparse) => ("default (kernel selection) + probe", &[][..]),
         })
         .collect();
     let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); modes.len()];

@@ -54,20 +54,25 @@ pub struct Args {
     /// Stop once this many client-facing 5xx have verdicts.
     #[arg(long, value_name = "N")]
     pub until: Option<usize>,
-    /// Capture filter in tcpdump syntax; default: TCP segments with data or SYN/FIN/RST
-    /// (pure ACKs prove nothing and are half of a busy proxy's packets).
+    /// Capture filter in tcpdump syntax, instead of the kernel's selection; every matching
+    /// segment is copied (as with --all-data).
     #[arg(long, value_name = "EXPR", conflicts_with = "full")]
     pub filter: Option<String>,
-    /// Capture every TCP segment, pure ACKs too.
-    #[arg(long, conflicts_with = "sparse")]
+    /// Copy every TCP segment with data or SYN/FIN/RST instead of the kernel's selection:
+    /// every request is seen, at several times the cost on a busy proxy.
+    #[arg(long)]
+    pub all_data: bool,
+    /// Copy every TCP segment, pure ACKs too (implies --all-data).
+    #[arg(long)]
     pub full: bool,
-    /// Let the kernel copy only what can explain a 5xx: control segments, each connection's
-    /// first exchange, exchanges on a connection reused after --sparse-idle of quiet, 5xx
-    /// response heads, and everything after a FIN or RST. For busy proxies: it costs a
-    /// fraction of a full capture, but requests on busy keep-alive connections are not seen.
-    #[arg(long, conflicts_with = "filter")]
+    /// The default: let the kernel copy only what can explain a 5xx: control segments, each
+    /// connection's first exchange, exchanges on a connection reused after --sparse-idle of
+    /// quiet, 5xx response heads, and everything after a FIN or RST. Requests in the middle
+    /// of busy keep-alive connections are not seen (their 5xx heads are).
+    #[arg(long, conflicts_with_all = ["filter", "all_data", "full"])]
     pub sparse: bool,
-    /// With --sparse: quiet time after which a connection's next exchange is captured.
+    /// With the kernel's selection: quiet time after which a connection's next exchange is
+    /// captured.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "500ms")]
     pub sparse_idle: Duration,
     /// Only these TCP ports (repeatable), for the capture filter and the probe.
@@ -240,14 +245,21 @@ fn probe_config(args: &Args, netns: Option<&Path>) -> ProbeConfig {
     }
 }
 
-/// With --sparse, the kernel filter: from the probe's object when it loaded, else loaded
-/// on its own. `None` (with a warning) falls back to the ordinary capture filter.
+/// Whether the kernel selects the packets (the default; `--all-data`, `--full` and
+/// `--filter` copy every matching segment instead).
+fn wants_sparse(args: &Args) -> bool {
+    !(args.all_data || args.full || args.filter.is_some())
+}
+
+/// The kernel's selection unless told otherwise: from the probe's object when it loaded,
+/// else loaded on its own. `None` (with a warning) falls back to the ordinary capture
+/// filter.
 fn start_selector(
     args: &Args,
     netns: Option<&Path>,
     probe: Option<&mut ProbeSource>,
 ) -> Option<Selector> {
-    if !args.sparse {
+    if !wants_sparse(args) {
         return None;
     }
     let loaded = match probe {
@@ -257,7 +269,7 @@ fn start_selector(
     match loaded {
         Ok(s) => Some(s),
         Err(e) => {
-            eprintln!("warning: --sparse: the kernel filter did not load ({e}); capturing every data segment instead");
+            eprintln!("warning: the kernel's packet selection did not load ({e}); copying every data segment instead (as --all-data)");
             None
         }
     }
@@ -541,5 +553,32 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3d").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("capture").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn the_kernel_selects_unless_told_to_copy_everything() {
+        assert!(wants_sparse(&parse(&[]).unwrap()));
+        assert!(wants_sparse(&parse(&["--sparse"]).unwrap()));
+        assert!(!wants_sparse(&parse(&["--all-data"]).unwrap()));
+        assert!(!wants_sparse(&parse(&["--full"]).unwrap()));
+        assert!(!wants_sparse(&parse(&["--filter", "tcp port 80"]).unwrap()));
+        for both in [
+            &["--sparse", "--all-data"][..],
+            &["--sparse", "--full"],
+            &["--sparse", "--filter", "tcp"],
+        ] {
+            assert!(parse(both).is_err(), "{both:?}");
+        }
     }
 }
