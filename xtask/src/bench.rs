@@ -67,9 +67,9 @@ pub enum Proxy {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Round {
-    rps: f64,
-    p99_ms: f64,
+pub(crate) struct Round {
+    pub(crate) rps: f64,
+    pub(crate) p99_ms: f64,
     requests: f64,
     /// CPU seconds the whole machine was busy during the load (steal excluded), minus wrk's.
     cpu_s: f64,
@@ -357,7 +357,7 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     match s.len() {
@@ -367,7 +367,7 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn backend_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String {
+pub(crate) fn backend_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String {
     format!(
         "worker_processes 1;\npid {d}/backend.pid;\nerror_log {d}/backend-error.log;\nevents {{ worker_connections 4096; }}\n\
          http {{\n access_log off;\n client_body_temp_path {d}/tmp-b;\n proxy_temp_path {d}/tmp-b;\n\
@@ -377,7 +377,7 @@ fn backend_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String {
     )
 }
 
-fn front_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String {
+pub(crate) fn front_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String {
     format!(
         "worker_processes 1;\npid {d}/front.pid;\nerror_log {d}/front-error.log;\nevents {{ worker_connections 4096; }}\n\
          http {{\n access_log off;\n client_body_temp_path {d}/tmp-f;\n proxy_temp_path {d}/tmp-f;\n\
@@ -392,7 +392,7 @@ fn front_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String {
 /// Caddy as the proxy, named `front` like nginx: keep-alive to the upstream with an idle
 /// pool larger than any load's concurrency (Caddy's default of 32 per host makes it close
 /// and reopen connections under wrk -c32, until its ports run out), no logs.
-fn start_caddy(
+pub(crate) fn start_caddy(
     procs: &mut Procs,
     ns: &str,
     dir: &Path,
@@ -418,7 +418,7 @@ fn start_caddy(
     procs.spawn(ns, "front", cmd)
 }
 
-fn start_nginx(procs: &mut Procs, ns: &str, name: &str, conf: &str) -> Result<()> {
+pub(crate) fn start_nginx(procs: &mut Procs, ns: &str, name: &str, conf: &str) -> Result<()> {
     let path = procs.dir().join(format!("{name}.conf"));
     std::fs::write(&path, conf)?;
     let mut cmd = Command::new(tracer_lab::scenario::require_program("nginx", "nginx")?);
@@ -430,7 +430,7 @@ fn start_nginx(procs: &mut Procs, ns: &str, name: &str, conf: &str) -> Result<()
     procs.spawn(ns, name, cmd)
 }
 
-fn start_tracer(
+pub(crate) fn start_tracer(
     tracer: &Path,
     h: &tracer_lab::scenario::Hosts,
     seconds: u32,
@@ -506,28 +506,8 @@ fn measured(
     r.cpu_s = (busy1 - busy0) - (wrk1 - wrk0);
     r.proxy_cpu_s = proxy1 - proxy0;
     r.tracer_s = tracer1 - tracer0;
-    let target = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(std::env::current_exe().context("finding the xtask binary")?)
-        .args(["rate-load", "--target", &target])
-        .args(["--rate", &rate.to_string()])
-        .args(["--connections", &args.connections.to_string()])
-        .args(["--seconds", &args.seconds.to_string()])
-        .output()
-        .context("running the fixed-rate load")?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "unexpected rate-load output: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    r.fixed_rps = v["rps"].as_f64().unwrap_or(0.0);
-    r.fixed_p99_ms = v["p99_ms"].as_f64().unwrap_or(0.0);
-    r.fixed_errors = v["errors"].as_u64().unwrap_or(0);
+    (r.fixed_rps, r.fixed_p99_ms, r.fixed_errors) =
+        fixed_load(ns, url, rate, args.connections, args.seconds)?;
     Ok(r)
 }
 
@@ -593,7 +573,48 @@ fn tree_cpu_s(pid: u32) -> f64 {
         .sum()
 }
 
-fn run_wrk(wrk: &Path, ns: &str, url: &str, seconds: u32, connections: u32) -> Result<Round> {
+/// `xtask rate-load` against `url` from namespace `ns`: achieved requests/s, p99 latency
+/// (ms, from when each request was due) and failed requests.
+pub(crate) fn fixed_load(
+    ns: &str,
+    url: &str,
+    rate: u32,
+    connections: u32,
+    seconds: u32,
+) -> Result<(f64, f64, u64)> {
+    let target = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(std::env::current_exe().context("finding the xtask binary")?)
+        .args(["rate-load", "--target", &target])
+        .args(["--rate", &rate.to_string()])
+        .args(["--connections", &connections.to_string()])
+        .args(["--seconds", &seconds.to_string()])
+        .output()
+        .context("running the fixed-rate load")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "unexpected rate-load output: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok((
+        v["rps"].as_f64().unwrap_or(0.0),
+        v["p99_ms"].as_f64().unwrap_or(0.0),
+        v["errors"].as_u64().unwrap_or(0),
+    ))
+}
+
+pub(crate) fn run_wrk(
+    wrk: &Path,
+    ns: &str,
+    url: &str,
+    seconds: u32,
+    connections: u32,
+) -> Result<Round> {
     let out = Command::new("ip")
         .args(["netns", "exec", ns])
         .arg(wrk)
@@ -646,7 +667,7 @@ fn latency_ms(v: &str) -> Result<f64> {
 }
 
 /// CPU seconds (user + system) and peak resident memory (KiB) of a running process.
-fn usage(pid: u32) -> (f64, u64) {
+pub(crate) fn usage(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')

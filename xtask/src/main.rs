@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_analyze;
+mod bench_paired;
 mod bench_probe;
 mod ebpf;
 mod lab;
@@ -40,6 +41,8 @@ enum Task {
     BenchAnalyze(bench_analyze::BenchArgs),
     /// Benchmark: a busy proxy's throughput and p99 with and without `tracer capture`.
     BenchCapture(bench::BenchArgs),
+    /// Benchmark: bench-capture's question on two stacks loaded at once, cancelling host noise.
+    BenchPaired(bench_paired::PairedArgs),
     /// Benchmark: the kernel side's cost per system call and per packet (loopback, no proxy).
     BenchProbe(bench_probe::BenchArgs),
     /// An open-loop load at a fixed rate, one JSON line of results (used by bench-capture).
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Task::BenchCapture(args) => bench::bench_capture(&args),
         Task::BenchAnalyze(args) => bench_analyze::bench_analyze(&args),
         Task::BenchProbe(args) => bench_probe::bench_probe(&args),
+        Task::BenchPaired(args) => bench_paired::bench_paired(&args),
         Task::RateLoad(args) => rate::run(&args),
         Task::BuildEbpf { debug } => ebpf::build_ebpf(!debug),
     };
