@@ -46,6 +46,9 @@ pub struct PairedArgs {
     /// The proxy under test.
     #[arg(long, value_enum, default_value_t = Proxy::Nginx)]
     proxy: Proxy,
+    /// More arguments for `tracer capture` (e.g. `--tracer-arg=--background`).
+    #[arg(long = "tracer-arg", value_name = "ARG", allow_hyphen_values = true)]
+    tracer_args: Vec<String>,
 }
 
 /// One stack: its namespaces and processes.
@@ -170,11 +173,11 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
     let rate = args.rate.unwrap_or((each / 4.0) as u32).max(1);
     eprintln!("each stack: {each:.0} req/s while both run; fixed load {rate} req/s per stack");
 
-    let extra: &[&str] = match args.kind {
-        Kind::Sparse => &[],
-        Kind::AllData => &["--all-data"],
-        Kind::Tcpdump => &[],
+    let mut extra: Vec<&str> = match args.kind {
+        Kind::Sparse | Kind::Tcpdump => Vec::new(),
+        Kind::AllData => vec!["--all-data"],
     };
+    extra.extend(args.tracer_args.iter().map(String::as_str));
     // (with / without) per round where something was attached, and (B / A) per round
     // with nothing: the noise floor.
     let mut rps_ratio = Vec::new();
@@ -214,7 +217,7 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
                         &tracer,
                         &st.h,
                         2 * args.seconds + 6,
-                        extra,
+                        &extra,
                         &err,
                     )?)
                 }
@@ -243,6 +246,15 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
                         let requests = (b.rps[i] + f64::from(rate)) * f64::from(args.seconds);
                         tracer_cpu.push((usage(t.id()).0 - cpu0) / requests.max(1.0) * 1e6);
                         let _ = t.wait();
+                        // Its closing line: packets, kernel events, and what was lost.
+                        let err = dir.join(format!("tracer-{round}.err"));
+                        if let Some(done) = std::fs::read_to_string(&err)
+                            .unwrap_or_default()
+                            .lines()
+                            .find(|l| l.starts_with("tracer capture: done:"))
+                        {
+                            eprintln!("    {done}");
+                        }
                     }
                     Attached::Tcpdump => {
                         stacks[i].procs.stop("tcpdump-0");
