@@ -17,14 +17,13 @@ use aya_ebpf::{
     macros::{map, raw_tracepoint, socket_filter, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{RawTracePointContext, SkBuffContext, TracePointContext},
-    EbpfContext,
     Global,
 };
 use tracer_common::select::{
     decide, is_5xx_head, slot, FlowKey, FlowMark, SegmentFacts, FLOW_SLOTS, HEAD_PREFIX,
 };
 use tracer_common::{
-    flags, kind, tcp_state, tp, Config, RawSockEvent, SockInfo, AF_INET, AF_INET6,
+    flags, kind, tcp_state, tp, Config, RawSockEvent, SockInfo, AF_INET6,
     EVENTS_RING_BYTES, IPPROTO_TCP, MSG_PEEK,
 };
 
@@ -117,13 +116,16 @@ fn learn_owner_once(info: &mut SockInfo) {
     }
 }
 
+/// Whether a socket is known to live in another network namespace than `cfg` asks for.
+#[inline(always)]
+fn other_netns(cfg: &Config, info: &SockInfo) -> bool {
+    cfg.netns != 0 && info.netns != 0 && info.netns != cfg.netns
+}
+
 /// Whether a socket passes the filters in `cfg`.
 #[inline(always)]
 fn passes(cfg: &Config, info: &SockInfo) -> bool {
-    if !cfg.port_matches(info.sport, info.dport) {
-        return false;
-    }
-    if cfg.netns != 0 && info.netns != 0 && info.netns != cfg.netns {
+    if !cfg.port_matches(info.sport, info.dport) || other_netns(cfg, info) {
         return false;
     }
     // With a pid filter, a socket whose owner is not known yet is not emitted.
@@ -269,7 +271,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Res {
     let now = now_ns();
 
     let mut info = known_or_tuple(&cfg, skaddr, family, sport, dport, addrs);
-    if cfg.netns != 0 && info.netns != 0 && info.netns != cfg.netns {
+    if other_netns(&cfg, &info) {
         // Another namespace's socket: not tracked at all, so that its sends and receives
         // (every one of which runs the probe) end at a map miss.
         let _ = SOCKS.remove(skaddr);
@@ -352,10 +354,11 @@ fn try_sock_send_length(ctx: &RawTracePointContext) -> Res {
         info.state
     };
     let after_idle = last != 0 && idle >= cfg.idle_threshold_ns;
-    if after_idle || began_in == tcp_state::CLOSE_WAIT {
+    let report = after_idle || began_in == tcp_state::CLOSE_WAIT;
+    if report {
         learn_owner(info); // the writer of this very call
     }
-    if (after_idle || began_in == tcp_state::CLOSE_WAIT) && passes(&cfg, info) {
+    if report && passes(&cfg, info) {
         let snapshot = *info;
         emit(
             kind::SEND_AFTER_IDLE,
