@@ -86,35 +86,28 @@ impl Btf {
             let extra = match kind {
                 1 | 14 | 17 => 4, // INT, VAR, DECL_TAG
                 3 => 12,          // ARRAY
-                KIND_STRUCT | KIND_UNION => {
+                // A member: name, type, then (structs and unions only) its offset; a
+                // prototype's parameter: name, type.
+                KIND_STRUCT | KIND_UNION | KIND_FUNC_PROTO => {
+                    let stride = if kind == KIND_FUNC_PROTO { 8 } else { 12 };
                     for i in 0..vlen {
-                        let m = p + i * 12;
-                        let raw_off =
-                            u32_at(types_raw, m + 8).ok_or_else(|| truncated(types.len()))?;
+                        let m = p + i * stride;
+                        let at =
+                            |off| u32_at(types_raw, m + off).ok_or_else(|| truncated(types.len()));
+                        let bit_offset = if kind == KIND_FUNC_PROTO {
+                            0
+                        } else if kind_flag {
+                            at(8)? & 0x00ff_ffff
+                        } else {
+                            at(8)?
+                        };
                         members.push(Member {
-                            name_off: u32_at(types_raw, m).ok_or_else(|| truncated(types.len()))?,
-                            type_id: u32_at(types_raw, m + 4)
-                                .ok_or_else(|| truncated(types.len()))?,
-                            bit_offset: if kind_flag {
-                                raw_off & 0x00ff_ffff
-                            } else {
-                                raw_off
-                            },
+                            name_off: at(0)?,
+                            type_id: at(4)?,
+                            bit_offset,
                         });
                     }
-                    12 * vlen
-                }
-                KIND_FUNC_PROTO => {
-                    for i in 0..vlen {
-                        let m = p + i * 8;
-                        members.push(Member {
-                            name_off: u32_at(types_raw, m).ok_or_else(|| truncated(types.len()))?,
-                            type_id: u32_at(types_raw, m + 4)
-                                .ok_or_else(|| truncated(types.len()))?,
-                            bit_offset: 0,
-                        });
-                    }
-                    8 * vlen
+                    stride * vlen
                 }
                 6 => 8 * vlen,                 // ENUM
                 15 | 19 => 12 * vlen,          // DATASEC, ENUM64
@@ -162,10 +155,11 @@ impl Btf {
         None
     }
 
-    fn struct_id(&self, name: &str) -> Option<u32> {
+    /// The id of the type of `kind` named `name`.
+    fn type_id(&self, kind: u32, name: &str) -> Option<u32> {
         self.types
             .iter()
-            .position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == name.as_bytes())
+            .position(|t| t.kind == kind && self.name(t.name_off) == name.as_bytes())
             .and_then(|i| u32::try_from(i + 1).ok())
     }
 
@@ -192,7 +186,7 @@ impl Btf {
     /// Byte offset of a member path (`["__sk_common", "skc_net"]`) in struct `root`.
     pub fn offset_of(&self, root: &str, path: &[&str]) -> Result<u32, String> {
         let mut id = self
-            .struct_id(root)
+            .type_id(KIND_STRUCT, root)
             .ok_or_else(|| format!("the kernel BTF has no struct {root}"))?;
         let mut bits = 0u32;
         for field in path {
@@ -207,9 +201,7 @@ impl Btf {
         }
         Ok(bits / 8)
     }
-}
 
-impl Btf {
     /// A type in C spelling, enough to compare prototypes: `int`, `struct sock *`, `void *`
     /// (qualifiers are dropped, typedefs keep their name).
     fn spell(&self, id: u32, depth: u32) -> String {
@@ -238,10 +230,7 @@ impl Btf {
     pub fn raw_tracepoint_args(&self, event: &str) -> Result<Vec<String>, String> {
         let typedef = format!("btf_trace_{event}");
         let id = self
-            .types
-            .iter()
-            .position(|t| t.kind == KIND_TYPEDEF && self.name(t.name_off) == typedef.as_bytes())
-            .and_then(|i| u32::try_from(i + 1).ok())
+            .type_id(KIND_TYPEDEF, &typedef)
             .ok_or_else(|| format!("the kernel BTF has no {typedef}"))?;
         let ptr = self
             .resolve(id)
@@ -260,14 +249,40 @@ impl Btf {
     }
 }
 
+/// Why the running kernel's BTF cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelBtfError {
+    /// The file is not there or not readable (a kernel built without BTF).
+    Unreadable(String),
+    /// It is there but does not parse.
+    Malformed(String),
+}
+
+impl std::fmt::Display for KernelBtfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreadable(why) | Self::Malformed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The running kernel's BTF, read and parsed once for every check a load makes (it is
+/// megabytes).
+pub fn kernel() -> Result<Btf, KernelBtfError> {
+    let blob = std::fs::read(VMLINUX_BTF)
+        .map_err(|e| KernelBtfError::Unreadable(format!("reading {VMLINUX_BTF}: {e}")))?;
+    Btf::parse(&blob).map_err(KernelBtfError::Malformed)
+}
+
 /// Checks that each raw tracepoint the probe attaches passes the arguments its program
-/// reads (`tracer_common::Tracepoint::args`) on the running kernel. `Err` when a
-/// prototype differs; `Ok(Some(why))` when the kernel's BTF cannot be read, so the check
-/// could not run.
-pub fn verify_raw_tracepoints() -> Result<Option<String>, String> {
-    let btf = match std::fs::read(VMLINUX_BTF) {
-        Ok(blob) => Btf::parse(&blob)?,
-        Err(e) => return Ok(Some(format!("reading {VMLINUX_BTF}: {e}"))),
+/// reads (`tracer_common::Tracepoint::args`) on the running kernel (`btf`, from
+/// [`kernel`]). `Err` when a prototype differs or the BTF is malformed; `Ok(Some(why))`
+/// when there is no BTF to read, so the check could not run.
+pub fn verify_raw_tracepoints(btf: &Result<Btf, KernelBtfError>) -> Result<Option<String>, String> {
+    let btf = match btf {
+        Ok(b) => b,
+        Err(KernelBtfError::Unreadable(why)) => return Ok(Some(why.clone())),
+        Err(KernelBtfError::Malformed(e)) => return Err(e.clone()),
     };
     for tp in tracer_common::TRACEPOINTS.iter().filter(|t| t.raw) {
         let found = btf.raw_tracepoint_args(tp.event)?;
@@ -289,10 +304,9 @@ fn truncated(index: usize) -> String {
 }
 
 /// `(offset of skc_net in struct sock, offset of ns.inum in struct net)` for the running
-/// kernel; `Err` says why not.
-pub fn netns_offsets() -> Result<(u32, u32), String> {
-    let blob = std::fs::read(VMLINUX_BTF).map_err(|e| format!("reading {VMLINUX_BTF}: {e}"))?;
-    let btf = Btf::parse(&blob)?;
+/// kernel (`btf`, from [`kernel`]); `Err` says why not.
+pub fn netns_offsets(btf: &Result<Btf, KernelBtfError>) -> Result<(u32, u32), String> {
+    let btf = btf.as_ref().map_err(ToString::to_string)?;
     let sk_net = btf.offset_of("sock", &["__sk_common", "skc_net"])?;
     let inum = btf.offset_of("net", &["ns", "inum"])?;
     Ok((sk_net, inum))
@@ -302,53 +316,79 @@ pub fn netns_offsets() -> Result<(u32, u32), String> {
 mod tests {
     use super::*;
 
-    /// Builds a BTF blob: struct outer { int a; struct { int b; }; struct inner in; }.
-    fn blob() -> Vec<u8> {
-        let strings = b"\0int\0a\0b\0outer\0in\0inner\0c\0".to_vec();
-        let s = |n: &str| {
-            let needle = [n.as_bytes(), b"\0"].concat();
-            strings
+    /// Builds a BTF blob: a string section, then type entries added in id order.
+    struct Blob {
+        strings: &'static [u8],
+        types: Vec<u8>,
+    }
+
+    impl Blob {
+        fn new(strings: &'static [u8]) -> Self {
+            Self {
+                strings,
+                types: Vec::new(),
+            }
+        }
+
+        /// Offset of `name` in the string section.
+        fn s(&self, name: &str) -> u32 {
+            let needle = [b"\0", name.as_bytes(), b"\0"].concat();
+            let at = self
+                .strings
                 .windows(needle.len())
                 .position(|w| w == needle.as_slice())
-                .map(|p| p as u32)
-                .unwrap()
-        };
-        let mut t = Vec::new();
-        let mut ty = |name: u32, info: u32, size: u32, extra: &[u32]| {
+                .unwrap();
+            at as u32 + 1
+        }
+
+        /// Adds the next type: name offset, info word, size or type, trailing words.
+        fn ty(&mut self, name: u32, info: u32, size: u32, extra: &[u32]) {
             for v in [name, info, size].iter().chain(extra) {
-                t.extend_from_slice(&v.to_le_bytes());
+                self.types.extend_from_slice(&v.to_le_bytes());
             }
-        };
+        }
+
+        fn finish(self) -> Vec<u8> {
+            let t = self.types;
+            let mut b = Vec::new();
+            b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+            b.extend_from_slice(&[1, 0]);
+            for v in [
+                24u32,
+                0,
+                t.len() as u32,
+                t.len() as u32,
+                self.strings.len() as u32,
+            ] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&t);
+            b.extend_from_slice(self.strings);
+            b
+        }
+    }
+
+    /// struct outer { int a; struct { int b; }; struct inner in; }.
+    fn blob() -> Vec<u8> {
+        let mut b = Blob::new(b"\0int\0a\0b\0outer\0in\0inner\0c\0");
+        let (int, a, bb, c) = (b.s("int"), b.s("a"), b.s("b"), b.s("c"));
+        let (inner, outer, inn) = (b.s("inner"), b.s("outer"), b.s("in"));
         // 1: int (INT, 4 bytes, encoding word)
-        ty(s("int"), 1 << 24, 4, &[32]);
+        b.ty(int, 1 << 24, 4, &[32]);
         // 2: anonymous struct { int b; } at bit 0
-        ty(0, (KIND_STRUCT << 24) | 1, 4, &[s("b"), 1, 0]);
+        b.ty(0, (KIND_STRUCT << 24) | 1, 4, &[bb, 1, 0]);
         // 3: struct inner { int c; }
-        ty(s("inner"), (KIND_STRUCT << 24) | 1, 4, &[s("c"), 1, 0]);
+        b.ty(inner, (KIND_STRUCT << 24) | 1, 4, &[c, 1, 0]);
         // 4: const struct inner
-        ty(0, KIND_CONST << 24, 3, &[]);
+        b.ty(0, KIND_CONST << 24, 3, &[]);
         // 5: struct outer { int a; <anon 2> at 32; const inner in at 64 }
-        ty(
-            s("outer"),
+        b.ty(
+            outer,
             (KIND_STRUCT << 24) | 3,
             12,
-            &[s("a"), 1, 0, 0, 2, 32, s("in"), 4, 64],
+            &[a, 1, 0, 0, 2, 32, inn, 4, 64],
         );
-        let mut b = Vec::new();
-        b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        b.extend_from_slice(&[1, 0]);
-        for v in [
-            24u32,
-            0,
-            t.len() as u32,
-            t.len() as u32,
-            strings.len() as u32,
-        ] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        b.extend_from_slice(&t);
-        b.extend_from_slice(&strings);
-        b
+        b.finish()
     }
 
     #[test]
@@ -371,49 +411,18 @@ mod tests {
 
     /// A blob with `typedef void (*btf_trace_ev)(void *, struct sock *, int)`.
     fn proto_blob() -> Vec<u8> {
-        let strings = b"\0int\0sock\0btf_trace_ev\0__data\0sk\0ret\0".to_vec();
-        let s = |n: &str| {
-            let needle = [b"\0", n.as_bytes(), b"\0"].concat();
-            strings
-                .windows(needle.len())
-                .position(|w| w == needle.as_slice())
-                .map(|p| p as u32 + 1)
-                .unwrap()
-        };
-        let mut t = Vec::new();
-        let mut ty = |name: u32, info: u32, size: u32, extra: &[u32]| {
-            for v in [name, info, size].iter().chain(extra) {
-                t.extend_from_slice(&v.to_le_bytes());
-            }
-        };
-        ty(s("int"), KIND_INT << 24, 4, &[32]); // 1: int
-        ty(s("sock"), KIND_STRUCT << 24, 0, &[]); // 2: struct sock (no members)
-        ty(0, KIND_PTR << 24, 2, &[]); // 3: struct sock *
-        ty(0, KIND_PTR << 24, 0, &[]); // 4: void *
-        ty(0, KIND_CONST << 24, 1, &[]); // 5: const int
-        ty(
-            0,
-            (KIND_FUNC_PROTO << 24) | 3,
-            0,
-            &[s("__data"), 4, s("sk"), 3, s("ret"), 5],
-        ); // 6: void (void *, struct sock *, const int)
-        ty(0, KIND_PTR << 24, 6, &[]); // 7: pointer to 6
-        ty(s("btf_trace_ev"), KIND_TYPEDEF << 24, 7, &[]); // 8
-        let mut b = Vec::new();
-        b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        b.extend_from_slice(&[1, 0]);
-        for v in [
-            24u32,
-            0,
-            t.len() as u32,
-            t.len() as u32,
-            strings.len() as u32,
-        ] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        b.extend_from_slice(&t);
-        b.extend_from_slice(&strings);
-        b
+        let mut b = Blob::new(b"\0int\0sock\0btf_trace_ev\0__data\0sk\0ret\0");
+        let (int, sock, ev) = (b.s("int"), b.s("sock"), b.s("btf_trace_ev"));
+        let (data, sk, ret) = (b.s("__data"), b.s("sk"), b.s("ret"));
+        b.ty(int, KIND_INT << 24, 4, &[32]); // 1: int
+        b.ty(sock, KIND_STRUCT << 24, 0, &[]); // 2: struct sock (no members)
+        b.ty(0, KIND_PTR << 24, 2, &[]); // 3: struct sock *
+        b.ty(0, KIND_PTR << 24, 0, &[]); // 4: void *
+        b.ty(0, KIND_CONST << 24, 1, &[]); // 5: const int
+        b.ty(0, (KIND_FUNC_PROTO << 24) | 3, 0, &[data, 4, sk, 3, ret, 5]); // 6: void (void *, struct sock *, const int)
+        b.ty(0, KIND_PTR << 24, 6, &[]); // 7: pointer to 6
+        b.ty(ev, KIND_TYPEDEF << 24, 7, &[]); // 8
+        b.finish()
     }
 
     #[test]
@@ -428,7 +437,7 @@ mod tests {
 
     #[test]
     fn running_kernel_raw_tracepoints_match_when_btf_is_present() {
-        match verify_raw_tracepoints() {
+        match verify_raw_tracepoints(&kernel()) {
             Ok(None) => {}
             Ok(Some(why)) => eprintln!("skipped: {why}"),
             Err(e) => panic!("{e}"),
@@ -437,7 +446,7 @@ mod tests {
 
     #[test]
     fn running_kernel_offsets_when_btf_is_present() {
-        match netns_offsets() {
+        match netns_offsets(&kernel()) {
             Ok((sk_net, inum)) => assert!(sk_net > 0 && inum > 0),
             Err(e) => eprintln!("skipped: {e}"),
         }

@@ -126,7 +126,8 @@ pub fn check() -> CheckReport {
             return r;
         }
     }
-    match btf::verify_raw_tracepoints() {
+    let kernel_btf = btf::kernel();
+    match btf::verify_raw_tracepoints(&kernel_btf) {
         Ok(None) => r.push(
             "raw tracepoint arguments",
             Good,
@@ -142,7 +143,7 @@ pub fn check() -> CheckReport {
             return r;
         }
     }
-    match btf::netns_offsets() {
+    match btf::netns_offsets(&kernel_btf) {
         Ok((a, b)) => r.push(
             "kernel BTF",
             Good,

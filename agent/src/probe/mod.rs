@@ -246,14 +246,15 @@ impl Probe {
             warnings.push(w);
         }
         layout::verify(tracefs.path())?;
-        match btf::verify_raw_tracepoints() {
+        let kernel_btf = btf::kernel();
+        match btf::verify_raw_tracepoints(&kernel_btf) {
             Ok(None) => {}
             Ok(Some(why)) => warnings.push(format!(
                 "the arguments of the send and receive tracepoints could not be checked: {why}"
             )),
             Err(e) => return Err(ProbeError::RawTracepointMismatch(e)),
         }
-        let offsets = match btf::netns_offsets() {
+        let offsets = match btf::netns_offsets(&kernel_btf) {
             Ok(o) => Some(o),
             Err(e) => {
                 warnings.push(format!("network namespaces will not be reported: {e}"));
