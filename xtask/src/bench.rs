@@ -254,23 +254,15 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     // Each round is compared with the baselines just before and after it, which cancels the
     // machine's drift; the median over rounds is reported, with the baseline's own
     // round-to-round change as the noise floor.
-    let noise: Vec<f64> = base
-        .windows(2)
-        .map(|w| (w[1].rps / w[0].rps - 1.0).abs() * 100.0)
-        .collect();
+    let field = |v: &[Round], f: fn(&Round) -> f64| v.iter().map(f).collect::<Vec<f64>>();
+    let noise = noise_pct(&field(base, |r| r.rps));
     println!(
         "  noise floor: consecutive baselines differ by a median {:.1}% (max {:.1}%); a loss below that is not measurable here",
         median(&noise),
         noise.iter().copied().fold(0.0, f64::max)
     );
     for (m, (name, _)) in modes.iter().enumerate().skip(1) {
-        let ratio = |f: fn(&Round) -> f64| -> Vec<f64> {
-            rounds[m]
-                .iter()
-                .enumerate()
-                .map(|(i, r)| f(r) / ((f(&base[i]) + f(&base[i + 1])) / 2.0))
-                .collect()
-        };
+        let ratio = |f: fn(&Round) -> f64| paired(&field(&rounds[m], f), &field(base, f));
         let rps = ratio(|r| r.rps);
         let p99 = ratio(|r| r.p99_ms);
         let (rps_m, p99_m) = (median(&rps), median(&p99));
@@ -281,12 +273,6 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
             mean(&rounds[m], |r| r.rps),
             mean(&rounds[m], |r| r.p99_ms)
         );
-        let list = |v: &[f64]| {
-            v.iter()
-                .map(|x| format!("{x:.2}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
         println!(
             "    fixed load: throughput ratio {:.3} (loss {:.1}%, target <= 3%), p99 ratio {:.3} (increase {:.1}%, target <= 5%; rounds {}), {errors} errors",
             median(&f_rps),
@@ -355,6 +341,30 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Each round's value against the mean of the baselines just before and after it
+/// (`base` holds one more round than `xs`: every round sits between two baselines).
+pub(crate) fn paired(xs: &[f64], base: &[f64]) -> Vec<f64> {
+    xs.iter()
+        .zip(base.windows(2))
+        .map(|(x, b)| x / ((b[0] + b[1]) / 2.0))
+        .collect()
+}
+
+/// How much consecutive baselines differ, per cent: the noise floor of [`paired`].
+pub(crate) fn noise_pct(base: &[f64]) -> Vec<f64> {
+    base.windows(2)
+        .map(|w| (w[1] / w[0] - 1.0).abs() * 100.0)
+        .collect()
+}
+
+/// Ratios for a results line: `0.97 1.02 …`.
+pub(crate) fn list(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.2}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(crate) fn median(v: &[f64]) -> f64 {

@@ -14,7 +14,9 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
-use tracer::probe::{Probe, ProbeConfig, Selector};
+
+use crate::bench::{median, noise_pct, paired};
+use tracer::probe::{Probe, ProbeConfig, SelectTestRun, Selector};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -63,22 +65,20 @@ pub fn bench_probe(args: &BenchArgs) -> Result<()> {
     if args.size == 0 || args.round_trips == 0 || args.rounds == 0 {
         bail!("--size, --round-trips and --rounds must be positive");
     }
-    let mut probe = Probe::load(&ProbeConfig::default()).context("loading the probe")?;
-    let selector = probe.selector().context("loading select")?;
-    let mut runs: Vec<Vec<(&str, u32)>> = Vec::new();
+    let select = SelectTestRun::load(&ProbeConfig::default()).context("loading select")?;
+    let mut runs: Vec<Vec<(&str, f64)>> = Vec::new();
     for _ in 0..args.rounds {
-        runs.push(select_per_packet(&selector, 200_000)?);
+        runs.push(select_per_packet(&select, 200_000)?);
     }
     println!(
         "select alone, per packet (BPF_PROG_TEST_RUN, 200000 runs x {} rounds): min, median",
         args.rounds
     );
     for (i, (name, _)) in runs[0].iter().enumerate() {
-        let ns: Vec<f64> = runs.iter().map(|r| f64::from(r[i].1)).collect();
-        let min = ns.iter().copied().fold(f64::INFINITY, f64::min);
-        println!("  {name:<32} {min:>5.0} ns {:>5.0} ns", median(&ns));
+        let ns: Vec<f64> = runs.iter().map(|r| r[i].1).collect();
+        println!("  {name:<32} {:>5.0} ns {:>5.0} ns", min(&ns), median(&ns));
     }
-    drop((selector, probe));
+    drop(select);
     // Warm up: page in the code paths, let the CPU frequency settle.
     pingpong(args.round_trips / 4, args.size)?;
     let mut per_rt: Vec<Vec<f64>> = vec![Vec::new(); Mode::ALL.len()];
@@ -108,31 +108,26 @@ pub fn bench_probe(args: &BenchArgs) -> Result<()> {
         "{:<32} {:>14} {:>12} {:>14}",
         "attached", "min ns/rt", "added ns", "paired ratio"
     );
-    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let base = min(&per_rt[0]);
     for (m, mode) in Mode::ALL.iter().enumerate() {
-        let paired: Vec<f64> = per_rt[m]
-            .iter()
-            .zip(per_rt[0].windows(2))
-            .map(|(x, b)| x / ((b[0] + b[1]) / 2.0))
-            .collect();
         println!(
             "{:<32} {:>14.0} {:>12.0} {:>14.3}",
             mode.name(),
             min(&per_rt[m]),
             min(&per_rt[m]) - base,
-            median(&paired)
+            median(&paired(&per_rt[m], &per_rt[0]))
         );
     }
-    let noise: Vec<f64> = per_rt[0]
-        .windows(2)
-        .map(|w| (w[1] / w[0] - 1.0).abs() * 100.0)
-        .collect();
     println!(
         "consecutive baselines differ by a median {:.1}% (the noise floor of the paired ratio)",
-        median(&noise)
+        median(&noise_pct(&per_rt[0]))
     );
     Ok(())
+}
+
+/// The least disturbed of some rounds: interference only ever adds time.
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 /// What must stay alive while a mode is attached.
@@ -278,18 +273,9 @@ fn cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    s[s.len() / 2]
-}
-
 /// `select` alone on crafted packets (`BPF_PROG_TEST_RUN`): nanoseconds per run, as the
 /// kernel measures it, for each kind of segment a busy proxy sends.
-pub fn select_per_packet(selector: &Selector, repeat: u32) -> Result<Vec<(&'static str, u32)>> {
+pub fn select_per_packet(select: &SelectTestRun, repeat: u32) -> Result<Vec<(&'static str, f64)>> {
     let conn = ([10, 0, 0, 1], 40000u16, [10, 0, 0, 2], 8080u16);
     let cases: [(&str, u8, &[u8]); 4] = [
         ("pure ACK", 0x10, b""),
@@ -314,10 +300,11 @@ pub fn select_per_packet(selector: &Selector, repeat: u32) -> Result<Vec<(&'stat
         let frame = tcp_frame(conn, tcp_flags, payload);
         // The first runs mark the connection (a new one is kept whole for a while); wait
         // past that so the measured runs take the path of a busy connection's segments.
-        test_run(selector, &frame, 1)?;
+        select.run(&frame, 1)?;
         std::thread::sleep(std::time::Duration::from_millis(300));
-        test_run(selector, &frame, 1)?;
-        out.push((name, test_run(selector, &frame, repeat)?));
+        select.run(&frame, 1)?;
+        let per_run = select.run(&frame, repeat)?;
+        out.push((name, per_run.as_secs_f64() * 1e9));
     }
     Ok(out)
 }
@@ -351,52 +338,4 @@ fn tcp_frame(c: ([u8; 4], u16, [u8; 4], u16), tcp_flags: u8, payload: &[u8]) -> 
     f.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 1]);
     f.extend_from_slice(payload);
     f
-}
-
-/// One `BPF_PROG_TEST_RUN` of `select` on `frame`, `repeat` times: the kernel's average
-/// duration per run, nanoseconds.
-fn test_run(selector: &Selector, frame: &[u8], repeat: u32) -> Result<u32> {
-    /// The `test` member of `union bpf_attr`.
-    #[repr(C)]
-    #[derive(Default)]
-    struct TestAttr {
-        prog_fd: u32,
-        retval: u32,
-        data_size_in: u32,
-        data_size_out: u32,
-        data_in: u64,
-        data_out: u64,
-        repeat: u32,
-        duration: u32,
-        ctx_size_in: u32,
-        ctx_size_out: u32,
-        ctx_in: u64,
-        ctx_out: u64,
-        flags: u32,
-        cpu: u32,
-        batch_size: u32,
-        _pad: u32,
-    }
-    const BPF_PROG_TEST_RUN: libc::c_long = 10;
-    let mut attr = TestAttr {
-        prog_fd: std::os::fd::AsRawFd::as_raw_fd(&selector.program_fd()) as u32,
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        repeat,
-        ..TestAttr::default()
-    };
-    // SAFETY: bpf(2) reads `attr` (of the size passed) and the `frame` bytes it points at,
-    // both alive for the call, and writes only `retval` and `duration` back into `attr`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &raw mut attr,
-            std::mem::size_of::<TestAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("BPF_PROG_TEST_RUN on select");
-    }
-    Ok(attr.duration)
 }

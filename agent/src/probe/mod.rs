@@ -29,7 +29,7 @@ use tracer_common::{names, Config, Tracepoint, MAX_FILTER_PORTS, TRACEPOINTS};
 pub use check::{check, CheckItem, CheckReport, CheckStatus};
 pub use clock::{monotonic_now_ns, ClockAlignment, ClockSample};
 pub use event::{decode, decode_raw, from_raw, DecodeError, SockEvent, SockEventKind};
-pub use select::Selector;
+pub use select::{SelectTestRun, Selector};
 pub use sys::{missing_caps, Tracefs};
 pub use tracer_common::{kind, tcp_state, RawSockEvent};
 
@@ -108,6 +108,13 @@ pub enum ProbeError {
     #[error("attaching tracepoint {tracepoint} failed: {source}")]
     Attach {
         tracepoint: String,
+        #[source]
+        source: ProgramError,
+    },
+    /// `BPF_PROG_TEST_RUN` of a program on a crafted input failed.
+    #[error("running program `{program}` on a test packet failed: {source}")]
+    TestRun {
+        program: String,
         #[source]
         source: ProgramError,
     },

@@ -4,8 +4,9 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::time::Duration;
 
-use aya::programs::SocketFilter;
+use aya::programs::{SocketFilter, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::names;
 
@@ -17,52 +18,61 @@ pub struct Selector {
     fd: Arc<OwnedFd>,
 }
 
+/// The kernel object loaded on its own (no tracepoints), with `config`, for a capture
+/// without the probe or a benchmark of `select`.
+fn load_object(config: &ProbeConfig) -> Result<Ebpf, ProbeError> {
+    built_with_probe().map_err(ProbeError::NotBuilt)?;
+    if let Some(why) = sys::effective_caps().and_then(sys::missing_caps) {
+        return Err(ProbeError::MissingCapability(why));
+    }
+    // A failure to raise RLIMIT_MEMLOCK is harmless on kernels that account BPF memory
+    // to the cgroup; the load below says so if it is not.
+    let _ = sys::raise_memlock();
+    let raw = config.to_raw(None)?;
+    EbpfLoader::new()
+        .override_global(names::CONFIG, &PodConfig(raw), true)
+        .load(OBJECT)
+        .map_err(ProbeError::Load)
+}
+
+/// Loads `select` in `ebpf` (through the verifier) and hands it back.
+fn load_select(ebpf: &mut Ebpf) -> Result<&mut SocketFilter, ProbeError> {
+    let program = names::SELECT;
+    let load_err = |source| ProbeError::ProgramLoad {
+        program: program.to_owned(),
+        source,
+    };
+    let prog: &mut SocketFilter = ebpf
+        .program_mut(program)
+        .ok_or_else(|| ProbeError::ProgramMissing(program.to_owned()))?
+        .try_into()
+        .map_err(load_err)?;
+    prog.load().map_err(load_err)?;
+    Ok(prog)
+}
+
 impl Selector {
     /// Loads the kernel object on its own (no tracepoints) and its `select` program, for a
     /// capture without the probe.
     pub fn load(config: &ProbeConfig) -> Result<Self, ProbeError> {
-        built_with_probe().map_err(ProbeError::NotBuilt)?;
-        if let Some(why) = sys::effective_caps().and_then(sys::missing_caps) {
-            return Err(ProbeError::MissingCapability(why));
-        }
-        // A failure to raise RLIMIT_MEMLOCK is harmless on kernels that account BPF memory
-        // to the cgroup; the load below says so if it is not.
-        let _ = sys::raise_memlock();
-        let raw = config.to_raw(None)?;
-        let mut ebpf = EbpfLoader::new()
-            .override_global(names::CONFIG, &PodConfig(raw), true)
-            .load(OBJECT)
-            .map_err(ProbeError::Load)?;
-        Self::from_object(&mut ebpf)
+        Self::from_object(&mut load_object(config)?)
     }
 
     /// Loads `select` from an already loaded object (sharing its configuration).
     pub(super) fn from_object(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
-        let program = names::SELECT;
-        let load_err = |source| ProbeError::ProgramLoad {
-            program: program.to_owned(),
-            source,
-        };
-        let prog: &mut SocketFilter = ebpf
-            .program_mut(program)
-            .ok_or_else(|| ProbeError::ProgramMissing(program.to_owned()))?
-            .try_into()
-            .map_err(load_err)?;
-        prog.load().map_err(load_err)?;
+        let prog = load_select(ebpf)?;
         // The program lives as long as a descriptor refers to it, and it holds its map:
         // keeping a duplicate lets the object (and its unrelated maps) go.
         let fd = prog
             .fd()
-            .map_err(load_err)?
+            .map_err(|source| ProbeError::ProgramLoad {
+                program: names::SELECT.to_owned(),
+                source,
+            })?
             .as_fd()
             .try_clone_to_owned()
             .map_err(ProbeError::Dup)?;
         Ok(Self { fd: Arc::new(fd) })
-    }
-
-    /// The program's descriptor (for `BPF_PROG_TEST_RUN` in benchmarks).
-    pub fn program_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 
     /// Replaces `socket`'s filter with this program (`SO_ATTACH_BPF`).
@@ -84,5 +94,41 @@ impl Selector {
         } else {
             Err(std::io::Error::last_os_error())
         }
+    }
+}
+
+/// `select` in an object of its own, run by the kernel on crafted packets
+/// (`BPF_PROG_TEST_RUN`): what it costs per segment, without a capture around it.
+pub struct SelectTestRun {
+    ebpf: Ebpf,
+}
+
+impl SelectTestRun {
+    pub fn load(config: &ProbeConfig) -> Result<Self, ProbeError> {
+        let mut ebpf = load_object(config)?;
+        load_select(&mut ebpf)?;
+        Ok(Self { ebpf })
+    }
+
+    /// Runs `select` `repeat` times on `frame` (Ethernet); the kernel's mean time per run.
+    /// Runs share the program's per-connection marks with each other and later calls.
+    pub fn run(&self, frame: &[u8], repeat: u32) -> Result<Duration, ProbeError> {
+        let program = names::SELECT;
+        let err = |source| ProbeError::TestRun {
+            program: program.to_owned(),
+            source,
+        };
+        let prog: &SocketFilter = self
+            .ebpf
+            .program(program)
+            .ok_or_else(|| ProbeError::ProgramMissing(program.to_owned()))?
+            .try_into()
+            .map_err(err)?;
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        Ok(prog.test_run(opts).map_err(err)?.duration)
     }
 }
