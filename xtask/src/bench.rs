@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tracer_lab::net::Net;
 use tracer_lab::procs::Procs;
-use tracer_lab::scenario::{Launcher, PROXY_PORT, UPSTREAM_PORT};
+use tracer_lab::scenario::{Hosts, Launcher, PROXY_PORT, UPSTREAM_PORT};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -66,6 +66,74 @@ pub enum Proxy {
     Caddy,
 }
 
+impl Proxy {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Proxy::Nginx => "nginx",
+            Proxy::Caddy => "caddy",
+        }
+    }
+}
+
+/// One lab stack under test: client, proxy and upstream namespaces, an nginx upstream and
+/// the proxy (`front`) in front of it, both listening.
+pub(crate) struct Stack {
+    pub(crate) h: Hosts,
+    pub(crate) procs: Procs,
+    /// The proxy's URL, from the client namespace.
+    pub(crate) url: String,
+    /// Last: the namespaces go after the processes in them.
+    _net: Net,
+}
+
+impl Stack {
+    pub(crate) fn start(dir: &Path, proxy: Proxy) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let net = Net::create()?;
+        let h = net.hosts().clone();
+        let mut procs = Procs::new(h.clone(), dir.to_path_buf());
+        start_nginx(
+            &mut procs,
+            &h.upstream_ns,
+            "backend",
+            &backend_conf(dir, &h),
+        )?;
+        procs.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
+        match proxy {
+            Proxy::Nginx => start_nginx(&mut procs, &h.proxy_ns, "front", &front_conf(dir, &h))?,
+            Proxy::Caddy => start_caddy(&mut procs, &h.proxy_ns, dir, &h)?,
+        }
+        procs.wait_listening(&h.proxy_ns, h.proxy_front_ip, PROXY_PORT)?;
+        let url = format!("http://{}:{PROXY_PORT}/", h.proxy_front_ip);
+        Ok(Self {
+            h,
+            procs,
+            url,
+            _net: net,
+        })
+    }
+}
+
+/// `tcpdump -w /dev/null` on the stack's two capture interfaces with the filter of
+/// `--all-data`: what copying the same packets to userspace costs without any analysis.
+pub(crate) fn start_tcpdump(st: &mut Stack) -> Result<()> {
+    let tcpdump = tracer_lab::scenario::require_program("tcpdump", "tcpdump")?;
+    for (i, ifname) in [&st.h.front_if, &st.h.back_if].into_iter().enumerate() {
+        let mut td = Command::new(&tcpdump);
+        td.args(["-i", ifname, "-n", "-s", "512", "-B", "65536"])
+            .args(["-w", "/dev/null"])
+            .arg(tracer::live::default_filter(&[]));
+        st.procs
+            .spawn(&st.h.proxy_ns, &format!("tcpdump-ref-{i}"), td)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn stop_tcpdump(st: &mut Stack) {
+    st.procs.stop("tcpdump-ref-0");
+    st.procs.stop("tcpdump-ref-1");
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Round {
     pub(crate) rps: f64,
@@ -102,23 +170,9 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     let wrk = tracer_lab::scenario::require_program("wrk", "wrk")?;
     let tracer = crate::build_tracer()?;
     let dir = std::env::temp_dir().join(format!("tracer-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let net = Net::create()?;
-    let h = net.hosts().clone();
-    let mut procs = Procs::new(h.clone(), dir.clone());
-    start_nginx(
-        &mut procs,
-        &h.upstream_ns,
-        "backend",
-        &backend_conf(&dir, &h),
-    )?;
-    procs.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
-    match args.proxy {
-        Proxy::Nginx => start_nginx(&mut procs, &h.proxy_ns, "front", &front_conf(&dir, &h))?,
-        Proxy::Caddy => start_caddy(&mut procs, &h.proxy_ns, &dir, &h)?,
-    }
-    procs.wait_listening(&h.proxy_ns, h.proxy_front_ip, PROXY_PORT)?;
-    let url = format!("http://{}:{PROXY_PORT}/", h.proxy_front_ip);
+    let mut stack = Stack::start(&dir, args.proxy)?;
+    let h = stack.h.clone();
+    let url = stack.url.clone();
 
     // Run-time statistics of BPF programs, for as long as this descriptor is open.
     let _stats = args
@@ -165,32 +219,14 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
             std::iter::once(0).chain((0..others).map(|k| 1 + (k + round as usize) % others));
         for m in order {
             let (name, extra) = &modes[m];
-            let proxy = procs.pid("front");
+            let proxy = stack.procs.pid("front");
             let r = if m == 0 {
                 measured(&wrk, &h.client_ns, &url, args, rate, proxy, None)?
             } else if kinds[m] == Some(Kind::Tcpdump) {
-                // What copying the same packets to userspace costs without any analysis.
-                for (i, ifname) in [&h.front_if, &h.back_if].into_iter().enumerate() {
-                    let mut td =
-                        Command::new(tracer_lab::scenario::require_program("tcpdump", "tcpdump")?);
-                    td.args([
-                        "-i",
-                        ifname,
-                        "-n",
-                        "-s",
-                        "512",
-                        "-B",
-                        "65536",
-                        "-w",
-                        "/dev/null",
-                    ])
-                    .arg(tracer::live::default_filter(&[]));
-                    procs.spawn(&h.proxy_ns, &format!("tcpdump-ref-{i}"), td)?;
-                }
+                start_tcpdump(&mut stack)?;
                 std::thread::sleep(Duration::from_millis(1500));
                 let r = measured(&wrk, &h.client_ns, &url, args, rate, proxy, None)?;
-                procs.stop("tcpdump-ref-0");
-                procs.stop("tcpdump-ref-1");
+                stop_tcpdump(&mut stack);
                 r
             } else {
                 let err = dir.join(format!("tracer-{round}-{m}.err"));
@@ -218,7 +254,7 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
         &url,
         args,
         rate,
-        procs.pid("front"),
+        stack.procs.pid("front"),
         None,
     )?;
     eprintln!(
@@ -226,18 +262,14 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
         r.rps, r.p99_ms
     );
     rounds[0].push(r);
-    drop(procs);
-    drop(net);
+    drop(stack);
     let _ = std::fs::remove_dir_all(&dir);
 
     let base = &rounds[0];
     let mean = |v: &[Round], f: fn(&Round) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     println!(
         "bench-capture: {} -> nginx, {} connections x {} s, {} rounds of each, alternated",
-        match args.proxy {
-            Proxy::Nginx => "nginx",
-            Proxy::Caddy => "caddy",
-        },
+        args.proxy.name(),
         args.connections,
         args.seconds,
         args.rounds
@@ -377,7 +409,7 @@ pub(crate) fn median(v: &[f64]) -> f64 {
     }
 }
 
-pub(crate) fn backend_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String {
+fn backend_conf(dir: &Path, h: &Hosts) -> String {
     format!(
         "worker_processes 1;\npid {d}/backend.pid;\nerror_log {d}/backend-error.log;\nevents {{ worker_connections 4096; }}\n\
          http {{\n access_log off;\n client_body_temp_path {d}/tmp-b;\n proxy_temp_path {d}/tmp-b;\n\
@@ -387,7 +419,7 @@ pub(crate) fn backend_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> Strin
     )
 }
 
-pub(crate) fn front_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String {
+fn front_conf(dir: &Path, h: &Hosts) -> String {
     format!(
         "worker_processes 1;\npid {d}/front.pid;\nerror_log {d}/front-error.log;\nevents {{ worker_connections 4096; }}\n\
          http {{\n access_log off;\n client_body_temp_path {d}/tmp-f;\n proxy_temp_path {d}/tmp-f;\n\
@@ -402,11 +434,11 @@ pub(crate) fn front_conf(dir: &Path, h: &tracer_lab::scenario::Hosts) -> String 
 /// Caddy as the proxy, named `front` like nginx: keep-alive to the upstream with an idle
 /// pool larger than any load's concurrency (Caddy's default of 32 per host makes it close
 /// and reopen connections under wrk -c32, until its ports run out), no logs.
-pub(crate) fn start_caddy(
+fn start_caddy(
     procs: &mut Procs,
     ns: &str,
     dir: &Path,
-    h: &tracer_lab::scenario::Hosts,
+    h: &Hosts,
 ) -> Result<()> {
     let conf = dir.join("Caddyfile");
     std::fs::write(
@@ -428,7 +460,7 @@ pub(crate) fn start_caddy(
     procs.spawn(ns, "front", cmd)
 }
 
-pub(crate) fn start_nginx(procs: &mut Procs, ns: &str, name: &str, conf: &str) -> Result<()> {
+fn start_nginx(procs: &mut Procs, ns: &str, name: &str, conf: &str) -> Result<()> {
     let path = procs.dir().join(format!("{name}.conf"));
     std::fs::write(&path, conf)?;
     let mut cmd = Command::new(tracer_lab::scenario::require_program("nginx", "nginx")?);
@@ -442,7 +474,7 @@ pub(crate) fn start_nginx(procs: &mut Procs, ns: &str, name: &str, conf: &str) -
 
 pub(crate) fn start_tracer(
     tracer: &Path,
-    h: &tracer_lab::scenario::Hosts,
+    h: &Hosts,
     seconds: u32,
     extra: &[&str],
     err: &Path,
@@ -458,14 +490,21 @@ pub(crate) fn start_tracer(
         .context("starting tracer capture")
 }
 
-/// The kernel events `tracer capture` reported in its closing line on stderr.
-fn kernel_events(err: &Path) -> u64 {
+/// What `tracer capture` wrote to stderr (`err`) when it ended, after `done: `: packets,
+/// kernel events and what was lost.
+pub(crate) fn closing_line(err: &Path) -> Option<String> {
     std::fs::read_to_string(err)
-        .unwrap_or_default()
+        .ok()?
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("tracer capture: done: ")?
-                .split(", ")
+        .find_map(|l| l.strip_prefix("tracer capture: done: "))
+        .map(str::to_owned)
+}
+
+/// The kernel events `tracer capture` reported in its closing line.
+fn kernel_events(err: &Path) -> u64 {
+    closing_line(err)
+        .and_then(|l| {
+            l.split(", ")
                 .find_map(|p| p.strip_suffix(" kernel events")?.parse().ok())
         })
         .unwrap_or(0)

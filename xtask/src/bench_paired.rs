@@ -11,18 +11,15 @@
 //! proxy's own path (the kernel side, per packet and per call), and tracer's process CPU is
 //! printed beside it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
 use anyhow::Result;
-use tracer_lab::net::Net;
-use tracer_lab::procs::Procs;
-use tracer_lab::scenario::{Hosts, Launcher, PROXY_PORT, UPSTREAM_PORT};
 
 use crate::bench::{
-    backend_conf, fixed_load, front_conf, median, run_wrk, start_caddy, start_nginx, start_tracer,
-    usage, Kind, Proxy,
+    closing_line, fixed_load, list, median, run_wrk, start_tcpdump, start_tracer, stop_tcpdump,
+    usage, Kind, Proxy, Stack,
 };
 
 #[derive(clap::Args)]
@@ -51,42 +48,6 @@ pub struct PairedArgs {
     tracer_args: Vec<String>,
 }
 
-/// One stack: its namespaces and processes.
-struct Stack {
-    h: Hosts,
-    procs: Procs,
-    url: String,
-    _net: Net,
-}
-
-impl Stack {
-    fn start(dir: &Path, proxy: Proxy) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let net = Net::create()?;
-        let h = net.hosts().clone();
-        let mut procs = Procs::new(h.clone(), dir.to_path_buf());
-        start_nginx(
-            &mut procs,
-            &h.upstream_ns,
-            "backend",
-            &backend_conf(dir, &h),
-        )?;
-        procs.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
-        match proxy {
-            Proxy::Nginx => start_nginx(&mut procs, &h.proxy_ns, "front", &front_conf(dir, &h))?,
-            Proxy::Caddy => start_caddy(&mut procs, &h.proxy_ns, dir, &h)?,
-        }
-        procs.wait_listening(&h.proxy_ns, h.proxy_front_ip, PROXY_PORT)?;
-        let url = format!("http://{}:{PROXY_PORT}/", h.proxy_front_ip);
-        Ok(Self {
-            h,
-            procs,
-            url,
-            _net: net,
-        })
-    }
-}
-
 /// Throughput and p99 of both stacks under the same two loads at the same time.
 #[derive(Debug, Clone, Copy, Default)]
 struct Both {
@@ -96,52 +57,26 @@ struct Both {
     errors: u64,
 }
 
+/// `f` on both stacks at once, one thread each; the results in stack order.
+fn on_both<T: Send>(stacks: &[Stack; 2], f: impl Fn(&Stack) -> Result<T> + Sync) -> Result<[T; 2]> {
+    std::thread::scope(|s| {
+        let [a, b] = stacks.each_ref().map(|st| s.spawn(|| f(st))).map(|t| {
+            t.join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))?
+        });
+        Ok([a?, b?])
+    })
+}
+
 fn run_both(wrk: &Path, stacks: &[Stack; 2], args: &PairedArgs, rate: u32) -> Result<Both> {
+    let (seconds, connections) = (args.seconds, args.connections);
+    let sat = on_both(stacks, |st| {
+        run_wrk(wrk, &st.h.client_ns, &st.url, seconds, connections)
+    })?;
+    let fixed = on_both(stacks, |st| {
+        fixed_load(&st.h.client_ns, &st.url, rate, connections, seconds)
+    })?;
     let mut b = Both::default();
-    let sat = std::thread::scope(|s| {
-        let t: Vec<_> = stacks
-            .iter()
-            .map(|st| {
-                s.spawn(|| {
-                    run_wrk(
-                        wrk,
-                        &st.h.client_ns,
-                        &st.url,
-                        args.seconds,
-                        args.connections,
-                    )
-                })
-            })
-            .collect();
-        t.into_iter()
-            .map(|t| {
-                t.join()
-                    .map_err(|_| anyhow::anyhow!("a wrk thread panicked"))?
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
-    let fixed = std::thread::scope(|s| {
-        let t: Vec<_> = stacks
-            .iter()
-            .map(|st| {
-                s.spawn(|| {
-                    fixed_load(
-                        &st.h.client_ns,
-                        &st.url,
-                        rate,
-                        args.connections,
-                        args.seconds,
-                    )
-                })
-            })
-            .collect();
-        t.into_iter()
-            .map(|t| {
-                t.join()
-                    .map_err(|_| anyhow::anyhow!("a load thread panicked"))?
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
     for i in 0..2 {
         b.rps[i] = sat[i].rps;
         b.fixed_rps[i] = fixed[i].0;
@@ -151,10 +86,11 @@ fn run_both(wrk: &Path, stacks: &[Stack; 2], args: &PairedArgs, rate: u32) -> Re
     Ok(b)
 }
 
-/// What is attached to one stack for a round; stopped on drop.
+/// What is attached to one stack for a round.
 enum Attached {
     Nothing,
-    Tracer(Child),
+    /// `tracer capture`, and the file its stderr goes to.
+    Tracer(Child, PathBuf),
     Tcpdump,
 }
 
@@ -199,33 +135,19 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
             let st = &mut stacks[i];
             attached = match args.kind {
                 Kind::Tcpdump => {
-                    for (n, ifname) in [&st.h.front_if, &st.h.back_if].into_iter().enumerate() {
-                        let mut td = std::process::Command::new(
-                            tracer_lab::scenario::require_program("tcpdump", "tcpdump")?,
-                        );
-                        td.args(["-i", ifname, "-n", "-s", "512", "-B", "65536"])
-                            .args(["-w", "/dev/null"])
-                            .arg(tracer::live::default_filter(&[]));
-                        st.procs
-                            .spawn(&st.h.proxy_ns, &format!("tcpdump-{n}"), td)?;
-                    }
+                    start_tcpdump(st)?;
                     Attached::Tcpdump
                 }
                 _ => {
                     let err = dir.join(format!("tracer-{round}.err"));
-                    Attached::Tracer(start_tracer(
-                        &tracer,
-                        &st.h,
-                        2 * args.seconds + 6,
-                        &extra,
-                        &err,
-                    )?)
+                    let t = start_tracer(&tracer, &st.h, 2 * args.seconds + 6, &extra, &err)?;
+                    Attached::Tracer(t, err)
                 }
             };
             std::thread::sleep(Duration::from_millis(1500));
         }
         let cpu0 = match &attached {
-            Attached::Tracer(t) => usage(t.id()).0,
+            Attached::Tracer(t, _) => usage(t.id()).0,
             _ => 0.0,
         };
         let b = run_both(&wrk, &stacks, args, rate)?;
@@ -242,24 +164,15 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
                     ["A", "B"][i], b.rps[i], b.rps[o], b.fixed_p99[i], b.fixed_p99[o]
                 );
                 match a {
-                    Attached::Tracer(mut t) => {
+                    Attached::Tracer(mut t, err) => {
                         let requests = (b.rps[i] + f64::from(rate)) * f64::from(args.seconds);
                         tracer_cpu.push((usage(t.id()).0 - cpu0) / requests.max(1.0) * 1e6);
                         let _ = t.wait();
-                        // Its closing line: packets, kernel events, and what was lost.
-                        let err = dir.join(format!("tracer-{round}.err"));
-                        if let Some(done) = std::fs::read_to_string(&err)
-                            .unwrap_or_default()
-                            .lines()
-                            .find(|l| l.starts_with("tracer capture: done:"))
-                        {
-                            eprintln!("    {done}");
+                        if let Some(done) = closing_line(&err) {
+                            eprintln!("    tracer capture: done: {done}");
                         }
                     }
-                    Attached::Tcpdump => {
-                        stacks[i].procs.stop("tcpdump-0");
-                        stacks[i].procs.stop("tcpdump-1");
-                    }
+                    Attached::Tcpdump => stop_tcpdump(&mut stacks[i]),
                     Attached::Nothing => {}
                 }
             }
@@ -277,12 +190,6 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
     drop(stacks);
     let _ = std::fs::remove_dir_all(&dir);
 
-    let list = |v: &[f64]| {
-        v.iter()
-            .map(|x| format!("{x:.2}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     let spread = |v: &[f64]| {
         let mut d: Vec<f64> = v.iter().map(|x| (x.ln()).abs()).collect();
         d.sort_by(f64::total_cmp);
@@ -290,10 +197,7 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
     };
     println!(
         "bench-paired: two {} -> nginx stacks loaded at once ({} connections each, {} s per load), {:?} attached to one, alternating; {} rounds each way",
-        match args.proxy {
-            Proxy::Nginx => "nginx",
-            Proxy::Caddy => "caddy",
-        },
+        args.proxy.name(),
         args.connections,
         args.seconds,
         args.kind,
