@@ -91,6 +91,18 @@ impl SendIdle {
     }
 }
 
+/// Records that socket `sk` had `tuple` (once, however many events say so).
+fn index_tuple(
+    by_tuple: &mut HashMap<(SocketAddr, SocketAddr), Vec<u64>>,
+    tuple: (SocketAddr, SocketAddr),
+    sk: u64,
+) {
+    let sks = by_tuple.entry(tuple).or_default();
+    if !sks.contains(&sk) {
+        sks.push(sk);
+    }
+}
+
 /// Probe events indexed by socket and by 4-tuple.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -147,10 +159,7 @@ impl Ledger {
             if l.port() != 0 && r.port() != 0 && rec.local.is_none() {
                 rec.local = Some(l);
                 rec.remote = Some(r);
-                let sks = self.by_tuple.entry((l, r)).or_default();
-                if !sks.contains(&sk) {
-                    sks.push(sk);
-                }
+                index_tuple(&mut self.by_tuple, (l, r), sk);
             }
         }
         if rec.pid.is_none() {
@@ -211,7 +220,7 @@ impl Ledger {
         let pick = |l, r| {
             records(l, r)
                 .filter(|s| {
-                    s.events.first().is_some_and(|e| e.ts_ns <= to_ns)
+                    started(s).is_some_and(|t| t <= to_ns)
                         && s.destroyed_at.is_none_or(|d| d >= from_ns)
                 })
                 .max_by_key(started)
@@ -283,10 +292,7 @@ impl Ledger {
         self.by_tuple.clear();
         for r in self.retired.iter().chain(self.sockets.values()) {
             if let (Some(l), Some(m)) = (r.local, r.remote) {
-                let sks = self.by_tuple.entry((l, m)).or_default();
-                if !sks.contains(&r.skaddr) {
-                    sks.push(r.skaddr);
-                }
+                index_tuple(&mut self.by_tuple, (l, m), r.skaddr);
             }
         }
     }
