@@ -79,10 +79,10 @@ impl Engine {
         }
     }
 
-    /// The kernel saw a write after idle: what a sparse capture cannot time itself.
+    /// The kernel saw a write after idle: what a sparse capture cannot time itself (a
+    /// full capture ignores it).
     pub fn kernel_send_idle(&mut self, idle: crate::kernel::SendIdle) {
-        self.corr
-            .kernel_send_idle(idle.local, idle.remote, idle.ts_ns, idle.idle_ns);
+        self.corr.kernel_send_idle(idle);
     }
 
     /// Verdicts made since the last call (for live use, to show each as soon as it is

@@ -59,10 +59,8 @@ fn analyze(args: &Args) -> Result<()> {
         upstream: args.upstream,
         sparse,
     });
-    if sparse {
-        for idle in ledger.iter().flat_map(Ledger::send_idles) {
-            engine.kernel_send_idle(idle);
-        }
+    for idle in ledger.iter().flat_map(Ledger::send_idles) {
+        engine.kernel_send_idle(idle);
     }
     for seg in segments.by_ref() {
         engine.push(&seg);

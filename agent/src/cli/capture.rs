@@ -424,7 +424,7 @@ fn capture(args: &Args) -> Result<()> {
                 if let Some(b) = &mut bundle {
                     b.event(&ke)?;
                 }
-                if let Some(idle) = ledger.push(ke).filter(|_| sparse) {
+                if let Some(idle) = ledger.push(ke) {
                     engine.kernel_send_idle(idle);
                 }
                 p.events += 1;

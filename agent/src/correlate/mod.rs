@@ -123,16 +123,19 @@ fn key_of(s: &str, salt: u8) -> u64 {
 }
 
 impl Correlator {
-    /// The kernel saw the socket between `a` and `b` write at `ts` after `idle_ns` of
-    /// quiet (probe events, in capture time). Sparse captures use it for the idle time of
-    /// a request whose predecessors were skipped.
-    pub fn kernel_send_idle(
-        &mut self,
-        a: std::net::SocketAddr,
-        b: std::net::SocketAddr,
-        ts: i64,
-        idle_ns: i64,
-    ) {
+    /// The kernel saw a write after idle (a probe event, in capture time). A sparse
+    /// capture uses it for the idle time of a request whose predecessors were skipped; a
+    /// full one times every request itself, and ignores it.
+    pub fn kernel_send_idle(&mut self, idle: crate::kernel::SendIdle) {
+        if !self.sparse {
+            return;
+        }
+        let crate::kernel::SendIdle {
+            local: a,
+            remote: b,
+            ts_ns: ts,
+            idle_ns,
+        } = idle;
         let id = self
             .by_tuple
             .get(&(a, b))
