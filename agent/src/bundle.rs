@@ -23,7 +23,7 @@ pub const CAPTURE: &str = "capture.pcap";
 pub const EVENTS: &str = "events.jsonl";
 pub const EVIDENCE: &str = "evidence.pcap";
 pub const REPORT: &str = "report.json";
-/// Present when the capture was sparse (`tracer capture --sparse`): the packets are a
+/// Present when the capture was sparse (what `tracer capture` does by default): the packets are a
 /// selection, and `tracer analyze` must read them as such.
 pub const SPARSE: &str = "SPARSE";
 

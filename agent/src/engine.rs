@@ -16,7 +16,7 @@ const ADVANCE_EVERY_NS: i64 = 10_000_000;
 pub struct Config {
     pub proxy: Option<Endpoint>,
     pub upstream: Option<Endpoint>,
-    /// The packets come from a sparse capture (`tracer capture --sparse`).
+    /// The packets come from a sparse capture (what `tracer capture` does by default).
     pub sparse: bool,
 }
 

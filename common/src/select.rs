@@ -1,4 +1,4 @@
-//! Sparse capture: which packets the kernel hands to `tracer capture --sparse`.
+//! Sparse capture: which packets the kernel hands to `tracer capture` (its default).
 //!
 //! Copying every data segment to userspace costs a busy proxy far more than tracer's
 //! 3% budget, and almost all of them belong to healthy exchanges. A socket filter

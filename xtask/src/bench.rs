@@ -434,12 +434,7 @@ fn front_conf(dir: &Path, h: &Hosts) -> String {
 /// Caddy as the proxy, named `front` like nginx: keep-alive to the upstream with an idle
 /// pool larger than any load's concurrency (Caddy's default of 32 per host makes it close
 /// and reopen connections under wrk -c32, until its ports run out), no logs.
-fn start_caddy(
-    procs: &mut Procs,
-    ns: &str,
-    dir: &Path,
-    h: &Hosts,
-) -> Result<()> {
+fn start_caddy(procs: &mut Procs, ns: &str, dir: &Path, h: &Hosts) -> Result<()> {
     let conf = dir.join("Caddyfile");
     std::fs::write(
         &conf,

@@ -24,7 +24,7 @@ pub struct Args {
     /// An upstream's address (IP or IP:PORT); inferred when absent.
     #[arg(long, value_name = "ADDR[:PORT]")]
     pub upstream: Option<Endpoint>,
-    /// The files hold a sparse capture (`tracer capture --sparse`): sequence gaps are
+    /// The files hold a sparse capture (`tracer capture` by default): sequence gaps are
     /// deliberate, not losses. Implied by a sparse bundle.
     #[arg(long)]
     pub sparse: bool,

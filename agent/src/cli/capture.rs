@@ -32,7 +32,7 @@ const BATCH_MS: u32 = 10;
 const KERNEL_KEEP_NS: i64 = 600_000_000_000;
 /// Kernel capture buffer per interface.
 const BUFFER_BYTES: u32 = 64 << 20;
-/// The same with --sparse, which hands over a small fraction of the packets.
+/// The same when the kernel selects the packets (the default), handing over a fraction.
 const SPARSE_BUFFER_BYTES: u32 = 8 << 20;
 
 #[derive(clap::Args)]

@@ -178,7 +178,7 @@ pub struct Tracker {
     next_id: u64,
     now: i64,
     http_out: Vec<HttpEvent>,
-    /// The capture keeps only some data segments (`tracer capture --sparse`): bytes skipped
+    /// The capture keeps only some data segments (what `tracer capture` does by default): bytes skipped
     /// or acknowledged unseen are expected, and the connection simply starts again at the
     /// next segment (as a capture that began mid-stream does) instead of counting as lost.
     sparse: bool,

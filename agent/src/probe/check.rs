@@ -210,7 +210,7 @@ pub fn check() -> CheckReport {
         Ok(()) => r.push(
             "socket filter select",
             Good,
-            "loaded and attachable (tracer capture --sparse)",
+            "loaded and attachable (tracer capture selects packets with it)",
         ),
         Err(e) => r.push("socket filter select", Fail, e),
     }

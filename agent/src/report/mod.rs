@@ -11,7 +11,7 @@ pub struct CaptureSummary {
     /// Packets the capture lost or never had, as far as sequence numbers show (gaps); for
     /// a sparse capture, whose gaps are deliberate, only what the kernel reports dropped.
     pub dropped_or_missing: u64,
-    /// The packets are a sparse capture's selection (`tracer capture --sparse`).
+    /// The packets are a sparse capture's selection (what `tracer capture` does by default).
     pub sparse: bool,
 }
 
