@@ -2,14 +2,19 @@
 //!
 //! On a shared VM, identical rounds run a minute apart differ by 5-30% in throughput and
 //! several-fold in p99, far more than the few per cent being measured. Here two identical
-//! stacks (client, proxy, upstream namespaces each) are loaded at the same time, and the
-//! thing measured is attached to one of them: whatever the host does to one stack in that
-//! round it does to the other. The attached stack alternates (A, then B) so that any
-//! difference between the stacks cancels, and rounds with nothing attached measure the
-//! ratio's own spread (the noise floor). Both stacks share the machine, so the CPU that
-//! tracer's process takes is taken from both: the ratio measures what tracer adds to the
-//! proxy's own path (the kernel side, per packet and per call), and tracer's process CPU is
-//! printed beside it.
+//! stacks (client, proxy, upstream namespaces each) take the same fixed load at the same
+//! time, and the thing measured is attached to one of them: whatever the host does to one
+//! stack in that round it does to the other. The attached stack alternates (A, then B) so
+//! that any difference between the stacks cancels, and rounds with nothing attached measure
+//! the ratio's own spread (the noise floor).
+//!
+//! That ratio measures what the attached thing adds to the proxy's own path (the kernel
+//! side, per packet and per call). What it does to the whole machine (its process's CPU and
+//! wake-ups, the probe's tracepoints on every socket) reaches both stacks and cancels in the
+//! ratio, so it is measured apart: the p99 of the stack without, against the rounds with
+//! nothing attached just before and after. That comparison is between rounds, so the host's
+//! drift enters it; `--reference tcpdump` interleaves rounds with `tcpdump` attached, so the
+//! drift falls on both alike and the two can be compared.
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -18,19 +23,21 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::bench::{
-    closing_line, fixed_load, list, median, run_wrk, start_tcpdump, start_tracer, stop_tcpdump,
-    usage, Kind, Proxy, Stack,
+    closing_line, fixed_load, list, median, noise_pct, paired, run_wrk, start_tcpdump,
+    start_tracer, stop_tcpdump, usage, Kind, Proxy, Stack,
 };
 
 #[derive(clap::Args)]
 pub struct PairedArgs {
     /// Seconds of each load.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     seconds: u32,
-    /// Rounds with the kind attached (half on each stack); as many with nothing attached.
-    #[arg(long, default_value_t = 6)]
+    /// Rounds with the kind attached (half on each stack); as many with `--reference`
+    /// attached when given, and one more than all those with nothing attached.
+    #[arg(long, default_value_t = 12)]
     rounds: u32,
-    /// wrk connections per stack (and the fixed-rate load's).
+    /// Connections per stack of the fixed-rate load (and of the wrk run that finds the
+    /// capacity).
     #[arg(long, default_value_t = 16)]
     connections: u32,
     /// The fixed load per stack, requests/s; default: a quarter of one stack's throughput
@@ -40,20 +47,23 @@ pub struct PairedArgs {
     /// What to attach: tracer capture as it runs by default, with --all-data, or tcpdump.
     #[arg(long, value_enum, default_value_t = Kind::Sparse)]
     kind: Kind,
+    /// A second kind measured in the same run, its rounds interleaved with the first's
+    /// (e.g. `tcpdump`: what any capture does to the machine, under the same drift).
+    #[arg(long, value_enum)]
+    reference: Option<Kind>,
     /// The proxy under test.
     #[arg(long, value_enum, default_value_t = Proxy::Nginx)]
     proxy: Proxy,
-    /// More arguments for `tracer capture` (e.g. `--tracer-arg=--background`).
+    /// More arguments for `tracer capture` (e.g. `--tracer-arg=--no-probe`).
     #[arg(long = "tracer-arg", value_name = "ARG", allow_hyphen_values = true)]
     tracer_args: Vec<String>,
 }
 
-/// Throughput and p99 of both stacks under the same two loads at the same time.
+/// Throughput and p99 of both stacks under the same fixed load at the same time.
 #[derive(Debug, Clone, Copy, Default)]
 struct Both {
     rps: [f64; 2],
-    fixed_rps: [f64; 2],
-    fixed_p99: [f64; 2],
+    p99: [f64; 2],
     errors: u64,
 }
 
@@ -68,30 +78,88 @@ fn on_both<T: Send>(stacks: &[Stack; 2], f: impl Fn(&Stack) -> Result<T> + Sync)
     })
 }
 
-fn run_both(wrk: &Path, stacks: &[Stack; 2], args: &PairedArgs, rate: u32) -> Result<Both> {
-    let (seconds, connections) = (args.seconds, args.connections);
-    let sat = on_both(stacks, |st| {
-        run_wrk(wrk, &st.h.client_ns, &st.url, seconds, connections)
-    })?;
+fn fixed_both(stacks: &[Stack; 2], args: &PairedArgs, rate: u32) -> Result<Both> {
     let fixed = on_both(stacks, |st| {
-        fixed_load(&st.h.client_ns, &st.url, rate, connections, seconds)
+        fixed_load(
+            &st.h.client_ns,
+            &st.url,
+            rate,
+            args.connections,
+            args.seconds,
+        )
     })?;
     let mut b = Both::default();
-    for i in 0..2 {
-        b.rps[i] = sat[i].rps;
-        b.fixed_rps[i] = fixed[i].0;
-        b.fixed_p99[i] = fixed[i].1;
-        b.errors += fixed[i].2;
+    for (i, (rps, p99, errors)) in fixed.into_iter().enumerate() {
+        b.rps[i] = rps;
+        b.p99[i] = p99;
+        b.errors += errors;
     }
     Ok(b)
 }
 
 /// What is attached to one stack for a round.
 enum Attached {
-    Nothing,
     /// `tracer capture`, and the file its stderr goes to.
     Tracer(Child, PathBuf),
     Tcpdump,
+}
+
+impl Attached {
+    fn start(
+        kind: Kind,
+        st: &mut Stack,
+        tracer: &Path,
+        extra: &[&str],
+        err: PathBuf,
+    ) -> Result<Self> {
+        Ok(match kind {
+            Kind::Tcpdump => {
+                start_tcpdump(st)?;
+                Attached::Tcpdump
+            }
+            Kind::Sparse | Kind::AllData => {
+                let mut args: Vec<&str> = Vec::new();
+                if kind == Kind::AllData {
+                    args.push("--all-data");
+                }
+                args.extend_from_slice(extra);
+                // The duration is a safety net: the round stops it with SIGINT (Ctrl-C).
+                let t = start_tracer(tracer, &st.h, 60, &args, &err)?;
+                Attached::Tracer(t, err)
+            }
+        })
+    }
+
+    /// Stops it; for tracer, its closing line.
+    fn stop(self, st: &mut Stack) -> Option<String> {
+        match self {
+            Attached::Tracer(mut t, err) => {
+                if let Ok(pid) = libc::pid_t::try_from(t.id()) {
+                    // SAFETY: kill(2) with a pid of our own child, which has not been waited
+                    // for, so the pid cannot have been reused.
+                    unsafe { libc::kill(pid, libc::SIGINT) };
+                }
+                let _ = t.wait();
+                closing_line(&err)
+            }
+            Attached::Tcpdump => {
+                stop_tcpdump(st);
+                None
+            }
+        }
+    }
+}
+
+/// What the rounds with one kind attached measured.
+#[derive(Default)]
+struct Arm {
+    /// With / without, per round: fixed-load throughput and p99.
+    rps_ratio: Vec<f64>,
+    p99_ratio: Vec<f64>,
+    /// p99 of the stack without, and the rounds' index (for its calm neighbours).
+    beside: Vec<(usize, f64)>,
+    /// tracer's own CPU per request of its stack, microseconds.
+    cpu_us: Vec<f64>,
 }
 
 pub fn bench_paired(args: &PairedArgs) -> Result<()> {
@@ -104,87 +172,76 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
         Stack::start(&dir.join("b"), args.proxy)?,
     ];
     // Warm up the pools and find what one stack serves while both run.
-    let warm = run_both(&wrk, &stacks, args, 100)?;
-    let each = warm.rps[0].min(warm.rps[1]);
+    let sat = on_both(&stacks, |st| {
+        run_wrk(
+            &wrk,
+            &st.h.client_ns,
+            &st.url,
+            args.seconds,
+            args.connections,
+        )
+    })?;
+    let each = sat[0].rps.min(sat[1].rps);
     let rate = args.rate.unwrap_or((each / 4.0) as u32).max(1);
     eprintln!("each stack: {each:.0} req/s while both run; fixed load {rate} req/s per stack");
 
-    let mut extra: Vec<&str> = match args.kind {
-        Kind::Sparse | Kind::Tcpdump => Vec::new(),
-        Kind::AllData => vec!["--all-data"],
-    };
-    extra.extend(args.tracer_args.iter().map(String::as_str));
-    // (with / without) per round where something was attached, and (B / A) per round
-    // with nothing: the noise floor.
-    let mut rps_ratio = Vec::new();
-    let mut p99_ratio = Vec::new();
-    let mut fixed_ratio = Vec::new();
-    let mut calm_rps = Vec::new();
+    let kinds: Vec<Kind> = std::iter::once(args.kind).chain(args.reference).collect();
+    let extra: Vec<&str> = args.tracer_args.iter().map(String::as_str).collect();
+    let mut arms: Vec<Arm> = kinds.iter().map(|_| Arm::default()).collect();
+    // Per round with nothing attached: B / A, and the mean p99 of both stacks.
+    let mut calm_ratio = Vec::new();
     let mut calm_p99 = Vec::new();
-    // Absolute p99s: of the stack without, in rounds with something attached; of both
-    // stacks, in rounds with nothing. What tracer does to the whole machine (its own
-    // threads' CPU and wake-ups) raises the first above the second.
-    let mut beside_p99 = Vec::new();
-    let mut calm_abs_p99 = Vec::new();
-    let mut tracer_cpu = Vec::new();
     let mut errors = 0;
-    for round in 0..args.rounds * 2 {
-        let attached_to = (round % 2 == 0).then_some((round / 2 % 2) as usize);
-        let mut attached = Attached::Nothing;
-        if let Some(i) = attached_to {
-            let st = &mut stacks[i];
-            attached = match args.kind {
-                Kind::Tcpdump => {
-                    start_tcpdump(st)?;
-                    Attached::Tcpdump
-                }
-                _ => {
-                    let err = dir.join(format!("tracer-{round}.err"));
-                    let t = start_tracer(&tracer, &st.h, 2 * args.seconds + 6, &extra, &err)?;
-                    Attached::Tracer(t, err)
-                }
-            };
+    let attached_rounds = args.rounds as usize * kinds.len();
+    // Calm, attached, calm, attached, ..., calm: each attached round has a calm one on
+    // either side. Attached rounds take the kinds in turn, each kind alternating stacks.
+    for round in 0..=attached_rounds * 2 {
+        if round % 2 == 0 {
+            // As long a pause as an attached round's start gets.
             std::thread::sleep(Duration::from_millis(1500));
+            let b = fixed_both(&stacks, args, rate)?;
+            errors += b.errors;
+            calm_ratio.push(b.p99[1] / b.p99[0]);
+            calm_p99.push((b.p99[0] + b.p99[1]) / 2.0);
+            eprintln!(
+                "round {round}: nothing attached: fixed-load p99 {:.2} vs {:.2} ms",
+                b.p99[1], b.p99[0]
+            );
+            continue;
         }
+        let n = round / 2;
+        let (k, turn) = (n % kinds.len(), n / kinds.len());
+        let i = turn % 2;
+        let o = 1 - i;
+        let err = dir.join(format!("tracer-{round}.err"));
+        let attached = Attached::start(kinds[k], &mut stacks[i], &tracer, &extra, err)?;
+        std::thread::sleep(Duration::from_millis(1500));
         let cpu0 = match &attached {
-            Attached::Tracer(t, _) => usage(t.id()).0,
-            _ => 0.0,
+            Attached::Tracer(t, _) => Some(usage(t.id()).0),
+            Attached::Tcpdump => None,
         };
-        let b = run_both(&wrk, &stacks, args, rate)?;
+        let b = fixed_both(&stacks, args, rate)?;
         errors += b.errors;
-        match (attached_to, attached) {
-            (Some(i), a) => {
-                let o = 1 - i;
-                rps_ratio.push(b.rps[i] / b.rps[o]);
-                p99_ratio.push(b.fixed_p99[i] / b.fixed_p99[o]);
-                fixed_ratio.push(b.fixed_rps[i] / b.fixed_rps[o]);
-                beside_p99.push(b.fixed_p99[o]);
-                eprintln!(
-                    "round {round}: attached to stack {}: {:.0} vs {:.0} req/s, fixed-load p99 {:.2} vs {:.2} ms",
-                    ["A", "B"][i], b.rps[i], b.rps[o], b.fixed_p99[i], b.fixed_p99[o]
-                );
-                match a {
-                    Attached::Tracer(mut t, err) => {
-                        let requests = (b.rps[i] + f64::from(rate)) * f64::from(args.seconds);
-                        tracer_cpu.push((usage(t.id()).0 - cpu0) / requests.max(1.0) * 1e6);
-                        let _ = t.wait();
-                        if let Some(done) = closing_line(&err) {
-                            eprintln!("    tracer capture: done: {done}");
-                        }
-                    }
-                    Attached::Tcpdump => stop_tcpdump(&mut stacks[i]),
-                    Attached::Nothing => {}
-                }
-            }
-            (None, _) => {
-                calm_rps.push(b.rps[1] / b.rps[0]);
-                calm_p99.push(b.fixed_p99[1] / b.fixed_p99[0]);
-                calm_abs_p99.extend(b.fixed_p99);
-                eprintln!(
-                    "round {round}: nothing attached: {:.0} vs {:.0} req/s, fixed-load p99 {:.2} vs {:.2} ms",
-                    b.rps[1], b.rps[0], b.fixed_p99[1], b.fixed_p99[0]
-                );
-            }
+        if let (Some(cpu0), Attached::Tracer(t, _)) = (cpu0, &attached) {
+            let requests = b.rps[i] * f64::from(args.seconds);
+            arms[k]
+                .cpu_us
+                .push((usage(t.id()).0 - cpu0) / requests.max(1.0) * 1e6);
+        }
+        let done = attached.stop(&mut stacks[i]);
+        let arm = &mut arms[k];
+        arm.rps_ratio.push(b.rps[i] / b.rps[o]);
+        arm.p99_ratio.push(b.p99[i] / b.p99[o]);
+        arm.beside.push((round, b.p99[o]));
+        eprintln!(
+            "round {round}: {:?} attached to stack {}: fixed-load p99 {:.2} vs {:.2} ms",
+            kinds[k],
+            ["A", "B"][i],
+            b.p99[i],
+            b.p99[o]
+        );
+        if let Some(done) = done {
+            eprintln!("    tracer capture: done: {done}");
         }
     }
     drop(stacks);
@@ -196,47 +253,52 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
         (median(&d).exp() - 1.0) * 100.0
     };
     println!(
-        "bench-paired: two {} -> nginx stacks loaded at once ({} connections each, {} s per load), {:?} attached to one, alternating; {} rounds each way",
+        "bench-paired: two {} -> nginx stacks under a fixed load of {rate} req/s each ({} connections, {} s per round), {} attached to one, alternating; {} rounds each",
         args.proxy.name(),
         args.connections,
         args.seconds,
-        args.kind,
+        kinds
+            .iter()
+            .map(|k| format!("{k:?}"))
+            .collect::<Vec<_>>()
+            .join(" or "),
         args.rounds
     );
     println!(
-        "  noise floor (nothing attached, B/A): throughput ratios {} (median spread {:.1}%), fixed-load p99 ratios {} (median spread {:.1}%)",
-        list(&calm_rps),
-        spread(&calm_rps),
-        list(&calm_p99),
-        spread(&calm_p99)
+        "  noise floor (nothing attached, B/A): p99 ratios {} (median spread {:.1}%); drift of p99 between those rounds: median {:.1}%; {errors} errors in all",
+        list(&calm_ratio),
+        spread(&calm_ratio),
+        median(&noise_pct(&calm_p99))
     );
-    println!(
-        "  saturation throughput, with / without: median {:.3} (loss {:.1}%, target <= 3%; rounds {})",
-        median(&rps_ratio),
-        (1.0 - median(&rps_ratio)) * 100.0,
-        list(&rps_ratio)
-    );
-    println!(
-        "  fixed load {rate} req/s: throughput with / without: median {:.3} (loss {:.1}%, target <= 3%)",
-        median(&fixed_ratio),
-        (1.0 - median(&fixed_ratio)) * 100.0
-    );
-    println!(
-        "  fixed load {rate} req/s: p99 with / without: median {:.3} (increase {:.1}%, target <= 5%; rounds {}), {errors} errors",
-        median(&p99_ratio),
-        (median(&p99_ratio) - 1.0) * 100.0,
-        list(&p99_ratio)
-    );
-    println!(
-        "  beside it: the stack without had a median fixed-load p99 of {:.2} ms in those rounds, both stacks {:.2} ms in rounds with nothing attached (what the attached stack does to the whole machine; the host drifts between rounds too)",
-        median(&beside_p99),
-        median(&calm_abs_p99)
-    );
-    if !tracer_cpu.is_empty() {
+    for (kind, arm) in kinds.iter().zip(&arms) {
+        // Calm rounds are the even ones, so round r's neighbours are calm_p99[r / 2] and
+        // calm_p99[r / 2 + 1].
+        let beside: Vec<f64> = arm
+            .beside
+            .iter()
+            .flat_map(|&(r, p)| paired(&[p], &calm_p99[r / 2..=r / 2 + 1]))
+            .collect();
+        println!("  {kind:?}:");
         println!(
-            "  tracer's own CPU: median {:.2} us per request of its stack (taken from both stacks alike, so not in the ratios)",
-            median(&tracer_cpu)
+            "    in the proxy's path: p99 with / without: median {:.3} (increase {:.1}%, target <= 5%; rounds {}); throughput with / without: median {:.3} (loss {:.1}%, target <= 3%)",
+            median(&arm.p99_ratio),
+            (median(&arm.p99_ratio) - 1.0) * 100.0,
+            list(&arm.p99_ratio),
+            median(&arm.rps_ratio),
+            (1.0 - median(&arm.rps_ratio)) * 100.0
         );
+        println!(
+            "    on the whole machine: p99 of the stack without / the rounds with nothing attached before and after: median {:.3} (increase {:.1}%; rounds {})",
+            median(&beside),
+            (median(&beside) - 1.0) * 100.0,
+            list(&beside)
+        );
+        if !arm.cpu_us.is_empty() {
+            println!(
+                "    tracer's own CPU: median {:.2} us per request of its stack (taken from both stacks alike, so not in the path ratios)",
+                median(&arm.cpu_us)
+            );
+        }
     }
     Ok(())
 }
