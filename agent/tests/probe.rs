@@ -175,3 +175,74 @@ fn listener_close_shows_client_lifecycle_with_our_pid() {
     assert_eq!(probe.lost().unwrap(), 0);
     assert_eq!(probe.decode_errors(), 0);
 }
+
+/// An Ethernet + IPv4 + TCP frame with the timestamp option (as Linux sends) from
+/// `10.0.0.1:port` when `from_client`, else to it, with `10.0.0.2:9000` on the other end.
+fn tcp_frame(port: u16, from_client: bool, tcp_flags: u8, payload: &[u8]) -> Vec<u8> {
+    let (client, server) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let ((src, sport), (dst, dport)) = if from_client {
+        ((client, port), (server, 9000))
+    } else {
+        ((server, 9000), (client, port))
+    };
+    let total = u16::try_from(20 + 32 + payload.len()).unwrap();
+    let mut f = vec![0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[
+        0, 0, 0, 1, 0, 0, 0, 1, 0x80, tcp_flags, 0x01, 0xf5, 0, 0, 0, 0,
+    ]);
+    f.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 1]);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn select_keeps_5xx_heads_and_the_requests_after_them_on_a_busy_connection() {
+    const ACK_PSH: u8 = 0x18;
+    if let Err(why) = built_with_probe() {
+        eprintln!("skipped: tracer was built without the kernel probe: {why}");
+        return;
+    }
+    if let Some(why) = effective_caps().and_then(missing_caps) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    // No hot window after the first exchange, and a reuse only after an hour: what is kept
+    // past the first exchange is kept for the 5xx rule alone.
+    let config = ProbeConfig {
+        sparse_hot: Duration::ZERO,
+        sparse_idle: Duration::from_secs(3600),
+        ..ProbeConfig::default()
+    };
+    let select = tracer::probe::SelectTestRun::load(&config).expect("loading select");
+    // A port of its own per run: the marks live as long as the loaded program.
+    let port = 40_000 + u16::try_from(std::process::id() % 20_000).unwrap();
+    let request = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let error = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
+    let keeps = |from_client: bool, payload: &[u8]| {
+        select
+            .keeps(&tcp_frame(port, from_client, ACK_PSH, payload))
+            .expect("test run of select")
+    };
+    let seen: Vec<bool> = vec![
+        keeps(true, request),  // the connection's first data: kept
+        keeps(false, ok),      // its reply: kept
+        keeps(true, request),  // busy, not hot: dropped
+        keeps(false, ok),      // dropped
+        keeps(true, request),  // dropped (its response is the 5xx)
+        keeps(false, error),   // a 5xx head: kept
+        keeps(true, request),  // the request after it: kept
+        keeps(false, ok),      // within the error window: kept
+        keeps(false, b"HTTP"), // a segment too short for a head, in the window: kept
+    ];
+    assert_eq!(
+        seen,
+        [true, true, false, false, false, true, true, true, true]
+    );
+}

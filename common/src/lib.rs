@@ -202,12 +202,15 @@ pub struct Config {
     /// Sparse capture: a data segment after this much quiet on its connection is kept
     /// (see [`select`]).
     pub select_idle_ns: u64,
-    /// Sparse capture: how long a connection stays hot after a SYN, a reuse or a 5xx head.
+    /// Sparse capture: how long a connection stays hot after a SYN, its first data or a
+    /// reuse.
     pub select_hot_ns: u64,
+    /// Sparse capture: how long a connection stays hot after a 5xx response head.
+    pub select_error_hot_ns: u64,
 }
 
 /// Size of [`Config`] in bytes.
-pub const CONFIG_SIZE: usize = 56;
+pub const CONFIG_SIZE: usize = 64;
 const _: () = assert!(size_of::<Config>() == CONFIG_SIZE);
 
 impl Config {
@@ -224,10 +227,17 @@ impl Config {
         net_inum_offset: 0,
         select_idle_ns: Self::DEFAULT_IDLE_THRESHOLD_NS,
         select_hot_ns: Self::DEFAULT_SELECT_HOT_NS,
+        select_error_hot_ns: Self::DEFAULT_SELECT_ERROR_HOT_NS,
     };
 
-    /// Default time a connection stays hot in sparse capture: 250 ms.
-    pub const DEFAULT_SELECT_HOT_NS: u64 = 250_000_000;
+    /// Default time a connection stays hot in sparse capture after a SYN, its first data
+    /// or a reuse: 25 ms. A busy keep-alive connection is copied whole for that long, so
+    /// this sets most of what sparse capture costs; the reply to a kept request is kept
+    /// however late it comes, and 25 ms after it covers the rest of most responses.
+    pub const DEFAULT_SELECT_HOT_NS: u64 = 25_000_000;
+
+    /// Default time a connection stays hot after a 5xx response head: 250 ms.
+    pub const DEFAULT_SELECT_ERROR_HOT_NS: u64 = 250_000_000;
 
     /// The sparse-capture thresholds.
     #[inline(always)]
@@ -235,6 +245,7 @@ impl Config {
         select::SelectConfig {
             idle_ns: self.select_idle_ns,
             hot_ns: self.select_hot_ns,
+            error_hot_ns: self.select_error_hot_ns,
         }
     }
 

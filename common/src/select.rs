@@ -10,7 +10,9 @@
 //! - the first data segment seen on a connection, and the first after the connection was
 //!   quiet for at least [`SelectConfig::idle_ns`] (a pooled connection being reused: where
 //!   keep-alive races happen); each makes the next `hot_ns` hot, for the exchange it starts;
-//! - a response head with a 5xx status, and `hot_ns` after it;
+//! - a response head with a 5xx status, and [`SelectConfig::error_hot_ns`] after it, even
+//!   inside a hot window (errors come in runs, and the engine needs each request of a run
+//!   to pair it with its response);
 //! - every data segment while the connection is hot;
 //! - the first data segment the other side sends after a kept one (the reply, however
 //!   slow), and `hot_ns` after it.
@@ -26,8 +28,12 @@
 pub struct SelectConfig {
     /// A data segment after at least this much quiet on its connection is kept.
     pub idle_ns: u64,
-    /// How long a connection stays hot after a SYN, a reuse or a 5xx head.
+    /// How long a connection stays hot after a SYN, its first data or a reuse (and after
+    /// the reply to a kept segment): long enough for the exchange it starts. The cost of
+    /// sparse capture grows with it, since a busy connection is kept whole for that long.
     pub hot_ns: u64,
+    /// How long a connection stays hot after a 5xx response head.
+    pub error_hot_ns: u64,
 }
 
 /// What the filter remembers per connection: a slot of the array map `FLOWS`, chosen by
@@ -179,7 +185,7 @@ pub fn decide(mark: Option<FlowMark>, now: u64, seg: SegmentFacts, cfg: &SelectC
     };
     let quiet = now.saturating_sub(m.last_data_ns);
     m.last_data_ns = now;
-    let keep = if m.awaiting == seg.from {
+    let mut keep = if m.awaiting == seg.from {
         // the reply to a kept segment, and the rest of it
         m.awaiting = 0;
         if m.hot_until_ns < hot_for {
@@ -188,13 +194,21 @@ pub fn decide(mark: Option<FlowMark>, now: u64, seg: SegmentFacts, cfg: &SelectC
         true
     } else if now < m.hot_until_ns {
         true
-    } else if quiet >= cfg.idle_ns || seg.head_5xx {
+    } else if quiet >= cfg.idle_ns {
         m.hot_until_ns = hot_for;
         m.awaiting = other;
         true
     } else {
         false
     };
+    if seg.head_5xx {
+        let until = now.saturating_add(cfg.error_hot_ns);
+        if m.hot_until_ns < until {
+            m.hot_until_ns = until;
+        }
+        m.awaiting = other; // the next request, however late
+        keep = true;
+    }
     Decision {
         keep,
         mark: Some(m),
@@ -256,6 +270,7 @@ mod tests {
     const CFG: SelectConfig = SelectConfig {
         idle_ns: 1_000,
         hot_ns: 100,
+        error_hot_ns: 300,
     };
 
     fn data(len: u32) -> SegmentFacts {
@@ -349,8 +364,27 @@ mod tests {
             ),
             (200, data(10)),
             (300, data(10)),
+            (470, data(10)),
         ]);
-        assert_eq!(&k[..7], &[true, true, true, false, true, true, false]);
+        assert_eq!(&k[..8], &[true, true, true, false, true, true, true, false]);
+    }
+
+    #[test]
+    fn a_5xx_head_inside_a_hot_window_keeps_the_run_that_follows() {
+        let err = SegmentFacts {
+            head_5xx: true,
+            ..reply(10)
+        };
+        let k = run(&[
+            (0, data(10)),   // first seen: hot until 100
+            (10, err),       // a 5xx inside that window: hot until 310
+            (150, data(10)), // the next request: past the short window, kept
+            (160, err),      // its 5xx: hot until 460
+            (450, data(10)), // kept
+            (452, reply(10)),
+            (600, data(10)), // the run is over: busy, dropped
+        ]);
+        assert_eq!(&k[..7], &[true, true, true, true, true, true, false]);
     }
 
     #[test]

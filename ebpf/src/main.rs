@@ -12,7 +12,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_ktime_get_coarse_ns, bpf_skb_load_bytes_relative,
+        bpf_ktime_get_coarse_ns, bpf_skb_load_bytes, bpf_skb_load_bytes_relative,
     },
     macros::{map, raw_tracepoint, socket_filter, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -639,14 +639,6 @@ fn load(ctx: &SkBuffContext, off: u32, buf: &mut [u8]) -> Result<(), i64> {
     Ok(())
 }
 
-/// Loads `N` bytes at `off` from the network header.
-#[inline(always)]
-fn net_bytes<const N: usize>(ctx: &SkBuffContext, off: u32) -> Result<[u8; N], i64> {
-    let mut buf = [0u8; N];
-    load(ctx, off, &mut buf)?;
-    Ok(buf)
-}
-
 /// Socket filter for `tracer capture --sparse`: returns how many bytes of the packet to
 /// keep (all of them, capped by the capture's snaplen) or 0 to drop it.
 #[socket_filter]
@@ -761,6 +753,41 @@ fn head_in(h: &[u8; ONE_LOAD], off: u32) -> Option<[u8; HEAD_PREFIX]> {
     }
 }
 
+/// The data's first [`HEAD_PREFIX`] bytes wherever they sit. A TCP sender's data is
+/// usually in page fragments, not in the linear part that [`load`] (relative to the
+/// network header) can read; `bpf_skb_load_bytes` reads fragments too, but counts from
+/// `skb->data`: the link-layer header on a raw packet socket, the network header on a
+/// cooked one (`any`). The difference is what `skb->len` holds beyond the IP packet.
+#[inline(always)]
+fn payload_head(ctx: &SkBuffContext, seg: &Segment, doff: u32) -> Result<[u8; HEAD_PREFIX], i64> {
+    let ip_len = seg.l4.saturating_add(seg.ip_payload);
+    let Some(net_off) = ctx.len().checked_sub(ip_len) else {
+        return Err(-1);
+    };
+    if net_off > MAX_LINK_HEADER {
+        return Err(-1);
+    }
+    let mut buf = [0u8; HEAD_PREFIX];
+    // SAFETY: the helper bounds-checks `off..off + HEAD_PREFIX` against the packet (linear
+    // part and fragments) and writes exactly `HEAD_PREFIX` bytes into `buf`.
+    let rc = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            net_off + seg.l4 + doff,
+            buf.as_mut_ptr() as *mut _,
+            HEAD_PREFIX as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(rc);
+    }
+    Ok(buf)
+}
+
+/// The longest link-layer header [`payload_head`] accepts in front of the network header
+/// (Ethernet with two VLAN tags is 22).
+const MAX_LINK_HEADER: u32 = 64;
+
 fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
     let cfg = CONFIG.load();
     let Some(seg) = read_segment(ctx)? else {
@@ -782,8 +809,8 @@ fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
     }
     let (key, from) = FlowKey::new(seg.src, sport, seg.dst, dport);
     let (index, tag) = slot(&key);
-    // SAFETY: a helper without arguments; jiffy resolution is plenty for thresholds of
-    // hundreds of milliseconds, and it costs less than the precise clock.
+    // SAFETY: a helper without arguments; jiffy resolution (1-10 ms) is enough for
+    // thresholds of tens of milliseconds and more, and it costs less than the precise clock.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let mut facts = SegmentFacts {
         syn,
@@ -800,18 +827,16 @@ fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
     // runs on another CPU can at worst blur a mark, which keeps more or less of one flow.
     let stored = unsafe { *ptr };
     let mark = (stored.tag == tag).then_some(stored);
-    let mut d = decide(mark, now, facts, &cfg.select());
-    if !d.keep && payload_len >= HEAD_PREFIX as u32 {
-        // only now look at the payload: a 5xx head is kept whatever else holds
+    if payload_len >= HEAD_PREFIX as u32 {
+        // A 5xx head is kept, and starts a longer hot window, whatever else holds. Most
+        // data segments arrive with their first bytes already read (`seg.head`).
         let head = match seg.head {
             Some(p) => Ok(p),
-            None => net_bytes::<HEAD_PREFIX>(ctx, seg.l4 + doff),
+            None => payload_head(ctx, &seg, doff),
         };
-        if head.is_ok_and(|p| is_5xx_head(&p)) {
-            facts.head_5xx = true;
-            d = decide(mark, now, facts, &cfg.select());
-        }
+        facts.head_5xx = head.is_ok_and(|p| is_5xx_head(&p));
     }
+    let d = decide(mark, now, facts, &cfg.select());
     if let Some(mut m) = d.mark {
         m.tag = tag;
         // SAFETY: as above.

@@ -75,6 +75,12 @@ pub struct Args {
     /// captured.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "500ms")]
     pub sparse_idle: Duration,
+    /// With the kernel's selection: how long a connection is copied whole after its SYN,
+    /// its first data, a reuse or the reply to a kept request. Longer keeps more of long
+    /// responses, at a cost that grows with it on busy connections; a 5xx response head
+    /// always keeps the next 250 ms.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "25ms")]
+    pub sparse_hot: Duration,
     /// Only these TCP ports (repeatable), for the capture filter and the probe.
     #[arg(long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
@@ -242,6 +248,7 @@ fn probe_config(args: &Args, netns: Option<&Path>) -> ProbeConfig {
         // Reuse after a short idle is what races; writes in CLOSE_WAIT are always reported.
         idle_threshold: Duration::from_millis(1),
         sparse_idle: args.sparse_idle,
+        sparse_hot: args.sparse_hot,
     }
 }
 

@@ -147,6 +147,9 @@ pub struct ProbeConfig {
     /// Sparse capture ([`Selector`]): a data segment after this much quiet on its
     /// connection (a pooled connection's reuse) is kept.
     pub sparse_idle: Duration,
+    /// Sparse capture: how long a connection is kept whole after its SYN, its first data,
+    /// a reuse or the reply to a kept request (5xx heads keep it for longer).
+    pub sparse_hot: Duration,
 }
 
 impl Default for ProbeConfig {
@@ -157,6 +160,7 @@ impl Default for ProbeConfig {
             netns: None,
             pid: None,
             sparse_idle: Duration::from_nanos(Config::DEFAULT_IDLE_THRESHOLD_NS),
+            sparse_hot: Duration::from_nanos(Config::DEFAULT_SELECT_HOT_NS),
         }
     }
 }
@@ -168,6 +172,7 @@ impl ProbeConfig {
         let mut c = Config::DEFAULT;
         c.idle_threshold_ns = u64::try_from(self.idle_threshold.as_nanos()).unwrap_or(u64::MAX);
         c.select_idle_ns = u64::try_from(self.sparse_idle.as_nanos()).unwrap_or(u64::MAX);
+        c.select_hot_ns = u64::try_from(self.sparse_hot.as_nanos()).unwrap_or(u64::MAX);
         if self.ports.len() > MAX_FILTER_PORTS {
             return Err(ProbeError::InvalidConfig(format!(
                 "{} ports given, the probe filters on at most {MAX_FILTER_PORTS}",
@@ -455,11 +460,13 @@ mod tests {
             netns: None,
             pid: Some(7),
             sparse_idle: Duration::from_millis(400),
+            sparse_hot: Duration::from_millis(30),
         }
         .to_raw(Some((48, 120)))
         .unwrap();
         assert_eq!(c.idle_threshold_ns, 250_000_000);
         assert_eq!(c.select_idle_ns, 400_000_000);
+        assert_eq!(c.select_hot_ns, 30_000_000);
         assert_eq!(&c.ports[..3], &[80, 8080, 0]);
         assert_eq!((c.pid, c.sk_net_offset, c.net_inum_offset), (7, 48, 120));
     }

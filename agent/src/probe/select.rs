@@ -131,4 +131,27 @@ impl SelectTestRun {
         };
         Ok(prog.test_run(opts).map_err(err)?.duration)
     }
+
+    /// Runs `select` once on `frame` (Ethernet): whether it keeps the packet. The marks it
+    /// leaves are those of a live capture, so a sequence of frames is judged as one
+    /// connection's segments would be.
+    pub fn keeps(&self, frame: &[u8]) -> Result<bool, ProbeError> {
+        let program = names::SELECT;
+        let err = |source| ProbeError::TestRun {
+            program: program.to_owned(),
+            source,
+        };
+        let prog: &SocketFilter = self
+            .ebpf
+            .program(program)
+            .ok_or_else(|| ProbeError::ProgramMissing(program.to_owned()))?
+            .try_into()
+            .map_err(err)?;
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..TestRunOptions::default()
+        };
+        Ok(prog.test_run(opts).map_err(err)?.return_value != 0)
+    }
 }
