@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aya::programs::{SocketFilter, TestRun, TestRunOptions};
+use aya::programs::{SocketFilter, TestRun, TestRunOptions, TestRunResult};
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::names;
 
@@ -113,6 +113,17 @@ impl SelectTestRun {
     /// Runs `select` `repeat` times on `frame` (Ethernet); the kernel's mean time per run.
     /// Runs share the program's per-connection marks with each other and later calls.
     pub fn run(&self, frame: &[u8], repeat: u32) -> Result<Duration, ProbeError> {
+        Ok(self.test_run(frame, repeat)?.duration)
+    }
+
+    /// Runs `select` once on `frame` (Ethernet): whether it keeps the packet. The marks it
+    /// leaves are those of a live capture, so a sequence of frames is judged as one
+    /// connection's segments would be.
+    pub fn keeps(&self, frame: &[u8]) -> Result<bool, ProbeError> {
+        Ok(self.test_run(frame, 1)?.return_value != 0)
+    }
+
+    fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunResult, ProbeError> {
         let program = names::SELECT;
         let err = |source| ProbeError::TestRun {
             program: program.to_owned(),
@@ -129,29 +140,6 @@ impl SelectTestRun {
             repeat,
             ..TestRunOptions::default()
         };
-        Ok(prog.test_run(opts).map_err(err)?.duration)
-    }
-
-    /// Runs `select` once on `frame` (Ethernet): whether it keeps the packet. The marks it
-    /// leaves are those of a live capture, so a sequence of frames is judged as one
-    /// connection's segments would be.
-    pub fn keeps(&self, frame: &[u8]) -> Result<bool, ProbeError> {
-        let program = names::SELECT;
-        let err = |source| ProbeError::TestRun {
-            program: program.to_owned(),
-            source,
-        };
-        let prog: &SocketFilter = self
-            .ebpf
-            .program(program)
-            .ok_or_else(|| ProbeError::ProgramMissing(program.to_owned()))?
-            .try_into()
-            .map_err(err)?;
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat: 1,
-            ..TestRunOptions::default()
-        };
-        Ok(prog.test_run(opts).map_err(err)?.return_value != 0)
+        prog.test_run(opts).map_err(err)
     }
 }
