@@ -649,15 +649,6 @@ pub fn select(ctx: SkBuffContext) -> i64 {
     }
 }
 
-/// Bytes after the network header that one load reads when the packet is long enough: an
-/// IPv4 header without options, a TCP header with up to 12 bytes of options (Linux sends
-/// 12: timestamps) and the payload's first [`HEAD_PREFIX`] bytes. One helper call instead
-/// of two for a data segment: each call costs tens of nanoseconds.
-const ONE_LOAD: usize = 20 + 32 + HEAD_PREFIX;
-/// `skb->len` from which a packet surely holds [`ONE_LOAD`] bytes after its network header
-/// (at most 14 bytes of link-layer header: Ethernet, or none on `any`). Shorter ones,
-/// pure ACKs among them, take a 34-byte load.
-const ONE_LOAD_MIN_LEN: u32 = 14 + ONE_LOAD as u32;
 /// Bytes of an IPv4 header without options and the TCP fields we read.
 const V4_MIN: usize = 34;
 /// What `select` reads of a TCP segment.
@@ -670,8 +661,6 @@ struct Segment {
     l4: u32,
     /// IP payload bytes (TCP header and data).
     ip_payload: u32,
-    /// The data's first [`HEAD_PREFIX`] bytes when the first load held them.
-    head: Option<[u8; HEAD_PREFIX]>,
 }
 
 impl Segment {
@@ -681,8 +670,8 @@ impl Segment {
 }
 
 /// Reads a TCP segment's addresses and header, `None` for anything else. The common case,
-/// IPv4 without options, takes one load (with the data's first bytes when the packet is
-/// long enough); options and IPv6 take more.
+/// IPv4 without options, takes one load; options and IPv6 take more. The headers are
+/// always in the skb's linear part; the data, as a rule, is not (see [`payload_head`]).
 #[inline(always)]
 fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
     let mut seg = Segment {
@@ -691,13 +680,9 @@ fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
         t: [0; 14],
         l4: 0,
         ip_payload: 0,
-        head: None,
     };
-    let mut h = [0u8; ONE_LOAD];
-    let whole = ctx.len() >= ONE_LOAD_MIN_LEN && load(ctx, 0, &mut h).is_ok();
-    if !whole {
-        load(ctx, 0, &mut h[..V4_MIN])?;
-    }
+    let mut h = [0u8; 40];
+    load(ctx, 0, &mut h[..V4_MIN])?;
     let v = h[0] >> 4;
     if v == 4 {
         // not TCP, or a fragment after the first: no TCP header to read
@@ -712,9 +697,6 @@ fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
         seg.ip_payload = total.saturating_sub(ihl);
         if ihl == 20 {
             seg.t.copy_from_slice(&h[20..34]);
-            if whole {
-                seg.head = head_in(&h, 20 + seg.doff());
-            }
         } else {
             load(ctx, ihl, &mut seg.t)?;
         }
@@ -732,25 +714,6 @@ fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
         return Ok(None);
     }
     Ok(Some(seg))
-}
-
-/// The data's first [`HEAD_PREFIX`] bytes when they lie inside `h` at `off` (TCP options
-/// of 0 to 12 bytes); each offset is spelled out so that every read of `h` has a constant
-/// index.
-#[inline(always)]
-fn head_in(h: &[u8; ONE_LOAD], off: u32) -> Option<[u8; HEAD_PREFIX]> {
-    let at = |o: usize| {
-        let mut p = [0u8; HEAD_PREFIX];
-        p.copy_from_slice(&h[o..o + HEAD_PREFIX]);
-        Some(p)
-    };
-    match off {
-        40 => at(40),
-        44 => at(44),
-        48 => at(48),
-        52 => at(52),
-        _ => None,
-    }
 }
 
 /// The data's first [`HEAD_PREFIX`] bytes wherever they sit. A TCP sender's data is
@@ -828,13 +791,8 @@ fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
     let stored = unsafe { *ptr };
     let mark = (stored.tag == tag).then_some(stored);
     if payload_len >= HEAD_PREFIX as u32 {
-        // A 5xx head is kept, and starts a longer hot window, whatever else holds. Most
-        // data segments arrive with their first bytes already read (`seg.head`).
-        let head = match seg.head {
-            Some(p) => Ok(p),
-            None => payload_head(ctx, &seg, doff),
-        };
-        facts.head_5xx = head.is_ok_and(|p| is_5xx_head(&p));
+        // A 5xx head is kept, and starts a longer hot window, whatever else holds.
+        facts.head_5xx = payload_head(ctx, &seg, doff).is_ok_and(|p| is_5xx_head(&p));
     }
     let d = decide(mark, now, facts, &cfg.select());
     if let Some(mut m) = d.mark {
