@@ -201,6 +201,38 @@ fn tcp_frame(port: u16, from_client: bool, tcp_flags: u8, payload: &[u8]) -> Vec
     f
 }
 
+/// An Ethernet + IPv6 + TCP frame between `fd00::1:port` and `fd00::2:9000` like
+/// [`tcp_frame`]'s, with an 8-byte hop-by-hop options header before the TCP header.
+fn tcp_frame_v6_hop_by_hop(port: u16, from_client: bool, tcp_flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut client = [0u8; 16];
+    client[0] = 0xfd;
+    let mut server = client;
+    client[15] = 1;
+    server[15] = 2;
+    let ((src, sport), (dst, dport)) = if from_client {
+        ((client, port), (server, 9000))
+    } else {
+        ((server, 9000), (client, port))
+    };
+    let payload_len = u16::try_from(8 + 32 + payload.len()).unwrap();
+    let mut f = vec![0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    // next header 0: hop-by-hop options
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 0, 64]);
+    f[18..20].copy_from_slice(&payload_len.to_be_bytes());
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    // hop-by-hop: next header TCP, length 0 (8 bytes), a PadN option filling it
+    f.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[
+        0, 0, 0, 1, 0, 0, 0, 1, 0x80, tcp_flags, 0x01, 0xf5, 0, 0, 0, 0,
+    ]);
+    f.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 1]);
+    f.extend_from_slice(payload);
+    f
+}
+
 #[test]
 fn select_keeps_5xx_heads_and_the_requests_after_them_on_a_busy_connection() {
     const ACK_PSH: u8 = 0x18;
@@ -245,4 +277,44 @@ fn select_keeps_5xx_heads_and_the_requests_after_them_on_a_busy_connection() {
         seen,
         [true, true, false, false, false, true, true, true, true]
     );
+}
+
+#[test]
+fn select_reads_tcp_behind_ipv6_extension_headers() {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const ACK_PSH: u8 = 0x18;
+    if let Err(why) = built_with_probe() {
+        eprintln!("skipped: tracer was built without the kernel probe: {why}");
+        return;
+    }
+    if let Some(why) = effective_caps().and_then(missing_caps) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let config = ProbeConfig {
+        sparse_hot: Duration::ZERO,
+        sparse_idle: Duration::from_secs(3600),
+        ..ProbeConfig::default()
+    };
+    let select = tracer::probe::SelectTestRun::load(&config).expect("loading select");
+    let port = 20_000 + u16::try_from(std::process::id() % 20_000).unwrap();
+    let request = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let error = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
+    let keeps = |from_client: bool, flags: u8, payload: &[u8]| {
+        select
+            .keeps(&tcp_frame_v6_hop_by_hop(port, from_client, flags, payload))
+            .expect("test run of select")
+    };
+    let seen: Vec<bool> = vec![
+        keeps(true, SYN, b""),         // a SYN: kept
+        keeps(true, ACK, b""),         // a pure ACK: never kept
+        keeps(true, ACK_PSH, request), // first data: kept
+        keeps(false, ACK_PSH, ok),     // its reply: kept
+        keeps(true, ACK_PSH, request), // busy: dropped
+        keeps(false, ACK_PSH, ok),     // dropped
+        keeps(false, ACK_PSH, error),  // a 5xx head, found behind the extension header: kept
+    ];
+    assert_eq!(seen, [true, false, true, true, false, false, true]);
 }

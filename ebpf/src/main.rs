@@ -11,8 +11,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_ktime_get_coarse_ns, bpf_skb_load_bytes, bpf_skb_load_bytes_relative,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_skb_load_bytes, bpf_skb_load_bytes_relative,
     },
     macros::{map, raw_tracepoint, socket_filter, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -20,11 +20,12 @@ use aya_ebpf::{
     Global,
 };
 use tracer_common::select::{
-    decide, is_5xx_head, slot, FlowKey, FlowMark, SegmentFacts, FLOW_SLOTS, HEAD_PREFIX,
+    decide, is_5xx_head, slot, v6_extension, FlowKey, FlowMark, SegmentFacts, FLOW_SLOTS,
+    HEAD_PREFIX, V6_MAX_EXTENSIONS,
 };
 use tracer_common::{
-    flags, kind, tcp_state, tp, Config, RawSockEvent, SockInfo, AF_INET6,
-    EVENTS_RING_BYTES, IPPROTO_TCP, MSG_PEEK,
+    flags, kind, tcp_state, tp, Config, RawSockEvent, SockInfo, AF_INET6, EVENTS_RING_BYTES,
+    IPPROTO_TCP, MSG_PEEK,
 };
 
 /// Events for userspace.
@@ -670,7 +671,8 @@ impl Segment {
 }
 
 /// Reads a TCP segment's addresses and header, `None` for anything else. The common case,
-/// IPv4 without options, takes one load; options and IPv6 take more. The headers are
+/// IPv4 without options, takes one load; options and IPv6 take more (IPv6 extension
+/// headers one each). The headers are
 /// always in the skb's linear part; the data, as a rule, is not (see [`payload_head`]).
 #[inline(always)]
 fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
@@ -702,14 +704,31 @@ fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
         }
     } else if v == 6 {
         load(ctx, 0, &mut h[..40])?;
-        if h[6] != IPPROTO_TCP as u8 {
-            return Ok(None);
-        }
         seg.src.copy_from_slice(&h[8..24]);
         seg.dst.copy_from_slice(&h[24..40]);
-        seg.l4 = 40;
-        seg.ip_payload = u32::from(u16::from_be_bytes([h[4], h[5]]));
-        load(ctx, 40, &mut seg.t)?;
+        // Extension headers (rare on TCP) sit between the IPv6 and the TCP header.
+        let mut next = h[6];
+        let mut l4 = 40u32;
+        for _ in 0..V6_MAX_EXTENSIONS {
+            if next == IPPROTO_TCP as u8 {
+                break;
+            }
+            let mut e = [0u8; 4];
+            load(ctx, l4, &mut e)?;
+            let Some((after, len)) = v6_extension(next, e) else {
+                return Ok(None);
+            };
+            next = after;
+            l4 += len;
+        }
+        if next != IPPROTO_TCP as u8 {
+            return Ok(None);
+        }
+        seg.l4 = l4;
+        // The payload length counts the extension headers.
+        let payload = u32::from(u16::from_be_bytes([h[4], h[5]]));
+        seg.ip_payload = payload.saturating_sub(l4 - 40);
+        load(ctx, l4, &mut seg.t)?;
     } else {
         return Ok(None);
     }
