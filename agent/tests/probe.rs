@@ -318,3 +318,41 @@ fn select_reads_tcp_behind_ipv6_extension_headers() {
     ];
     assert_eq!(seen, [true, false, true, true, false, false, true]);
 }
+
+/// `tracer capture --no-probe` still selects in the kernel: the selection's own object
+/// ignores the namespace and process filters (the tracepoints' business), so a capture
+/// with `--pid` or in a namespace does not fall back to copying every data segment.
+#[test]
+fn capture_without_the_probe_still_selects_in_the_kernel() {
+    if let Err(why) = built_with_probe() {
+        eprintln!("skipped: tracer was built without the kernel probe: {why}");
+        return;
+    }
+    if let Some(why) = effective_caps().and_then(missing_caps) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let netns = std::fs::metadata("/proc/self/ns/net").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        u32::try_from(m.ino()).unwrap()
+    });
+    let config = ProbeConfig {
+        netns: netns.ok(),
+        pid: Some(std::process::id()),
+        ..ProbeConfig::default()
+    };
+    if let Err(e) = tracer::probe::Selector::load(&config) {
+        panic!("select did not load with namespace and process filters set: {e}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["capture", "--no-probe", "-i", "lo", "--duration", "300ms"])
+        .args(["--pid", &std::process::id().to_string()])
+        .output()
+        .expect("running tracer capture");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tracer capture failed: {stderr}");
+    assert!(
+        !stderr.contains("did not load"),
+        "the selection fell back to copying everything: {stderr}"
+    );
+}

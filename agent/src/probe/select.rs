@@ -28,7 +28,15 @@ fn load_object(config: &ProbeConfig) -> Result<Ebpf, ProbeError> {
     // A failure to raise RLIMIT_MEMLOCK is harmless on kernels that account BPF memory
     // to the cgroup; the load below says so if it is not.
     let _ = sys::raise_memlock();
-    let raw = config.to_raw(None)?;
+    // No tracepoint runs in this object: the namespace and process filters are theirs
+    // (`select` sees only its capture socket's namespace, and the ports), and the
+    // namespace filter would need the BTF offsets that only the probe reads.
+    let standalone = ProbeConfig {
+        netns: None,
+        pid: None,
+        ..config.clone()
+    };
+    let raw = standalone.to_raw(None)?;
     EbpfLoader::new()
         .override_global(names::CONFIG, &PodConfig(raw), true)
         .load(OBJECT)
