@@ -409,6 +409,43 @@ pub(crate) fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// A distribution-free 95% confidence interval of the median of `v` (by order statistics:
+/// the k-th smallest and k-th largest values, with k the largest such that fewer than k of
+/// n values fall below the true median with probability at most 2.5%). `None` below 6
+/// values, where even the extremes cover less than 95%.
+pub(crate) fn median_ci(v: &[f64]) -> Option<(f64, f64)> {
+    let n = v.len();
+    if n < 6 {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    // P(X <= j) for X ~ Binomial(n, 1/2), accumulated from the lower tail.
+    let mut below = 0.0;
+    let mut coef = 1.0_f64; // C(n, j)
+    let half_n = 0.5_f64.powi(i32::try_from(n).ok()?);
+    let mut k = 0;
+    for j in 0..n {
+        below += coef * half_n;
+        if below > 0.025 {
+            break;
+        }
+        k = j + 1;
+        coef = coef * (n - j) as f64 / (j + 1) as f64;
+    }
+    let k = k.max(1);
+    Some((s[k - 1], s[n - k]))
+}
+
+/// A median with its 95% interval, as an increase in per cent: `+1.8% (95% CI -0.4% to +3.9%)`.
+pub(crate) fn increase(v: &[f64]) -> String {
+    let pct = |x: f64| format!("{:+.1}%", (x - 1.0) * 100.0);
+    match median_ci(v) {
+        Some((lo, hi)) => format!("{} (95% CI {} to {})", pct(median(v)), pct(lo), pct(hi)),
+        None => format!("{} (too few rounds for an interval)", pct(median(v))),
+    }
+}
+
 fn backend_conf(dir: &Path, h: &Hosts) -> String {
     format!(
         "worker_processes 1;\npid {d}/backend.pid;\nerror_log {d}/backend-error.log;\nevents {{ worker_connections 4096; }}\n\
@@ -757,5 +794,21 @@ mod tests {
         assert!((r.p99_ms - 3.5).abs() < 1e-9);
         assert!((r.requests - 180_000.0).abs() < 1e-9);
         assert!((latency_ms("850.00us").unwrap() - 0.85).abs() < 1e-9);
+    }
+
+    #[test]
+    fn median_interval_uses_the_binomial_order_statistics() {
+        // n = 16: P(X <= 3) = 0.0106 and P(X <= 4) = 0.0384, so the 4th smallest and the 4th
+        // largest (the 13th) bound the interval.
+        let v: Vec<f64> = (1..=16).rev().map(f64::from).collect();
+        assert_eq!(median_ci(&v), Some((4.0, 13.0)));
+        // n = 8: only the extremes cover 95% (P(X <= 0) = 0.0039, P(X <= 1) = 0.035).
+        let v: Vec<f64> = (1..=8).map(f64::from).collect();
+        assert_eq!(median_ci(&v), Some((1.0, 8.0)));
+        assert_eq!(median_ci(&[1.0, 2.0, 3.0, 4.0, 5.0]), None);
+        assert_eq!(
+            increase(&[1.0, 1.02, 1.04, 0.98, 1.01, 1.03]),
+            "+1.5% (95% CI -2.0% to +4.0%)"
+        );
     }
 }

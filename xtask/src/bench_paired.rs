@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::bench::{
-    closing_line, fixed_load, list, median, noise_pct, paired, run_wrk, start_tcpdump,
+    closing_line, fixed_load, increase, list, median, noise_pct, paired, run_wrk, start_tcpdump,
     start_tracer, stop_tcpdump, usage, Kind, Proxy, Stack,
 };
 
@@ -270,28 +270,31 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
         spread(&calm_ratio),
         median(&noise_pct(&calm_p99))
     );
-    for (kind, arm) in kinds.iter().zip(&arms) {
-        // Calm rounds are the even ones, so round r's neighbours are calm_p99[r / 2] and
-        // calm_p99[r / 2 + 1].
-        let beside: Vec<f64> = arm
-            .beside
-            .iter()
-            .flat_map(|&(r, p)| paired(&[p], &calm_p99[r / 2..=r / 2 + 1]))
-            .collect();
+    // Per kind, per round: the stack without against the calm rounds either side. Calm
+    // rounds are the even ones, so round r's neighbours are calm_p99[r / 2] and
+    // calm_p99[r / 2 + 1].
+    let beside: Vec<Vec<f64>> = arms
+        .iter()
+        .map(|arm| {
+            arm.beside
+                .iter()
+                .flat_map(|&(r, p)| paired(&[p], &calm_p99[r / 2..=r / 2 + 1]))
+                .collect()
+        })
+        .collect();
+    for ((kind, arm), beside) in kinds.iter().zip(&arms).zip(&beside) {
         println!("  {kind:?}:");
         println!(
-            "    in the proxy's path: p99 with / without: median {:.3} (increase {:.1}%, target <= 5%; rounds {}); throughput with / without: median {:.3} (loss {:.1}%, target <= 3%)",
-            median(&arm.p99_ratio),
-            (median(&arm.p99_ratio) - 1.0) * 100.0,
+            "    in the proxy's path: p99 with / without: {} (target <= +5%; rounds {}); throughput with / without: median {:.3} (loss {:.1}%, target <= 3%)",
+            increase(&arm.p99_ratio),
             list(&arm.p99_ratio),
             median(&arm.rps_ratio),
             (1.0 - median(&arm.rps_ratio)) * 100.0
         );
         println!(
-            "    on the whole machine: p99 of the stack without / the rounds with nothing attached before and after: median {:.3} (increase {:.1}%; rounds {})",
-            median(&beside),
-            (median(&beside) - 1.0) * 100.0,
-            list(&beside)
+            "    on the whole machine: p99 of the stack without / the rounds with nothing attached before and after: {} (rounds {})",
+            increase(beside),
+            list(beside)
         );
         if !arm.cpu_us.is_empty() {
             println!(
@@ -299,6 +302,17 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
                 median(&arm.cpu_us)
             );
         }
+    }
+    if let ([first, second], [a, b]) = (&kinds[..], &beside[..]) {
+        // The two kinds' rounds alternate with one calm round between them: each of the
+        // first's rounds against the second's next one cancels the drift that the calm
+        // rounds either side only halve.
+        let vs: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+        println!(
+            "  {first:?} against {second:?} on the whole machine, round by round: {} (rounds {})",
+            increase(&vs),
+            list(&vs)
+        );
     }
     Ok(())
 }
