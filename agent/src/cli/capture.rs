@@ -175,68 +175,36 @@ struct ProbeSource {
     clock: ClockAlignment,
 }
 
-/// The probe's ring buffer read on a thread of its own, so that it is drained while the
-/// engine is busy with packets: events on the pcap clock through a channel, and the count
-/// of events the kernel could not queue.
+/// The probe's ring buffer, drained by the capture loop itself just before it hands
+/// packets to the engine. The kernel writes each event synchronously, so every event up to
+/// the packets' release time is in the ring by then and verdicts find their kernel
+/// evidence; and no thread wakes on a timer to read it (a reader thread polling every
+/// 20 ms was half of tracer's wake-ups on a busy proxy).
 struct ProbeReader {
-    events: std::sync::mpsc::Receiver<KernelEvent>,
-    lost: Arc<std::sync::atomic::AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    ps: ProbeSource,
+    lost: u64,
 }
 
 impl ProbeReader {
-    fn spawn(mut ps: ProbeSource) -> Result<ProbeReader> {
-        let (tx, events) = std::sync::mpsc::channel();
-        let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (l, st) = (lost.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("probe-events".into())
-            .spawn(move || {
-                let mut last = false;
-                loop {
-                    let batch = ps
-                        .probe
-                        .poll(Some(Duration::from_millis(20)))
-                        .unwrap_or_default();
-                    for ev in batch {
-                        let ke = KernelEvent {
-                            ts_ns: ps.clock.to_unix_ns(ev.ktime_ns),
-                            event: ev,
-                        };
-                        if tx.send(ke).is_err() {
-                            return;
-                        }
-                    }
-                    if let Ok(n) = ps.probe.lost() {
-                        l.store(n, Ordering::Relaxed);
-                    }
-                    if last {
-                        return;
-                    }
-                    // One more drain after the stop request: events of the last moments.
-                    last = st.load(Ordering::Relaxed);
-                }
-            })?;
-        Ok(ProbeReader {
-            events,
-            lost,
-            stop,
-            thread: Some(thread),
+    fn new(ps: ProbeSource) -> ProbeReader {
+        ProbeReader { ps, lost: 0 }
+    }
+
+    /// Every event waiting now, on the pcap clock.
+    fn drain(&mut self) -> impl Iterator<Item = KernelEvent> + '_ {
+        let clock = &self.ps.clock;
+        self.ps.probe.drain().into_iter().map(|ev| KernelEvent {
+            ts_ns: clock.to_unix_ns(ev.ktime_ns),
+            event: ev,
         })
     }
 
-    fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
-    }
-
-    /// Stops the reader after a last drain.
-    fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    /// Events the kernel could not queue since load (a map read: call it now and then).
+    fn lost(&mut self) -> u64 {
+        if let Ok(n) = self.ps.probe.lost() {
+            self.lost = n;
         }
+        self.lost
     }
 }
 
@@ -346,7 +314,7 @@ fn capture(args: &Args) -> Result<()> {
     let mut source = start_probe(args, netns.as_deref());
     let selector = start_selector(args, netns.as_deref(), source.as_mut());
     let sparse = selector.is_some();
-    let mut probe = source.map(ProbeReader::spawn).transpose()?;
+    let mut probe = source.map(ProbeReader::new);
     let mut live = LiveCapture::start(&LiveOptions {
         interfaces: interfaces.clone(),
         netns: netns.clone(),
@@ -424,18 +392,7 @@ fn capture(args: &Args) -> Result<()> {
         }
         // Kernel events first: a verdict made below may need them.
         if let Some(pr) = &mut probe {
-            if ending {
-                pr.stop();
-            }
-            while let Ok(ke) = pr.events.try_recv() {
-                if let Some(b) = &mut bundle {
-                    b.event(&ke)?;
-                }
-                if let Some(idle) = ledger.push(ke) {
-                    engine.kernel_send_idle(idle);
-                }
-                p.events += 1;
-            }
+            take_events(pr, &mut bundle, &mut ledger, &mut engine, &mut p)?;
         }
         // Release packets old enough that no other interface can still deliver earlier ones.
         held.sort_by_key(|lp| lp.segment.ts_ns);
@@ -482,7 +439,7 @@ fn capture(args: &Args) -> Result<()> {
                 .iter()
                 .map(|s| s.dropped + s.if_dropped + s.backlog_dropped)
                 .sum();
-            let lost = probe.as_ref().map_or(0, ProbeReader::lost);
+            let lost = probe.as_mut().map_or(0, ProbeReader::lost);
             eprint!(
                 "\r\x1b[K{:>6.1}s  {} packets, {} connections, {} kernel events, {} verdicts, capture drops {drops}, probe lost {lost}",
                 started.elapsed().as_secs_f64(),
@@ -501,10 +458,11 @@ fn capture(args: &Args) -> Result<()> {
     }
     live.stop();
     let stats = live.stats();
+    // The events of the last moments, for the verdicts `finish` still makes.
     if let Some(pr) = &mut probe {
-        pr.stop();
+        take_events(pr, &mut bundle, &mut ledger, &mut engine, &mut p)?;
     }
-    let probe_lost = probe.as_ref().map_or(0, ProbeReader::lost);
+    let probe_lost = probe.as_mut().map_or(0, ProbeReader::lost);
     let mut analysis = engine.finish();
     for v in &mut analysis.verdicts {
         kernel::enrich(v, &ledger);
@@ -544,6 +502,27 @@ fn capture(args: &Args) -> Result<()> {
             dir.display(),
             dir.display()
         );
+    }
+    Ok(())
+}
+
+/// Moves the probe's waiting events into the ledger (and the bundle), telling the engine
+/// of the writes after an idle gap.
+fn take_events(
+    pr: &mut ProbeReader,
+    bundle: &mut Option<BundleWriter>,
+    ledger: &mut Ledger,
+    engine: &mut Engine,
+    p: &mut Progress,
+) -> Result<()> {
+    for ke in pr.drain() {
+        if let Some(b) = bundle {
+            b.event(&ke)?;
+        }
+        if let Some(idle) = ledger.push(ke) {
+            engine.kernel_send_idle(idle);
+        }
+        p.events += 1;
     }
     Ok(())
 }
