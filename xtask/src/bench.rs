@@ -762,6 +762,50 @@ pub(crate) fn usage(pid: u32) -> (f64, u64) {
     (cpu, peak_rss_kib(pid))
 }
 
+/// CPU seconds a live process has run so far, over all its threads, to the nanosecond
+/// (`/proc/PID/task/*/schedstat`; `/proc/PID/stat` counts 10 ms ticks, too coarse for a
+/// process that runs a few milliseconds per round); 0 once it is gone.
+pub(crate) fn cpu_ns_exact(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Context switches of a live process so far, voluntary (it waited: each is a later
+/// wake-up) and not (it was preempted), over all its threads; 0 once it is gone.
+pub(crate) fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// VmHWM (peak resident set) of a live process, KiB; 0 once it is gone.
 pub fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -23,8 +23,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::bench::{
-    closing_line, fixed_load, increase, list, median, noise_pct, paired, run_wrk, start_tcpdump,
-    start_tracer, stop_tcpdump, usage, Kind, Proxy, Stack,
+    closing_line, context_switches, cpu_ns_exact, fixed_load, increase, list, median, noise_pct,
+    paired, run_wrk, start_tcpdump, start_tracer, stop_tcpdump, Kind, Proxy, Stack,
 };
 
 #[derive(clap::Args)]
@@ -130,6 +130,17 @@ impl Attached {
         })
     }
 
+    /// The processes attached (tracer, or the two `tcpdump`s).
+    fn pids(&self, st: &Stack) -> Vec<u32> {
+        match self {
+            Attached::Tracer(t, _) => vec![t.id()],
+            Attached::Tcpdump => ["tcpdump-ref-0", "tcpdump-ref-1"]
+                .iter()
+                .filter_map(|n| st.procs.pid(n))
+                .collect(),
+        }
+    }
+
     /// Stops it; for tracer, its closing line.
     fn stop(self, st: &mut Stack) -> Option<String> {
         match self {
@@ -158,8 +169,17 @@ struct Arm {
     p99_ratio: Vec<f64>,
     /// p99 of the stack without, and the rounds' index (for its calm neighbours).
     beside: Vec<(usize, f64)>,
-    /// tracer's own CPU per request of its stack, microseconds.
+    /// The attached processes' CPU per request of their stack, microseconds.
     cpu_us: Vec<f64>,
+    /// Their context switches (wake-ups, and preemptions) per second of load.
+    wakeups: Vec<f64>,
+}
+
+/// CPU seconds and context switches of `pids` so far (all their threads).
+fn cost(pids: &[u32]) -> (f64, u64) {
+    pids.iter()
+        .map(|&p| (cpu_ns_exact(p) as f64 / 1e9, context_switches(p)))
+        .fold((0.0, 0), |(c, w), (pc, pw)| (c + pc, w + pw))
 }
 
 pub fn bench_paired(args: &PairedArgs) -> Result<()> {
@@ -216,18 +236,16 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
         let err = dir.join(format!("tracer-{round}.err"));
         let attached = Attached::start(kinds[k], &mut stacks[i], &tracer, &extra, err)?;
         std::thread::sleep(Duration::from_millis(1500));
-        let cpu0 = match &attached {
-            Attached::Tracer(t, _) => Some(usage(t.id()).0),
-            Attached::Tcpdump => None,
-        };
+        let pids = attached.pids(&stacks[i]);
+        let before = cost(&pids);
         let b = fixed_both(&stacks, args, rate)?;
         errors += b.errors;
-        if let (Some(cpu0), Attached::Tracer(t, _)) = (cpu0, &attached) {
-            let requests = b.rps[i] * f64::from(args.seconds);
-            arms[k]
-                .cpu_us
-                .push((usage(t.id()).0 - cpu0) / requests.max(1.0) * 1e6);
-        }
+        let after = cost(&pids);
+        let requests = (b.rps[i] * f64::from(args.seconds)).max(1.0);
+        arms[k].cpu_us.push((after.0 - before.0) / requests * 1e6);
+        arms[k]
+            .wakeups
+            .push((after.1 - before.1) as f64 / f64::from(args.seconds));
         let done = attached.stop(&mut stacks[i]);
         let arm = &mut arms[k];
         arm.rps_ratio.push(b.rps[i] / b.rps[o]);
@@ -296,12 +314,11 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
             increase(beside),
             list(beside)
         );
-        if !arm.cpu_us.is_empty() {
-            println!(
-                "    tracer's own CPU: median {:.2} us per request of its stack (taken from both stacks alike, so not in the path ratios)",
-                median(&arm.cpu_us)
-            );
-        }
+        println!(
+            "    its own CPU: median {:.2} us per request of its stack; {:.0} context switches per second (taken from both stacks alike, so not in the path ratios)",
+            median(&arm.cpu_us),
+            median(&arm.wakeups)
+        );
     }
     if let ([first, second], [a, b]) = (&kinds[..], &beside[..]) {
         // The two kinds' rounds alternate with one calm round between them: each of the
