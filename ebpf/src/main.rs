@@ -652,7 +652,9 @@ pub fn select(ctx: SkBuffContext) -> i64 {
 
 /// Bytes of an IPv4 header without options and the TCP fields we read.
 const V4_MIN: usize = 34;
-/// What `select` reads of a TCP segment.
+/// What `select` reads of a TCP segment (zeroed with [`zero_fill`]).
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
 struct Segment {
     src: [u8; 16],
     dst: [u8; 16],
@@ -676,14 +678,15 @@ impl Segment {
 /// always in the skb's linear part; the data, as a rule, is not (see [`payload_head`]).
 #[inline(always)]
 fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
-    let mut seg = Segment {
-        src: [0; 16],
-        dst: [0; 16],
-        t: [0; 14],
-        l4: 0,
-        ip_payload: 0,
-    };
-    let mut h = [0u8; 40];
+    let mut sm = core::mem::MaybeUninit::<Segment>::uninit();
+    let seg = zero_fill(&mut sm);
+    // Not zeroed: the toolchain zeroes through a `memset` subprogram that stores one byte
+    // per loop turn, and the helper writes every byte read below (it clears the buffer
+    // when it fails, and then nothing is read).
+    let mut hb = core::mem::MaybeUninit::<[u8; 40]>::uninit();
+    // SAFETY: `[u8; 40]` has no invalid bit patterns the program could observe: only bytes
+    // the helper has written (the first `V4_MIN`, or all 40 on IPv6) are read.
+    let h = unsafe { &mut *hb.as_mut_ptr() };
     load(ctx, 0, &mut h[..V4_MIN])?;
     let v = h[0] >> 4;
     if v == 4 {
@@ -732,7 +735,7 @@ fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
     } else {
         return Ok(None);
     }
-    Ok(Some(seg))
+    Ok(Some(*seg))
 }
 
 /// The data's first [`HEAD_PREFIX`] bytes wherever they sit. A TCP sender's data is
@@ -749,7 +752,10 @@ fn payload_head(ctx: &SkBuffContext, seg: &Segment, doff: u32) -> Result<[u8; HE
     if net_off > MAX_LINK_HEADER {
         return Err(-1);
     }
-    let mut buf = [0u8; HEAD_PREFIX];
+    // Not zeroed (see `read_segment`): the helper fills it, or clears it and fails.
+    let mut mb = core::mem::MaybeUninit::<[u8; HEAD_PREFIX]>::uninit();
+    // SAFETY: as in `read_segment`: read only after the helper wrote all of it.
+    let buf = unsafe { &mut *mb.as_mut_ptr() };
     // SAFETY: the helper bounds-checks `off..off + HEAD_PREFIX` against the packet (linear
     // part and fragments) and writes exactly `HEAD_PREFIX` bytes into `buf`.
     let rc = unsafe {
@@ -763,7 +769,29 @@ fn payload_head(ctx: &SkBuffContext, seg: &Segment, doff: u32) -> Result<[u8; HE
     if rc < 0 {
         return Err(rc);
     }
-    Ok(buf)
+    Ok(*buf)
+}
+
+/// Zeroes `v` in place, as 8-byte words, and hands it back initialised. The toolchain
+/// lowers every zeroing it recognises (`[0; N]`, `mem::zeroed`, runs of zero stores) to a
+/// call of a `memset` subprogram that stores one byte per loop turn: for `select`'s
+/// segment that was over 200 instructions on every packet. Volatile stores are never
+/// merged into one.
+#[inline(always)]
+fn zero_fill<T: Copy>(v: &mut core::mem::MaybeUninit<T>) -> &mut T {
+    const { assert!(core::mem::align_of::<T>() >= 8) };
+    let words = core::mem::size_of::<T>() / 8;
+    let p = v.as_mut_ptr() as *mut u64;
+    let mut i = 0;
+    while i < words {
+        // SAFETY: `T` is at least 8-byte aligned, so its size is a multiple of 8 and word
+        // `i < size / 8` lies inside `v`, suitably aligned.
+        unsafe { core::ptr::write_volatile(p.add(i), 0) };
+        i += 1;
+    }
+    // SAFETY: every byte of `v` was written (as zero) above, and the `T`s used here are
+    // plain data (byte arrays and integers) for which all-zero is a valid value.
+    unsafe { v.assume_init_mut() }
 }
 
 /// The longest link-layer header [`payload_head`] accepts in front of the network header
