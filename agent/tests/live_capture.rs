@@ -12,6 +12,24 @@ use tracer::segment::flags;
 
 struct Netns(String);
 
+impl Netns {
+    /// A new network namespace with its loopback up, deleted when dropped.
+    fn create(name: &str) -> Netns {
+        let ns = Netns(name.to_owned());
+        assert!(Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
+            .unwrap()
+            .success());
+        assert!(Command::new("ip")
+            .args(["-n", &ns.0, "link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success());
+        ns
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
@@ -54,17 +72,7 @@ fn exchange_in_a_namespace(batch_ms: Option<u32>, tag: &str) {
         eprintln!("SKIPPED: {why}");
         return;
     }
-    let ns = Netns(format!("tracer-live-{tag}-{}", std::process::id()));
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("ip")
-        .args(["-n", &ns.0, "link", "set", "lo", "up"])
-        .status()
-        .unwrap()
-        .success());
+    let ns = Netns::create(&format!("tracer-live-{tag}-{}", std::process::id()));
 
     let mut cap = LiveCapture::start(&LiveOptions {
         interfaces: vec!["lo".into()],
@@ -225,17 +233,7 @@ fn sparse_5xx_on(interfaces: &[&str], tag: &str) {
         ..tracer::probe::ProbeConfig::default()
     };
     let selector = tracer::probe::Selector::load(&config).expect("loading select");
-    let ns = Netns(format!("tracer-sparse-{tag}-{}", std::process::id()));
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("ip")
-        .args(["-n", &ns.0, "link", "set", "lo", "up"])
-        .status()
-        .unwrap()
-        .success());
+    let ns = Netns::create(&format!("tracer-sparse-{tag}-{}", std::process::id()));
     let mut cap = LiveCapture::start(&LiveOptions {
         interfaces: interfaces.iter().map(|&i| i.to_owned()).collect(),
         netns: Some(format!("/run/netns/{}", ns.0).into()),

@@ -191,6 +191,12 @@ fn tcp_frame(port: u16, from_client: bool, tcp_flags: u8, payload: &[u8]) -> Vec
     f[16..18].copy_from_slice(&total.to_be_bytes());
     f.extend_from_slice(&src);
     f.extend_from_slice(&dst);
+    tcp_segment(&mut f, (sport, dport), tcp_flags, payload);
+    f
+}
+
+/// Appends a TCP header with the timestamp option (32 bytes, as Linux sends) and `payload`.
+fn tcp_segment(f: &mut Vec<u8>, (sport, dport): (u16, u16), tcp_flags: u8, payload: &[u8]) {
     f.extend_from_slice(&sport.to_be_bytes());
     f.extend_from_slice(&dport.to_be_bytes());
     f.extend_from_slice(&[
@@ -198,7 +204,6 @@ fn tcp_frame(port: u16, from_client: bool, tcp_flags: u8, payload: &[u8]) -> Vec
     ]);
     f.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 1]);
     f.extend_from_slice(payload);
-    f
 }
 
 /// An Ethernet + IPv6 + TCP frame between `fd00::1:port` and `fd00::2:9000` like
@@ -223,35 +228,36 @@ fn tcp_frame_v6_hop_by_hop(port: u16, from_client: bool, tcp_flags: u8, payload:
     f.extend_from_slice(&dst);
     // hop-by-hop: next header TCP, length 0 (8 bytes), a PadN option filling it
     f.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&[
-        0, 0, 0, 1, 0, 0, 0, 1, 0x80, tcp_flags, 0x01, 0xf5, 0, 0, 0, 0,
-    ]);
-    f.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 1]);
-    f.extend_from_slice(payload);
+    tcp_segment(&mut f, (sport, dport), tcp_flags, payload);
     f
 }
 
-#[test]
-fn select_keeps_5xx_heads_and_the_requests_after_them_on_a_busy_connection() {
-    const ACK_PSH: u8 = 0x18;
+/// `select` loaded for `BPF_PROG_TEST_RUN` with no hot window after the first exchange and
+/// a reuse only after an hour, so that what it keeps past a connection's first exchange is
+/// kept for the 5xx rule alone; `None` (with the reason printed) where it cannot load.
+fn select_without_windows() -> Option<tracer::probe::SelectTestRun> {
     if let Err(why) = built_with_probe() {
         eprintln!("skipped: tracer was built without the kernel probe: {why}");
-        return;
+        return None;
     }
     if let Some(why) = effective_caps().and_then(missing_caps) {
         eprintln!("skipped: {why}");
-        return;
+        return None;
     }
-    // No hot window after the first exchange, and a reuse only after an hour: what is kept
-    // past the first exchange is kept for the 5xx rule alone.
     let config = ProbeConfig {
         sparse_hot: Duration::ZERO,
         sparse_idle: Duration::from_secs(3600),
         ..ProbeConfig::default()
     };
-    let select = tracer::probe::SelectTestRun::load(&config).expect("loading select");
+    Some(tracer::probe::SelectTestRun::load(&config).expect("loading select"))
+}
+
+#[test]
+fn select_keeps_5xx_heads_and_the_requests_after_them_on_a_busy_connection() {
+    const ACK_PSH: u8 = 0x18;
+    let Some(select) = select_without_windows() else {
+        return;
+    };
     // A port of its own per run: the marks live as long as the loaded program.
     let port = 40_000 + u16::try_from(std::process::id() % 20_000).unwrap();
     let request = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -284,20 +290,9 @@ fn select_reads_tcp_behind_ipv6_extension_headers() {
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
     const ACK_PSH: u8 = 0x18;
-    if let Err(why) = built_with_probe() {
-        eprintln!("skipped: tracer was built without the kernel probe: {why}");
+    let Some(select) = select_without_windows() else {
         return;
-    }
-    if let Some(why) = effective_caps().and_then(missing_caps) {
-        eprintln!("skipped: {why}");
-        return;
-    }
-    let config = ProbeConfig {
-        sparse_hot: Duration::ZERO,
-        sparse_idle: Duration::from_secs(3600),
-        ..ProbeConfig::default()
     };
-    let select = tracer::probe::SelectTestRun::load(&config).expect("loading select");
     let port = 20_000 + u16::try_from(std::process::id() % 20_000).unwrap();
     let request = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
     let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
