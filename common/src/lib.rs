@@ -10,6 +10,7 @@
 
 use core::mem::size_of;
 
+pub mod ipv6;
 pub mod select;
 
 /// `AF_INET`, as in the kernel's `family` tracepoint fields.

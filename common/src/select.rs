@@ -267,34 +267,6 @@ pub const HEAD_PREFIX: usize = 10;
 /// with more is not kept (none of Linux's own TCP packets carries even one).
 pub const V6_MAX_EXTENSIONS: usize = 4;
 
-/// One step of the walk from the IPv6 header to the TCP header: given an extension
-/// header of type `kind` and its first four bytes, the type of the header after it and
-/// its own length in bytes. `None` when the packet cannot hold a TCP header that `select`
-/// can read: not an extension header, ESP (opaque), or a fragment after the first.
-pub fn v6_extension(kind: u8, head: [u8; 4]) -> Option<(u8, u32)> {
-    const HOP_BY_HOP: u8 = 0;
-    const ROUTING: u8 = 43;
-    const FRAGMENT: u8 = 44;
-    const AH: u8 = 51;
-    const DEST_OPTS: u8 = 60;
-    const MOBILITY: u8 = 135;
-    const HIP: u8 = 139;
-    const SHIM6: u8 = 140;
-    let len = match kind {
-        HOP_BY_HOP | ROUTING | DEST_OPTS | MOBILITY | HIP | SHIM6 => (u32::from(head[1]) + 1) * 8,
-        FRAGMENT => {
-            // the fragment offset, in 8-byte units, in the top 13 bits of bytes 2-3
-            if u16::from_be_bytes([head[2], head[3]]) >> 3 != 0 {
-                return None;
-            }
-            8
-        }
-        AH => (u32::from(head[1]) + 2) * 4,
-        _ => return None,
-    };
-    Some((head[0], len))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,21 +465,5 @@ mod tests {
         assert!(is_5xx_head(b"HTTP/1.1 5"));
         assert!(!is_5xx_head(b"HTTP/1.1 2"));
         assert!(!is_5xx_head(b"GET / HTTP"));
-    }
-
-    #[test]
-    fn ipv6_extension_headers_are_walked_to_tcp() {
-        // hop-by-hop, 8 bytes, then TCP
-        assert_eq!(v6_extension(0, [6, 0, 1, 4]), Some((6, 8)));
-        // destination options of 24 bytes, then routing
-        assert_eq!(v6_extension(60, [43, 2, 0, 0]), Some((43, 24)));
-        // AH counts 4-byte units, minus 2
-        assert_eq!(v6_extension(51, [6, 4, 0, 0]), Some((6, 24)));
-        // the first fragment (offset 0, more fragments) has the TCP header; later ones not
-        assert_eq!(v6_extension(44, [6, 0, 0, 1]), Some((6, 8)));
-        assert_eq!(v6_extension(44, [6, 0, 0, 0x08]), None);
-        // ESP hides the rest; UDP is no extension header
-        assert_eq!(v6_extension(50, [6, 0, 0, 0]), None);
-        assert_eq!(v6_extension(17, [0, 0, 0, 0]), None);
     }
 }

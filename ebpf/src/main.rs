@@ -20,11 +20,11 @@ use aya_ebpf::{
     Global,
 };
 use tracer_common::select::{
-    decide, is_5xx_head, slot, v6_extension, FlowKey, FlowMark, SegmentFacts, FLOW_SLOTS,
+    decide, is_5xx_head, slot, FlowKey, FlowMark, SegmentFacts, FLOW_SLOTS,
     HEAD_PREFIX, V6_MAX_EXTENSIONS,
 };
 use tracer_common::{
-    flags, kind, tcp_state, tp, Config, RawSockEvent, SockInfo, AF_INET6, EVENTS_RING_BYTES,
+    flags, ipv6, kind, tcp_state, tp, Config, RawSockEvent, SockInfo, AF_INET6, EVENTS_RING_BYTES,
     IPPROTO_TCP, MSG_PEEK,
 };
 
@@ -718,7 +718,7 @@ fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
             }
             let mut e = [0u8; 4];
             load(ctx, l4, &mut e)?;
-            let Some((after, len)) = v6_extension(next, e) else {
+            let Some((after, len)) = ipv6::extension(next, e) else {
                 return Ok(None);
             };
             next = after;

@@ -5,6 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use tracer_common::ipv6 as ipv6_ext;
+
 /// The transport part of one IP packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpPayload<'a> {
@@ -47,19 +49,6 @@ const V6_SRC: usize = 8;
 const V6_DST: usize = 24;
 /// More extension headers than this is treated as malformed.
 const V6_MAX_EXTENSIONS: usize = 8;
-
-mod next_header {
-    pub const HOP_BY_HOP: u8 = 0;
-    pub const ROUTING: u8 = 43;
-    pub const FRAGMENT: u8 = 44;
-    pub const ESP: u8 = 50;
-    pub const AH: u8 = 51;
-    pub const NO_NEXT: u8 = 59;
-    pub const DEST_OPTS: u8 = 60;
-    pub const MOBILITY: u8 = 135;
-    pub const HIP: u8 = 139;
-    pub const SHIM6: u8 = 140;
-}
 
 fn be16(data: &[u8], at: usize) -> Option<u16> {
     let b = data.get(at..at + 2)?;
@@ -136,55 +125,51 @@ pub fn ipv6(data: &[u8], wire_hint: u32) -> Result<IpPayload<'_>, IpSkip> {
     let mut next = data[V6_NEXT_HEADER];
     let mut offset = V6_HEADER;
     for _ in 0..V6_MAX_EXTENSIONS {
-        let ext_len = match next {
-            next_header::HOP_BY_HOP
-            | next_header::ROUTING
-            | next_header::DEST_OPTS
-            | next_header::MOBILITY
-            | next_header::HIP
-            | next_header::SHIM6 => {
-                let n = *data
-                    .get(offset + 1)
-                    .ok_or(IpSkip::Malformed("IPv6 extension header cut short"))?;
-                (usize::from(n) + 1) * 8
-            }
-            next_header::FRAGMENT => {
-                let frag = be16(data, offset + 2)
-                    .ok_or(IpSkip::Malformed("IPv6 fragment header cut short"))?;
-                if frag >> 3 != 0 {
-                    return Err(IpSkip::LaterFragment);
-                }
-                8
-            }
-            next_header::AH => {
-                let n = *data
-                    .get(offset + 1)
-                    .ok_or(IpSkip::Malformed("IPv6 AH header cut short"))?;
-                (usize::from(n) + 2) * 4
-            }
-            next_header::ESP | next_header::NO_NEXT => return Err(IpSkip::Opaque),
-            protocol => {
-                let Some(wire_len) = total.checked_sub(offset as u32) else {
-                    return Err(IpSkip::Malformed(
-                        "IPv6 extension headers longer than the payload length",
-                    ));
-                };
-                let end = data.len().min(total as usize);
-                return Ok(IpPayload {
-                    src: IpAddr::V6(Ipv6Addr::from(src)),
-                    dst: IpAddr::V6(Ipv6Addr::from(dst)),
-                    protocol,
-                    data: data.get(offset..end).unwrap_or(&[]),
-                    wire_len,
-                });
-            }
-        };
-        next = *data
-            .get(offset)
-            .ok_or(IpSkip::Malformed("IPv6 extension header cut short"))?;
-        offset += ext_len;
+        if ipv6_ext::is_opaque(next) {
+            return Err(IpSkip::Opaque);
+        }
+        if !ipv6_ext::is_extension(next) {
+            let Some(wire_len) = total.checked_sub(offset as u32) else {
+                return Err(IpSkip::Malformed(
+                    "IPv6 extension headers longer than the payload length",
+                ));
+            };
+            let end = data.len().min(total as usize);
+            return Ok(IpPayload {
+                src: IpAddr::V6(Ipv6Addr::from(src)),
+                dst: IpAddr::V6(Ipv6Addr::from(dst)),
+                protocol: next,
+                data: data.get(offset..end).unwrap_or(&[]),
+                wire_len,
+            });
+        }
+        let (after, len) = ipv6_ext::extension(next, extension_head(data, offset, next)?)
+            .ok_or(IpSkip::LaterFragment)?;
+        next = after;
+        offset += len as usize;
     }
     Err(IpSkip::Malformed("too many IPv6 extension headers"))
+}
+
+/// The first four bytes of the extension header of type `kind` at `offset`, for
+/// [`ipv6_ext::extension`]: it reads the next-header and length bytes of each, and the
+/// fragment offset (bytes 2-3) of a fragment header; bytes it does not read may be cut by
+/// the snaplen and read as 0.
+fn extension_head(data: &[u8], offset: usize, kind: u8) -> Result<[u8; 4], IpSkip> {
+    let (need, why) = if kind == ipv6_ext::FRAGMENT {
+        (4, "IPv6 fragment header cut short")
+    } else {
+        (2, "IPv6 extension header cut short")
+    };
+    let b = data
+        .get(offset..)
+        .filter(|b| b.len() >= need)
+        .ok_or(IpSkip::Malformed(why))?;
+    let mut head = [0u8; 4];
+    for (d, s) in head.iter_mut().zip(b) {
+        *d = *s;
+    }
+    Ok(head)
 }
 
 #[cfg(test)]
@@ -294,7 +279,7 @@ mod tests {
     fn ipv6_hop_by_hop_then_tcp() {
         let mut rest = vec![PROTO_TCP, 0, 1, 4, 0, 0, 0, 0];
         rest.extend_from_slice(&[5; 16]);
-        let p = v6(next_header::HOP_BY_HOP, &rest);
+        let p = v6(ipv6_ext::HOP_BY_HOP, &rest);
         let ip = ipv6(&p, 0).unwrap();
         assert_eq!((ip.protocol, ip.data.len(), ip.wire_len), (6, 16, 16));
     }
@@ -303,23 +288,20 @@ mod tests {
     fn ipv6_later_fragment_is_skipped() {
         let rest = [PROTO_TCP, 0, 0x00, 0x08, 0, 0, 0, 1];
         assert_eq!(
-            ipv6(&v6(next_header::FRAGMENT, &rest), 0),
+            ipv6(&v6(ipv6_ext::FRAGMENT, &rest), 0),
             Err(IpSkip::LaterFragment)
         );
     }
 
     #[test]
     fn ipv6_esp_is_opaque() {
-        assert_eq!(
-            ipv6(&v6(next_header::ESP, &[0; 24]), 0),
-            Err(IpSkip::Opaque)
-        );
+        assert_eq!(ipv6(&v6(ipv6_ext::ESP, &[0; 24]), 0), Err(IpSkip::Opaque));
     }
 
     #[test]
     fn ipv6_extension_cut_short_is_malformed() {
         assert!(matches!(
-            ipv6(&v6(next_header::ROUTING, &[]), 0),
+            ipv6(&v6(ipv6_ext::ROUTING, &[]), 0),
             Err(IpSkip::Malformed(_))
         ));
     }
@@ -329,7 +311,7 @@ mod tests {
         let mut rest = vec![PROTO_TCP, 4, 0, 0, 0, 0, 0, 0];
         rest.extend_from_slice(&[0; 40]);
         assert!(matches!(
-            ipv6(&v6(next_header::DEST_OPTS, &rest), 0),
+            ipv6(&v6(ipv6_ext::DEST_OPTS, &rest), 0),
             Err(IpSkip::Malformed(_))
         ));
     }
