@@ -674,8 +674,8 @@ impl Segment {
 
 /// Reads a TCP segment's addresses and header, `None` for anything else. The common case,
 /// IPv4 without options, takes one load; options and IPv6 take more (IPv6 extension
-/// headers one each). The headers are
-/// always in the skb's linear part; the data, as a rule, is not (see [`payload_head`]).
+/// headers one each). The headers are always in the skb's linear part; the data, as a
+/// rule, is not (see [`head_is_5xx`]).
 #[inline(always)]
 fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
     let mut sm = core::mem::MaybeUninit::<Segment>::uninit();
@@ -738,19 +738,20 @@ fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
     Ok(Some(*seg))
 }
 
-/// The data's first [`HEAD_PREFIX`] bytes wherever they sit. A TCP sender's data is
-/// usually in page fragments, not in the linear part that [`load`] (relative to the
-/// network header) can read; `bpf_skb_load_bytes` reads fragments too, but counts from
-/// `skb->data`: the link-layer header on a raw packet socket, the network header on a
-/// cooked one (`any`). The difference is what `skb->len` holds beyond the IP packet.
+/// Whether the data starts with a 5xx status line, wherever its first [`HEAD_PREFIX`]
+/// bytes sit. A TCP sender's data is usually in page fragments, not in the linear part
+/// that [`load`] (relative to the network header) can read; `bpf_skb_load_bytes` reads
+/// fragments too, but counts from `skb->data`: the link-layer header on a raw packet
+/// socket, the network header on a cooked one (`any`). The difference is what `skb->len`
+/// holds beyond the IP packet.
 #[inline(always)]
-fn payload_head(ctx: &SkBuffContext, seg: &Segment, doff: u32) -> Result<[u8; HEAD_PREFIX], i64> {
+fn head_is_5xx(ctx: &SkBuffContext, seg: &Segment, doff: u32) -> bool {
     let ip_len = seg.l4.saturating_add(seg.ip_payload);
     let Some(net_off) = ctx.len().checked_sub(ip_len) else {
-        return Err(-1);
+        return false;
     };
     if net_off > MAX_LINK_HEADER {
-        return Err(-1);
+        return false;
     }
     // Not zeroed (see `read_segment`): the helper fills it, or clears it and fails.
     let mut mb = core::mem::MaybeUninit::<[u8; HEAD_PREFIX]>::uninit();
@@ -766,10 +767,7 @@ fn payload_head(ctx: &SkBuffContext, seg: &Segment, doff: u32) -> Result<[u8; HE
             HEAD_PREFIX as u32,
         )
     };
-    if rc < 0 {
-        return Err(rc);
-    }
-    Ok(*buf)
+    rc == 0 && is_5xx_head(buf)
 }
 
 /// Zeroes `v` in place, as 8-byte words, and hands it back initialised. The toolchain
@@ -794,12 +792,11 @@ fn zero_fill<T: Copy>(v: &mut core::mem::MaybeUninit<T>) -> &mut T {
     unsafe { v.assume_init_mut() }
 }
 
-/// The longest link-layer header [`payload_head`] accepts in front of the network header
+/// The longest link-layer header [`head_is_5xx`] accepts in front of the network header
 /// (Ethernet with two VLAN tags is 22).
 const MAX_LINK_HEADER: u32 = 64;
 
 fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
-    let cfg = CONFIG.load();
     let Some(seg) = read_segment(ctx)? else {
         return Ok(false);
     };
@@ -812,6 +809,9 @@ fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
     if payload_len == 0 && !fin_or_rst && !syn {
         return Ok(false); // a pure ACK: never kept, and no map lookup
     }
+    // Only here: `Global::load` is a volatile read of the whole configuration, which the
+    // compiler cannot trim to the fields used, and pure ACKs need none of it.
+    let cfg = CONFIG.load();
     let sport = u16::from_be_bytes([t[0], t[1]]);
     let dport = u16::from_be_bytes([t[2], t[3]]);
     if !cfg.port_matches(sport, dport) {
@@ -839,7 +839,7 @@ fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
     let mark = (stored.tag == tag).then_some(stored);
     if payload_len >= HEAD_PREFIX as u32 {
         // A 5xx head is kept, and starts a longer hot window, whatever else holds.
-        facts.head_5xx = payload_head(ctx, &seg, doff).is_ok_and(|p| is_5xx_head(&p));
+        facts.head_5xx = head_is_5xx(ctx, &seg, doff);
     }
     let d = decide(mark, now, facts, &cfg.select());
     if let Some(mut m) = d.mark {
