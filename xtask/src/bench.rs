@@ -747,62 +747,45 @@ fn latency_ms(v: &str) -> Result<f64> {
     })
 }
 
-/// CPU seconds (user + system) and peak resident memory (KiB) of a running process.
+/// CPU seconds and peak resident memory (KiB) of a running process. The CPU is its live
+/// threads' run time from schedstat, to the nanosecond: `/proc/PID/stat` counts 10 ms
+/// ticks, about one per benchmark round for a process as light as tracer.
 pub(crate) fn usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let cpu = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
-        .sum::<f64>()
-        / CLK_TCK;
-    (cpu, peak_rss_kib(pid))
-}
-
-/// CPU seconds a live process has run so far, over all its threads, to the nanosecond
-/// (`/proc/PID/task/*/schedstat`; `/proc/PID/stat` counts 10 ms ticks, too coarse for a
-/// process that runs a few milliseconds per round); 0 once it is gone.
-pub(crate) fn cpu_ns_exact(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| {
-            std::fs::read_to_string(t.path().join("schedstat"))
-                .ok()?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    let ns = per_thread(pid, "schedstat", |s| {
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    (ns as f64 / 1e9, peak_rss_kib(pid))
 }
 
 /// Context switches of a live process so far, voluntary (it waited: each is a later
 /// wake-up) and not (it was preempted), over all its threads; 0 once it is gone.
 pub(crate) fn context_switches(pid: u32) -> u64 {
+    per_thread(pid, "status", |s| {
+        s.lines()
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    })
+}
+
+/// `value` of each live thread's `/proc/PID/task/TID/<file>`, summed; 0 once the process
+/// is gone.
+fn per_thread(pid: u32, file: &str, value: impl Fn(&str) -> u64) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
     tasks
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter_map(|l| {
-                    l.strip_prefix("voluntary_ctxt_switches:")
-                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))?
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-                .collect::<Vec<_>>()
-        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join(file)).ok())
+        .map(|s| value(&s))
         .sum()
 }
 

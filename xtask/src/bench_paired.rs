@@ -23,8 +23,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::bench::{
-    closing_line, context_switches, cpu_ns_exact, fixed_load, increase, list, median, noise_pct,
-    paired, run_wrk, start_tcpdump, start_tracer, stop_tcpdump, Kind, Proxy, Stack,
+    closing_line, context_switches, fixed_load, increase, list, median, noise_pct, paired, run_wrk,
+    start_tcpdump, start_tracer, stop_tcpdump, usage, Kind, Proxy, Stack,
 };
 
 #[derive(clap::Args)]
@@ -178,7 +178,7 @@ struct Arm {
 /// CPU seconds and context switches of `pids` so far (all their threads).
 fn cost(pids: &[u32]) -> (f64, u64) {
     pids.iter()
-        .map(|&p| (cpu_ns_exact(p) as f64 / 1e9, context_switches(p)))
+        .map(|&p| (usage(p).0, context_switches(p)))
         .fold((0.0, 0), |(c, w), (pc, pw)| (c + pc, w + pw))
 }
 
@@ -241,13 +241,12 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
         let b = fixed_both(&stacks, args, rate)?;
         errors += b.errors;
         let after = cost(&pids);
-        let requests = (b.rps[i] * f64::from(args.seconds)).max(1.0);
-        arms[k].cpu_us.push((after.0 - before.0) / requests * 1e6);
-        arms[k]
-            .wakeups
-            .push((after.1 - before.1) as f64 / f64::from(args.seconds));
         let done = attached.stop(&mut stacks[i]);
         let arm = &mut arms[k];
+        let requests = (b.rps[i] * f64::from(args.seconds)).max(1.0);
+        arm.cpu_us.push((after.0 - before.0) / requests * 1e6);
+        arm.wakeups
+            .push((after.1 - before.1) as f64 / f64::from(args.seconds));
         arm.rps_ratio.push(b.rps[i] / b.rps[o]);
         arm.p99_ratio.push(b.p99[i] / b.p99[o]);
         arm.beside.push((round, b.p99[o]));
