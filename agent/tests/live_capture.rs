@@ -207,8 +207,8 @@ fn the_http_heads_filter_compiles_in_libpcap() {
 
 #[test]
 fn the_kernel_selection_finds_5xx_heads_on_a_named_interface_and_on_any() {
-    sparse_5xx_on(&["lo"], "lo");
-    sparse_5xx_on(&["any"], "any");
+    sparse_5xx_on("lo");
+    sparse_5xx_on("any");
 }
 
 /// A busy keep-alive connection on the namespace's loopback, captured through `select`:
@@ -216,7 +216,7 @@ fn the_kernel_selection_finds_5xx_heads_on_a_named_interface_and_on_any() {
 /// error window) may come through. The data sits in page fragments, as on any
 /// live TCP connection, and `any` hands the filter cooked packets (no link header), so
 /// this is where `select` must find the head in both layouts.
-fn sparse_5xx_on(interfaces: &[&str], tag: &str) {
+fn sparse_5xx_on(interface: &str) {
     if let Some(why) = skip_reason() {
         eprintln!("SKIPPED: {why}");
         return;
@@ -233,9 +233,9 @@ fn sparse_5xx_on(interfaces: &[&str], tag: &str) {
         ..tracer::probe::ProbeConfig::default()
     };
     let selector = tracer::probe::Selector::load(&config).expect("loading select");
-    let ns = Netns::create(&format!("tracer-sparse-{tag}-{}", std::process::id()));
+    let ns = Netns::create(&format!("tracer-sparse-{interface}-{}", std::process::id()));
     let mut cap = LiveCapture::start(&LiveOptions {
-        interfaces: interfaces.iter().map(|&i| i.to_owned()).collect(),
+        interfaces: vec![interface.to_owned()],
         netns: Some(format!("/run/netns/{}", ns.0).into()),
         snaplen: 512,
         buffer_bytes: 4 << 20,
@@ -296,6 +296,6 @@ fn sparse_5xx_on(interfaces: &[&str], tag: &str) {
             "GET /5 HTTP/1.1",
             "HTTP/1.1 200 X"
         ],
-        "on {tag}"
+        "on {interface}"
     );
 }

@@ -19,14 +19,22 @@ fn effective_caps() -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
-/// Loads the probe, or prints why this kernel/process cannot and returns `None`.
-fn load_or_skip(config: &ProbeConfig) -> Option<Probe> {
+/// Whether this build and process can load the kernel programs; prints why not.
+fn probe_usable() -> bool {
     if let Err(why) = built_with_probe() {
         eprintln!("skipped: tracer was built without the kernel probe: {why}");
-        return None;
+        return false;
     }
     if let Some(why) = effective_caps().and_then(missing_caps) {
         eprintln!("skipped: {why}");
+        return false;
+    }
+    true
+}
+
+/// Loads the probe, or prints why this kernel/process cannot and returns `None`.
+fn load_or_skip(config: &ProbeConfig) -> Option<Probe> {
+    if !probe_usable() {
         return None;
     }
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -179,12 +187,7 @@ fn listener_close_shows_client_lifecycle_with_our_pid() {
 /// An Ethernet + IPv4 + TCP frame with the timestamp option (as Linux sends) from
 /// `10.0.0.1:port` when `from_client`, else to it, with `10.0.0.2:9000` on the other end.
 fn tcp_frame(port: u16, from_client: bool, tcp_flags: u8, payload: &[u8]) -> Vec<u8> {
-    let (client, server) = ([10, 0, 0, 1], [10, 0, 0, 2]);
-    let ((src, sport), (dst, dport)) = if from_client {
-        ((client, port), (server, 9000))
-    } else {
-        ((server, 9000), (client, port))
-    };
+    let ((src, sport), (dst, dport)) = ends([10, 0, 0, 1], [10, 0, 0, 2], port, from_client);
     let total = u16::try_from(20 + 32 + payload.len()).unwrap();
     let mut f = vec![0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0x08, 0x00];
     f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0]);
@@ -193,6 +196,15 @@ fn tcp_frame(port: u16, from_client: bool, tcp_flags: u8, payload: &[u8]) -> Vec
     f.extend_from_slice(&dst);
     tcp_segment(&mut f, (sport, dport), tcp_flags, payload);
     f
+}
+
+/// (source, destination) of a segment between `client:port` and `server:9000`.
+fn ends<A>(client: A, server: A, port: u16, from_client: bool) -> ((A, u16), (A, u16)) {
+    if from_client {
+        ((client, port), (server, 9000))
+    } else {
+        ((server, 9000), (client, port))
+    }
 }
 
 /// Appends a TCP header with the timestamp option (32 bytes, as Linux sends) and `payload`.
@@ -214,11 +226,7 @@ fn tcp_frame_v6_hop_by_hop(port: u16, from_client: bool, tcp_flags: u8, payload:
     let mut server = client;
     client[15] = 1;
     server[15] = 2;
-    let ((src, sport), (dst, dport)) = if from_client {
-        ((client, port), (server, 9000))
-    } else {
-        ((server, 9000), (client, port))
-    };
+    let ((src, sport), (dst, dport)) = ends(client, server, port, from_client);
     let payload_len = u16::try_from(8 + 32 + payload.len()).unwrap();
     let mut f = vec![0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0x86, 0xdd];
     // next header 0: hop-by-hop options
@@ -232,16 +240,15 @@ fn tcp_frame_v6_hop_by_hop(port: u16, from_client: bool, tcp_flags: u8, payload:
     f
 }
 
+/// A request and a healthy response, as the select tests send them.
+const REQUEST: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
 /// `select` loaded for `BPF_PROG_TEST_RUN` with no hot window after the first exchange and
 /// a reuse only after an hour, so that what it keeps past a connection's first exchange is
 /// kept for the 5xx rule alone; `None` (with the reason printed) where it cannot load.
 fn select_without_windows() -> Option<tracer::probe::SelectTestRun> {
-    if let Err(why) = built_with_probe() {
-        eprintln!("skipped: tracer was built without the kernel probe: {why}");
-        return None;
-    }
-    if let Some(why) = effective_caps().and_then(missing_caps) {
-        eprintln!("skipped: {why}");
+    if !probe_usable() {
         return None;
     }
     let config = ProbeConfig {
@@ -260,8 +267,6 @@ fn select_keeps_5xx_heads_and_the_requests_after_them_on_a_busy_connection() {
     };
     // A port of its own per run: the marks live as long as the loaded program.
     let port = 40_000 + u16::try_from(std::process::id() % 20_000).unwrap();
-    let request = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
-    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
     let error = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
     let keeps = |from_client: bool, payload: &[u8]| {
         select
@@ -269,14 +274,14 @@ fn select_keeps_5xx_heads_and_the_requests_after_them_on_a_busy_connection() {
             .expect("test run of select")
     };
     let seen: Vec<bool> = vec![
-        keeps(true, request),  // the connection's first data: kept
-        keeps(false, ok),      // its reply: kept
-        keeps(true, request),  // busy, not hot: dropped
-        keeps(false, ok),      // dropped
-        keeps(true, request),  // dropped (its response is the 5xx)
+        keeps(true, REQUEST),  // the connection's first data: kept
+        keeps(false, OK),      // its reply: kept
+        keeps(true, REQUEST),  // busy, not hot: dropped
+        keeps(false, OK),      // dropped
+        keeps(true, REQUEST),  // dropped (its response is the 5xx)
         keeps(false, error),   // a 5xx head: kept
-        keeps(true, request),  // the request after it: kept
-        keeps(false, ok),      // within the error window: kept
+        keeps(true, REQUEST),  // the request after it: kept
+        keeps(false, OK),      // within the error window: kept
         keeps(false, b"HTTP"), // a segment too short for a head, in the window: kept
     ];
     assert_eq!(
@@ -294,8 +299,6 @@ fn select_reads_tcp_behind_ipv6_extension_headers() {
         return;
     };
     let port = 20_000 + u16::try_from(std::process::id() % 20_000).unwrap();
-    let request = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
-    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
     let error = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
     let keeps = |from_client: bool, flags: u8, payload: &[u8]| {
         select
@@ -305,10 +308,10 @@ fn select_reads_tcp_behind_ipv6_extension_headers() {
     let seen: Vec<bool> = vec![
         keeps(true, SYN, b""),         // a SYN: kept
         keeps(true, ACK, b""),         // a pure ACK: never kept
-        keeps(true, ACK_PSH, request), // first data: kept
-        keeps(false, ACK_PSH, ok),     // its reply: kept
-        keeps(true, ACK_PSH, request), // busy: dropped
-        keeps(false, ACK_PSH, ok),     // dropped
+        keeps(true, ACK_PSH, REQUEST), // first data: kept
+        keeps(false, ACK_PSH, OK),     // its reply: kept
+        keeps(true, ACK_PSH, REQUEST), // busy: dropped
+        keeps(false, ACK_PSH, OK),     // dropped
         keeps(false, ACK_PSH, error),  // a 5xx head, found behind the extension header: kept
     ];
     assert_eq!(seen, [true, false, true, true, false, false, true]);
@@ -319,12 +322,7 @@ fn select_reads_tcp_behind_ipv6_extension_headers() {
 /// with `--pid` or in a namespace does not fall back to copying every data segment.
 #[test]
 fn capture_without_the_probe_still_selects_in_the_kernel() {
-    if let Err(why) = built_with_probe() {
-        eprintln!("skipped: tracer was built without the kernel probe: {why}");
-        return;
-    }
-    if let Some(why) = effective_caps().and_then(missing_caps) {
-        eprintln!("skipped: {why}");
+    if !probe_usable() {
         return;
     }
     let netns = std::fs::metadata("/proc/self/ns/net").map(|m| {
