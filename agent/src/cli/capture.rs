@@ -170,30 +170,23 @@ fn netns_inode(path: Option<&Path>) -> Option<u32> {
         .and_then(|m| u32::try_from(m.ino()).ok())
 }
 
+/// The loaded probe and its clock, its ring buffer drained by the capture loop itself just
+/// before it hands packets to the engine. The kernel writes each event synchronously, so
+/// every event up to the packets' release time is in the ring by then and verdicts find
+/// their kernel evidence; and no thread wakes on a timer to read it (a reader thread
+/// polling every 20 ms was half of tracer's wake-ups on a busy proxy).
 struct ProbeSource {
     probe: Probe,
     clock: ClockAlignment,
-}
-
-/// The probe's ring buffer, drained by the capture loop itself just before it hands
-/// packets to the engine. The kernel writes each event synchronously, so every event up to
-/// the packets' release time is in the ring by then and verdicts find their kernel
-/// evidence; and no thread wakes on a timer to read it (a reader thread polling every
-/// 20 ms was half of tracer's wake-ups on a busy proxy).
-struct ProbeReader {
-    ps: ProbeSource,
+    /// The last count of events the kernel could not queue.
     lost: u64,
 }
 
-impl ProbeReader {
-    fn new(ps: ProbeSource) -> ProbeReader {
-        ProbeReader { ps, lost: 0 }
-    }
-
+impl ProbeSource {
     /// Every event waiting now, on the pcap clock.
     fn drain(&mut self) -> impl Iterator<Item = KernelEvent> + '_ {
-        let clock = &self.ps.clock;
-        self.ps.probe.drain().into_iter().map(|ev| KernelEvent {
+        let clock = &self.clock;
+        self.probe.drain().into_iter().map(|ev| KernelEvent {
             ts_ns: clock.to_unix_ns(ev.ktime_ns),
             event: ev,
         })
@@ -201,7 +194,7 @@ impl ProbeReader {
 
     /// Events the kernel could not queue since load (a map read: call it now and then).
     fn lost(&mut self) -> u64 {
-        if let Ok(n) = self.ps.probe.lost() {
+        if let Ok(n) = self.probe.lost() {
             self.lost = n;
         }
         self.lost
@@ -282,7 +275,11 @@ fn start_probe(args: &Args, netns: Option<&Path>) -> Option<ProbeSource> {
         eprintln!("warning: cannot align the kernel's clock with the capture's; probe not used");
         return None;
     };
-    Some(ProbeSource { probe, clock })
+    Some(ProbeSource {
+        probe,
+        clock,
+        lost: 0,
+    })
 }
 
 #[derive(Default)]
@@ -311,10 +308,9 @@ fn capture(args: &Args) -> Result<()> {
             default_filter(&args.ports)
         }
     });
-    let mut source = start_probe(args, netns.as_deref());
-    let selector = start_selector(args, netns.as_deref(), source.as_mut());
+    let mut probe = start_probe(args, netns.as_deref());
+    let selector = start_selector(args, netns.as_deref(), probe.as_mut());
     let sparse = selector.is_some();
-    let mut probe = source.map(ProbeReader::new);
     let mut live = LiveCapture::start(&LiveOptions {
         interfaces: interfaces.clone(),
         netns: netns.clone(),
@@ -439,7 +435,7 @@ fn capture(args: &Args) -> Result<()> {
                 .iter()
                 .map(|s| s.dropped + s.if_dropped + s.backlog_dropped)
                 .sum();
-            let lost = probe.as_mut().map_or(0, ProbeReader::lost);
+            let lost = probe.as_mut().map_or(0, ProbeSource::lost);
             eprint!(
                 "\r\x1b[K{:>6.1}s  {} packets, {} connections, {} kernel events, {} verdicts, capture drops {drops}, probe lost {lost}",
                 started.elapsed().as_secs_f64(),
@@ -462,7 +458,7 @@ fn capture(args: &Args) -> Result<()> {
     if let Some(pr) = &mut probe {
         take_events(pr, &mut bundle, &mut ledger, &mut engine, &mut p)?;
     }
-    let probe_lost = probe.as_mut().map_or(0, ProbeReader::lost);
+    let probe_lost = probe.as_mut().map_or(0, ProbeSource::lost);
     let mut analysis = engine.finish();
     for v in &mut analysis.verdicts {
         kernel::enrich(v, &ledger);
@@ -509,7 +505,7 @@ fn capture(args: &Args) -> Result<()> {
 /// Moves the probe's waiting events into the ledger (and the bundle), telling the engine
 /// of the writes after an idle gap.
 fn take_events(
-    pr: &mut ProbeReader,
+    pr: &mut ProbeSource,
     bundle: &mut Option<BundleWriter>,
     ledger: &mut Ledger,
     engine: &mut Engine,
