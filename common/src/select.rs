@@ -41,7 +41,8 @@ pub struct SelectConfig {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowMark {
-    /// Last data segment seen, kept or not (CLOCK_MONOTONIC ns).
+    /// Last data segment seen, kept or not (CLOCK_MONOTONIC ns); 0 until the connection's
+    /// first data segment (a mark made by its SYN).
     pub last_data_ns: u64,
     /// Keep every segment until this time; `u64::MAX` once the connection is closing.
     pub hot_until_ns: u64,
@@ -142,6 +143,8 @@ pub struct Decision {
 /// `None` when the filter has not seen it.
 #[inline(always)]
 pub fn decide(mark: Option<FlowMark>, now: u64, seg: SegmentFacts, cfg: &SelectConfig) -> Decision {
+    // 0 means "no data yet" in a mark's `last_data_ns`; the clock is past it in any real run.
+    let now = now.max(1);
     let hot_for = now.saturating_add(cfg.hot_ns);
     let other = if seg.from == FROM_LO {
         FROM_HI
@@ -183,6 +186,10 @@ pub fn decide(mark: Option<FlowMark>, now: u64, seg: SegmentFacts, cfg: &SelectC
             }),
         };
     };
+    // A mark made by the SYN has seen no data: this segment is the connection's first. It
+    // must not be taken for a reuse by its quiet since boot, which is under `idle_ns` on a
+    // machine up for less than that (a fresh CI machine, with the tests' hour-long idle).
+    let first_data = m.last_data_ns == 0;
     let quiet = now.saturating_sub(m.last_data_ns);
     m.last_data_ns = now;
     let mut keep = if m.awaiting == seg.from {
@@ -194,7 +201,7 @@ pub fn decide(mark: Option<FlowMark>, now: u64, seg: SegmentFacts, cfg: &SelectC
         true
     } else if now < m.hot_until_ns {
         true
-    } else if quiet >= cfg.idle_ns {
+    } else if first_data || quiet >= cfg.idle_ns {
         m.hot_until_ns = hot_for;
         m.awaiting = other;
         true
@@ -422,6 +429,25 @@ mod tests {
             (3_200, data(10)),  // busy: dropped
         ]);
         assert_eq!(&k[..5], &[true, true, true, true, false]);
+    }
+
+    #[test]
+    fn the_first_data_after_a_syn_is_kept_however_soon_after_boot() {
+        // The clock is the time since boot: here the request comes after the SYN's hot
+        // window but before `idle_ns` has passed since boot, so its quiet (since the
+        // mark's zero) cannot tell a first exchange from a busy connection.
+        let syn = SegmentFacts {
+            syn: true,
+            ack: false,
+            ..data(0)
+        };
+        let k = run(&[
+            (10, syn),
+            (500, data(10)), // a pooled connection's first request, after the hot window
+            (510, reply(10)), // its reply
+            (700, data(10)), // busy: dropped
+        ]);
+        assert_eq!(&k[..4], &[true, true, true, false]);
     }
 
     #[test]
