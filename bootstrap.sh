@@ -74,4 +74,15 @@ if [ ! -d /sys/kernel/tracing/events ]; then
     mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
 fi
 
+# The probe's code generation depends on these: print them, so that a test failing on one
+# machine and not another can be traced to a toolchain that drifted.
+say "versions in use:"
+for v in rustc-web llvm-22-dev; do
+    printf '    %-12s %s\n' "$v" "$(dpkg-query -W -f='${Version}' "$v" 2>/dev/null || echo 'not installed')"
+done
+printf '    %-12s %s\n' "host rust" "$("$CARGO" --version 2>/dev/null | head -n1); $(rustc --version 2>/dev/null)"
+LINKER=$(command -v bpf-linker || echo "${CARGO_HOME:-$HOME/.cargo}/bin/bpf-linker")
+printf '    %-12s %s\n' "bpf-linker" "$("$LINKER" --version 2>/dev/null || echo 'not found')"
+printf '    %-12s %s\n' "kernel" "$(uname -r)"
+
 say "bootstrap done"

@@ -85,6 +85,10 @@ fn main() {
         .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), object.display()));
     println!("cargo:rustc-env=TRACER_EBPF_OBJECT={}", object.display());
     println!("cargo:rustc-env=TRACER_EBPF_MISSING=");
+    println!(
+        "cargo:rustc-env=TRACER_EBPF_TOOLCHAIN={}",
+        toolchain::describe(&tc).replace('\n', " ")
+    );
 }
 
 /// Embeds an empty object and the reason.
@@ -95,6 +99,7 @@ fn without_probe(object: &Path, why: &str) {
         "cargo:rustc-env=TRACER_EBPF_MISSING={}",
         why.replace('\n', " ")
     );
+    println!("cargo:rustc-env=TRACER_EBPF_TOOLCHAIN=");
 }
 
 /// `<workspace target dir>/ebpf`, shared by every profile and by `cargo xtask build-ebpf`:

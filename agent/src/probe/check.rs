@@ -73,7 +73,11 @@ pub fn check() -> CheckReport {
     let mut r = CheckReport::default();
 
     match built_with_probe() {
-        Ok(()) => r.push("probe object", Good, "embedded in this binary"),
+        Ok(()) => r.push(
+            "probe object",
+            Good,
+            format!("embedded in this binary, built with {}", super::TOOLCHAIN),
+        ),
         Err(why) => {
             r.push(
                 "probe object",

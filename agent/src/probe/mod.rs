@@ -37,6 +37,10 @@ pub use tracer_common::{kind, tcp_state, RawSockEvent};
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("TRACER_EBPF_OBJECT"));
 /// Why [`OBJECT`] is empty (empty when it is not).
 const MISSING: &str = env!("TRACER_EBPF_MISSING");
+/// The compiler and linker that built [`OBJECT`], with their versions (empty when it was
+/// not built). The kernel programs' code generation, and so what the verifier accepts and
+/// what exact-output kernel tests see, depends on them.
+pub const TOOLCHAIN: &str = env!("TRACER_EBPF_TOOLCHAIN");
 
 /// Whether this binary carries the kernel probe; `Err` says why not and how to fix it.
 pub fn built_with_probe() -> Result<(), String> {

@@ -239,6 +239,48 @@ pub fn build_command(tc: &Toolchain, ebpf_dir: &Path, target_dir: &Path, release
     cmd
 }
 
+/// One line naming the compiler and linker `tc` runs, with their own version lines
+/// ("rustc 1.96.0 … (debian rustc-web); bpf-linker 0.13.0"), for `tracer check` and the
+/// kernel tests' failure messages: the probe's code generation depends on both.
+pub fn describe(tc: &Toolchain) -> String {
+    let first_line = |mut c: Command| {
+        c.output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .map(|l| l.trim().to_owned())
+            })
+            .unwrap_or_else(|| "version unknown".to_owned())
+    };
+    let rustc = if let Some(rustc) = &tc.rustc {
+        let mut c = Command::new(rustc);
+        c.arg("--version");
+        c
+    } else {
+        // rustup: `rustup run nightly rustc --version`; a named cargo: its rustc beside it.
+        let mut c = Command::new(&tc.program);
+        if tc.prefix_args.is_empty() {
+            c.arg("--version");
+        } else {
+            c.args(&tc.prefix_args[..tc.prefix_args.len() - 1])
+                .arg("rustc")
+                .arg("--version");
+        }
+        c
+    };
+    let mut linker = Command::new(&tc.linker);
+    linker.arg("--version");
+    format!(
+        "{} ({}); {}",
+        first_line(rustc),
+        tc.source,
+        first_line(linker)
+    )
+}
+
 /// Where the inner build leaves the object.
 pub fn object_path(target_dir: &Path, release: bool) -> PathBuf {
     target_dir
