@@ -16,5 +16,6 @@ pub mod live;
 pub mod probe;
 pub mod report;
 pub mod segment;
+pub mod session;
 pub mod timeouts;
 pub mod verdict;
