@@ -5,6 +5,7 @@
 //! that failed, and emits verdicts with evidence.
 
 pub mod advice;
+pub mod agent;
 pub mod bundle;
 pub mod capture;
 pub mod correlate;

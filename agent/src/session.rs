@@ -18,7 +18,7 @@ use crate::kernel::{self, KernelEvent, Ledger};
 use crate::live::{
     default_filter, full_filter, IfaceStats, LiveCapture, LiveError, LiveOptions, LivePacket,
 };
-use crate::probe::{ClockAlignment, Probe, ProbeConfig, Selector};
+use crate::probe::{ClockAlignment, Probe, ProbeConfig, ResponseCount, Selector};
 use crate::report::CaptureSummary;
 use crate::verdict::Verdict;
 
@@ -40,6 +40,9 @@ const BUFFER_BYTES: u32 = 64 << 20;
 const SPARSE_BUFFER_BYTES: u32 = 8 << 20;
 /// At most this many packets are taken from the capture threads in one step.
 const MAX_BATCH: usize = 65_536;
+/// Remote endpoints of connections opened in the followed namespace, remembered with the
+/// opener's pid; beyond this many they are all forgotten at once.
+const MAX_OPENED: usize = 65_536;
 /// Upstream connections named by verdicts, kept from eviction; beyond this many they are
 /// all forgotten at once (a long-running agent must not grow without bound).
 const MAX_PINNED: usize = 65_536;
@@ -78,6 +81,9 @@ pub struct SessionOptions {
     pub upstream: Option<Endpoint>,
     /// Keep each packet's frame and every kernel event in this bundle.
     pub bundle: Option<BundleWriter>,
+    /// Keep every verdict for the final report (`tracer capture`); a long-running session
+    /// hands each out once and forgets it (`tracer agent`).
+    pub keep_verdicts: bool,
 }
 
 /// Something the front end should tell the user at start.
@@ -270,6 +276,8 @@ fn start_selector(
 pub struct LiveSession {
     live: LiveCapture,
     probe: Option<ProbeSource>,
+    /// The kernel's selection, for its response counts.
+    selector: Option<Selector>,
     engine: Engine,
     ledger: Ledger,
     bundle: Option<BundleWriter>,
@@ -280,6 +288,9 @@ pub struct LiveSession {
     held: Vec<LivePacket>,
     newest: i64,
     stats: SessionStats,
+    keep_verdicts: bool,
+    /// Remote endpoint → the process that last opened a connection to it (probe).
+    opened: std::collections::HashMap<SocketAddr, u32>,
 }
 
 impl std::fmt::Debug for LiveSession {
@@ -312,6 +323,7 @@ impl LiveSession {
         let mut probe = start_probe(&opts, &mut notices);
         let selector = start_selector(&opts, probe.as_mut(), &mut notices);
         let sparse = selector.is_some();
+        let counter = selector.clone();
         let bundle = opts.bundle.take();
         let live = LiveCapture::start(&LiveOptions {
             interfaces,
@@ -338,6 +350,7 @@ impl LiveSession {
         let session = LiveSession {
             live,
             probe,
+            selector: counter,
             engine,
             ledger: Ledger::new(),
             bundle,
@@ -347,6 +360,8 @@ impl LiveSession {
             held: Vec::new(),
             newest: i64::MIN,
             stats: SessionStats::default(),
+            keep_verdicts: opts.keep_verdicts,
+            opened: std::collections::HashMap::new(),
         };
         Ok((session, notices))
     }
@@ -373,6 +388,28 @@ impl LiveSession {
         self.take_packets(wait);
         self.release(false)?;
         Ok(self.new_verdicts())
+    }
+
+    /// The responses the kernel's selection counted so far (totals since start, by sender
+    /// and status class; empty without the selection).
+    #[must_use]
+    pub fn responses(&self) -> Vec<ResponseCount> {
+        self.selector
+            .as_ref()
+            .map(Selector::responses)
+            .unwrap_or_default()
+    }
+
+    /// The process (pid) that last opened a connection to `remote`, as the probe saw it.
+    #[must_use]
+    pub fn opener_of(&self, remote: SocketAddr) -> Option<u32> {
+        self.opened.get(&remote).copied()
+    }
+
+    /// The timeouts inferred so far, per upstream.
+    #[must_use]
+    pub fn timeouts(&self) -> Vec<crate::timeouts::UpstreamTimeouts> {
+        self.engine.timeouts()
     }
 
     /// Counters so far (the drop and loss counters are read from the kernel here).
@@ -487,6 +524,20 @@ impl LiveSession {
             if let Some(b) = &mut self.bundle {
                 b.event(&ke)?;
             }
+            if let (
+                crate::probe::SockEventKind::StateChange {
+                    new: crate::probe::tcp_state::SYN_SENT,
+                    ..
+                },
+                Some(remote),
+                Some(pid),
+            ) = (ke.event.kind, ke.event.remote, ke.event.pid)
+            {
+                if self.opened.len() >= MAX_OPENED {
+                    self.opened.clear();
+                }
+                self.opened.insert(remote, pid);
+            }
             if let Some(idle) = self.ledger.push(ke) {
                 self.engine.kernel_send_idle(idle);
             }
@@ -498,7 +549,14 @@ impl LiveSession {
     /// The engine's new verdicts, enriched with the kernel's evidence.
     fn new_verdicts(&mut self) -> Vec<Verdict> {
         let mut out = Vec::new();
-        for v in self.engine.new_verdicts() {
+        let taken;
+        let new = if self.keep_verdicts {
+            self.engine.new_verdicts()
+        } else {
+            taken = self.engine.take_verdicts();
+            &taken[..]
+        };
+        for v in new {
             if let Some(u) = &v.upstream {
                 if self.pinned.len() >= MAX_PINNED {
                     self.pinned.clear();

@@ -101,7 +101,7 @@ pub fn run(args: &Args) -> ExitCode {
 }
 
 /// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(
         s.find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -186,6 +186,7 @@ fn capture(args: &Args) -> Result<()> {
         proxy: args.proxy,
         upstream: args.upstream,
         bundle,
+        keep_verdicts: true,
     })?;
     for n in &notices {
         eprintln!("{n}");
