@@ -16,11 +16,14 @@ fi
 #              the bpfel target needs) and llvm-22-dev (bpf-linker links against it)
 #  lab:        iproute2 tcpdump tshark + the real proxies and upstreams
 #  benchmarks: wrk (bench-capture), tshark (bench-analyze's baseline)
+#  dashboards: prometheus (prometheus and promtool: the rules' unit tests, and a real
+#              Prometheus that evaluates every panel query; tests start their own on a free port)
 PACKAGES="
   ca-certificates pkg-config gcc libc6-dev libpcap-dev
   rustc-web rust-web-src cargo-web llvm-22-dev
   iproute2 tcpdump tshark
   nginx haproxy caddy uwsgi uwsgi-plugin-python3 gunicorn python3 nodejs wrk
+  prometheus
 "
 missing=""
 for p in $PACKAGES; do
@@ -41,6 +44,11 @@ if [ -n "$missing" ]; then
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # The package enables a Prometheus service on port 9090 (policy-rc.d kept it from starting
+    # now): the tests run their own, so keep it from starting at the next boot too.
+    case " $missing " in
+        *" prometheus "*) systemctl disable prometheus >/dev/null 2>&1 || true ;;
+    esac
 else
     say "Debian packages: all present"
 fi
