@@ -104,19 +104,27 @@ fn run_pod(h: &Hierarchy, driver: Driver, qos: &str, format: &str) {
             .map_or("v2".to_owned(), |c| format!("v1 ({c})")),
         h.mount.display()
     );
-    let dir = std::env::temp_dir().join(format!("tracer-pod-capture-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir = dir.canonicalize().unwrap();
+    let run_dir = RunDir::create(&tag);
+    let dir = run_dir.0.clone();
 
-    // Dropped in reverse: tracer, then the processes, then the cgroups, then the network.
-    let net = Net::create().expect("building the lab network");
-    let hosts = net.hosts().clone();
-    let logs = Logs::create(&tag);
+    // Dropped in reverse: tracer, the processes, the network, then the cgroups.
     let (proxy_uid, upstream_uid) = (kubelet::uid(), kubelet::uid());
     let (sandbox_id, nginx_id, orders_id) = (kubelet::hex(64), kubelet::hex(64), kubelet::hex(64));
-    let mut proxy_cg = PodCgroup::create(h, driver, qos, &proxy_uid);
-    let mut upstream_cg = PodCgroup::create(h, driver, "besteffort", &upstream_uid);
+    let cgroups = PodCgroup::create(h, driver, qos, &proxy_uid)
+        .and_then(|p| PodCgroup::create(h, driver, "besteffort", &upstream_uid).map(|u| (p, u)));
+    let (mut proxy_cg, mut upstream_cg) = match cgroups {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: cannot create cgroups in {}: {e}",
+                h.mount.display()
+            );
+            return;
+        }
+    };
+    let logs = Logs::create(&tag);
+    let net = Net::create().expect("building the lab network");
+    let hosts = net.hosts().clone();
     let mut procs = Procs::new(hosts.clone(), dir.clone());
 
     // The pods' processes: the proxy pod's sandbox and nginx; the upstream pod's app, which
@@ -318,13 +326,52 @@ fn run_pod(h: &Hierarchy, driver: Driver, qos: &str, format: &str) {
     let bases = [proxy_cg.base(), upstream_cg.base()];
     drop(tracer);
     drop(procs);
-    drop((proxy_cg, upstream_cg));
-    drop(logs);
     drop(net);
+    drop(logs);
+    drop((proxy_cg, upstream_cg));
     for b in bases {
         assert!(!b.exists(), "cgroup {} was left behind", b.display());
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The run's configs, logs and bundle: removed at the end, kept (and named) when the test
+/// fails; those of earlier runs whose process is gone are removed first.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn create(tag: &str) -> Self {
+        let tmp = std::env::temp_dir();
+        for e in std::fs::read_dir(&tmp)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let owner = name
+                .strip_prefix("tracer-pod-capture-")
+                .and_then(|r| r.rsplit('-').next())
+                .map(str::to_owned);
+            if let Some(owner) = owner {
+                if !std::path::Path::new("/proc").join(&owner).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!("tracer-pod-capture-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir.canonicalize().unwrap())
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the run's logs and bundle are kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Waits until `tracer capture` captures with its probe attached.

@@ -35,10 +35,19 @@ fn a_host_network_pod_is_found_followed_by_its_process_and_named_from_its_pid() 
         eprintln!("SKIPPED: no cgroup hierarchy is mounted");
         return;
     };
-    let logs = Logs::create("hostnet");
     let uid = kubelet::uid();
     let id = kubelet::hex(64);
-    let mut cgroup = PodCgroup::create(&hierarchy, Driver::Cgroupfs, "burstable", &uid);
+    let mut cgroup = match PodCgroup::create(&hierarchy, Driver::Cgroupfs, "burstable", &uid) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: cannot create cgroups in {}: {e}",
+                hierarchy.mount.display()
+            );
+            return;
+        }
+    };
+    let logs = Logs::create("hostnet");
     let dir = cgroup.container(Driver::Cgroupfs, &id);
     let proc = Kill(
         Command::new("sleep")

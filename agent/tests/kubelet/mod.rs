@@ -121,7 +121,13 @@ pub struct PodCgroup {
 impl PodCgroup {
     /// Creates the pod's cgroup for `uid` with QoS `qos` (`burstable`, `besteffort`, or
     /// `guaranteed`, which has no level of its own), under a base cgroup of this test's.
-    pub fn create(hierarchy: &Hierarchy, driver: Driver, qos: &str, uid: &str) -> Self {
+    /// `Err` when this machine does not let us (a read-only cgroup mount in a container).
+    pub fn create(
+        hierarchy: &Hierarchy,
+        driver: Driver,
+        qos: &str,
+        uid: &str,
+    ) -> std::io::Result<Self> {
         remove_stale(&hierarchy.mount);
         let base =
             hierarchy
@@ -149,19 +155,19 @@ impl PodCgroup {
                 rel.push(format!("pod{uid}"));
             }
         }
-        let mut created = vec![base.clone()];
-        let mut dir = base;
-        std::fs::create_dir(&dir).expect("creating a cgroup (needs root)");
-        for r in rel {
-            dir = dir.join(r);
-            std::fs::create_dir(&dir).expect("creating a cgroup");
-            created.push(dir.clone());
-        }
-        Self {
+        std::fs::create_dir(&base)?;
+        let mut cg = Self {
             hierarchy: hierarchy.clone(),
-            created,
-            pod_dir: dir,
+            created: vec![base.clone()],
+            pod_dir: base,
+        };
+        for r in rel {
+            let dir = cg.pod_dir.join(r);
+            std::fs::create_dir(&dir)?;
+            cg.created.push(dir.clone());
+            cg.pod_dir = dir;
         }
+        Ok(cg)
     }
 
     /// The test's own cgroup at the hierarchy's root, which holds the pod's.
