@@ -169,7 +169,12 @@ impl Node {
             .filter(|p| p.netns == netns)
             .min_by_key(|p| (!p.sandbox, p.pid))
             .map_or(0, |p| p.pid);
-        let host = self.netns_inode(1)?;
+        // The host's network namespace is PID 1's (with hostPID, the node's init). Where
+        // PID 1 is shielded even from root, tracer's own stands in: it runs on the host.
+        let host = match self.netns_inode(1) {
+            Err(PodError::PermissionDenied { .. }) => self.netns_of("self").ok().flatten(),
+            other => other?,
+        };
         Ok(Pod {
             namespace: dir.namespace,
             name: dir.name,
@@ -277,7 +282,12 @@ impl Node {
 
     /// The inode of `pid`'s network namespace; `Ok(None)` when the process is gone.
     fn netns_inode(&self, pid: u32) -> Result<Option<u64>, PodError> {
-        let path = self.proc_dir.join(pid.to_string()).join("ns").join("net");
+        self.netns_of(&pid.to_string())
+    }
+
+    /// The same for a `/proc` entry (a pid or `self`).
+    fn netns_of(&self, entry: &str) -> Result<Option<u64>, PodError> {
+        let path = self.proc_dir.join(entry).join("ns").join("net");
         match std::fs::metadata(&path) {
             Ok(m) => Ok(Some(m.ino())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
