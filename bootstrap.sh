@@ -18,12 +18,14 @@ fi
 #  benchmarks: wrk (bench-capture), tshark (bench-analyze's baseline)
 #  dashboards: prometheus (prometheus and promtool: the rules' unit tests, and a real
 #              Prometheus that evaluates every panel query; tests start their own on a free port)
+#  deploy/:    python3-venv (kubernetes-validate, below)
 PACKAGES="
   ca-certificates pkg-config gcc libc6-dev libpcap-dev
   rustc-web rust-web-src cargo-web llvm-22-dev
   iproute2 tcpdump tshark
   nginx haproxy caddy uwsgi uwsgi-plugin-python3 gunicorn python3 nodejs wrk
   prometheus
+  python3-venv
 "
 missing=""
 for p in $PACKAGES; do
@@ -75,6 +77,21 @@ else
     say "building bpf-linker $BPF_LINKER_VERSION against LLVM 22 (about a minute)"
     LLVM_PREFIX=/usr/lib/llvm-22 "$CARGO" install --quiet "bpf-linker@$BPF_LINKER_VERSION" \
         --no-default-features --features llvm-22 --locked
+fi
+
+# The Kubernetes manifests in deploy/ are validated offline against the API's schemas by
+# kubernetes-validate (PyPI; the schemas ship inside it), in a virtualenv under the build
+# directory rather than on the machine (agent/tests/deploy_manifests.rs finds it there).
+K8S_VALIDATE_VERSION=1.37.0
+K8S_VENV="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")" && pwd)/target}/tools/kubernetes-validate"
+if [ "$("$K8S_VENV/bin/kubernetes-validate" --version 2>/dev/null)" = "$K8S_VALIDATE_VERSION" ]; then
+    say "kubernetes-validate: present"
+else
+    say "installing kubernetes-validate $K8S_VALIDATE_VERSION into $K8S_VENV"
+    rm -rf "$K8S_VENV"
+    /usr/bin/python3 -m venv "$K8S_VENV"
+    "$K8S_VENV/bin/pip" install --quiet --disable-pip-version-check \
+        "kubernetes-validate==$K8S_VALIDATE_VERSION"
 fi
 
 # Classic tracepoints need tracefs.

@@ -15,6 +15,7 @@ use tracer::correlate::Endpoint;
 use tracer::engine::{Config, Engine};
 use tracer::kernel::{self, KernelEvent, Ledger};
 use tracer::live::{default_filter, full_filter, LiveCapture, LiveOptions, LivePacket};
+use tracer::pod::{Node, Pod, PodError, PodRef};
 use tracer::probe::{ClockAlignment, Probe, ProbeConfig, Selector};
 use tracer::report::{self, CaptureSummary};
 
@@ -48,6 +49,14 @@ pub struct Args {
     /// The proxy's process id: capture in its network namespace and follow its sockets.
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
+    /// The proxy's Kubernetes pod, found on this node (no API server needed): capture in its
+    /// network namespace and follow its sockets (a hostNetwork pod: in the host's, its
+    /// process's sockets). The report names the pod, its containers and processes.
+    #[arg(long, value_name = "[NAMESPACE/]NAME", conflicts_with_all = ["pid", "netns"])]
+    pub pod: Option<String>,
+    /// Where the kubelet keeps pod logs, which name this node's pods (with --pod).
+    #[arg(long, value_name = "DIR", default_value = "/var/log/pods")]
+    pub pods_dir: PathBuf,
     /// Stop after this long (`30s`, `5m`, `1h`); default: until Ctrl-C.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
@@ -162,6 +171,71 @@ fn netns_path(args: &Args) -> Result<Option<PathBuf>> {
     Ok(Some(p))
 }
 
+/// What to capture in and follow: from `--pod`, else `--pid` or `--netns`.
+struct Target {
+    netns: Option<PathBuf>,
+    /// The one process whose sockets the probe follows.
+    pid: Option<u32>,
+    pod: Option<Pod>,
+}
+
+fn target(args: &Args) -> Result<Target> {
+    let Some(wanted) = &args.pod else {
+        return Ok(Target {
+            netns: netns_path(args)?,
+            pid: args.pid,
+            pod: None,
+        });
+    };
+    let wanted = PodRef::parse(wanted).map_err(PodError::BadName)?;
+    let pod = Node::with_pods_dir(&args.pods_dir).resolve(&wanted)?;
+    let follow = pod.follow();
+    eprintln!("tracer capture: {}", pod.describe());
+    if let Some(note) = &follow.note {
+        eprintln!("note: {note}");
+    }
+    Ok(Target {
+        netns: Some(follow.netns_path),
+        pid: follow.pid,
+        pod: Some(pod),
+    })
+}
+
+/// The JSON report with the pod added as its last field, `pod`.
+fn with_pod(report: String, pod: Option<&Pod>) -> Result<String> {
+    let Some(pod) = pod else {
+        return Ok(report);
+    };
+    let body = report
+        .trim_end()
+        .strip_suffix('}')
+        .context("the JSON report is not an object")?
+        .trim_end();
+    let pod = serde_json::to_string_pretty(pod)?.replace('\n', "\n  ");
+    Ok(format!("{body},\n  \"pod\": {pod}\n}}"))
+}
+
+/// The report on stdout; with `--pod`, the pod first (text) or as the field `pod` (JSON).
+fn print_report(
+    args: &Args,
+    pod: Option<&Pod>,
+    analysis: &tracer::engine::Analysis,
+    capture: CaptureSummary,
+) -> Result<()> {
+    match (pod, args.format) {
+        (None, _) => super::print_report(analysis, capture, args.format, args.verbose)?,
+        (Some(pod), Format::Text) => {
+            println!("{}", pod.describe());
+            super::print_report(analysis, capture, args.format, args.verbose)?;
+        }
+        (Some(pod), Format::Json) => println!(
+            "{}",
+            with_pod(report::json::render(analysis, capture), Some(pod))?
+        ),
+    }
+    Ok(())
+}
+
 fn netns_inode(path: Option<&Path>) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     let p = path.map_or_else(|| PathBuf::from("/proc/self/ns/net"), Path::to_path_buf);
@@ -201,11 +275,11 @@ impl ProbeSource {
     }
 }
 
-fn probe_config(args: &Args, netns: Option<&Path>) -> ProbeConfig {
+fn probe_config(args: &Args, target: &Target) -> ProbeConfig {
     ProbeConfig {
         ports: args.ports.clone(),
-        netns: netns_inode(netns),
-        pid: args.pid,
+        netns: netns_inode(target.netns.as_deref()),
+        pid: target.pid,
         // Reuse after a short idle is what races; writes in CLOSE_WAIT are always reported.
         idle_threshold: Duration::from_millis(1),
         sparse_idle: args.sparse_idle,
@@ -224,7 +298,7 @@ fn wants_sparse(args: &Args) -> bool {
 /// filter.
 fn start_selector(
     args: &Args,
-    netns: Option<&Path>,
+    target: &Target,
     probe: Option<&mut ProbeSource>,
 ) -> Option<Selector> {
     if !wants_sparse(args) {
@@ -232,7 +306,7 @@ fn start_selector(
     }
     let loaded = match probe {
         Some(p) => p.probe.selector(),
-        None => Selector::load(&probe_config(args, netns)),
+        None => Selector::load(&probe_config(args, target)),
     };
     match loaded {
         Ok(s) => Some(s),
@@ -244,7 +318,7 @@ fn start_selector(
 }
 
 /// Loads the probe unless told not to; without it, says which proofs are weaker.
-fn start_probe(args: &Args, netns: Option<&Path>) -> Option<ProbeSource> {
+fn start_probe(args: &Args, target: &Target) -> Option<ProbeSource> {
     let weaker = "packets only: verdicts cannot name the proxy's process, and a keep-alive \
                   race cannot be shown as fin_unread (the proxy wrote with the FIN already \
                   in its kernel)";
@@ -252,7 +326,7 @@ fn start_probe(args: &Args, netns: Option<&Path>) -> Option<ProbeSource> {
         eprintln!("note: --no-probe: {weaker}");
         return None;
     }
-    let config = probe_config(args, netns);
+    let config = probe_config(args, target);
     let probe = match Probe::load(&config) {
         Ok(p) => p,
         Err(e) => {
@@ -295,7 +369,8 @@ struct Progress {
     reason = "one loop: sources in, verdicts out; split it and the data flow hides"
 )]
 fn capture(args: &Args) -> Result<()> {
-    let netns = netns_path(args)?;
+    let target = target(args)?;
+    let netns = target.netns.clone();
     let interfaces = if args.interfaces.is_empty() {
         vec!["any".to_owned()]
     } else {
@@ -308,8 +383,8 @@ fn capture(args: &Args) -> Result<()> {
             default_filter(&args.ports)
         }
     });
-    let mut probe = start_probe(args, netns.as_deref());
-    let selector = start_selector(args, netns.as_deref(), probe.as_mut());
+    let mut probe = start_probe(args, &target);
+    let selector = start_selector(args, &target, probe.as_mut());
     let sparse = selector.is_some();
     let mut live = LiveCapture::start(&LiveOptions {
         interfaces: interfaces.clone(),
@@ -487,11 +562,14 @@ fn capture(args: &Args) -> Result<()> {
     if probe_lost > 0 {
         eprintln!("warning: the kernel probe lost {probe_lost} events (ring buffer full): kernel evidence may be incomplete");
     }
-    super::print_report(&analysis, capture, args.format, args.verbose)?;
+    print_report(args, target.pod.as_ref(), &analysis, capture)?;
     if let Some(b) = bundle {
         let dir = b.finish(
             &analysis.verdicts,
-            &report::json::render(&analysis, capture),
+            &with_pod(
+                report::json::render(&analysis, capture),
+                target.pod.as_ref(),
+            )?,
         )?;
         eprintln!(
             "evidence bundle: {} (tracer analyze {} reads it again)",
@@ -546,6 +624,42 @@ mod tests {
     fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
         use clap::Parser;
         Cli::try_parse_from(std::iter::once("capture").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn a_pod_replaces_pid_and_netns() {
+        let a = parse(&["--pod", "shop/web-0"]).unwrap();
+        assert_eq!(a.pod.as_deref(), Some("shop/web-0"));
+        assert_eq!(a.pods_dir, Path::new("/var/log/pods"));
+        assert!(parse(&["--pod", "web-0", "--pid", "7"]).is_err());
+        assert!(parse(&["--pod", "web-0", "--netns", "x"]).is_err());
+    }
+
+    #[test]
+    fn the_pod_is_the_json_reports_last_field() {
+        let pod = Pod {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "6f1c2b8e-3d4a-4f5b-9c8d-0123456789ab".into(),
+            qos: tracer::pod::Qos::Burstable,
+            cgroup_driver: tracer::pod::Driver::Systemd,
+            containers: vec!["nginx".into()],
+            processes: Vec::new(),
+            netns: 4_026_532_000,
+            host_network: false,
+            netns_path: PathBuf::from("/proc/1/ns/net"),
+        };
+        let report = "{\n  \"schema\": \"tracer.report/v1\",\n  \"verdicts\": []\n}".to_owned();
+        assert_eq!(with_pod(report.clone(), None).unwrap(), report);
+        let out = with_pod(report, Some(&pod)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["schema"], "tracer.report/v1");
+        assert_eq!(v["pod"]["name"], "web-0");
+        assert_eq!(v["pod"]["containers"][0], "nginx");
+        assert_eq!(v["pod"]["host_network"], false);
+        assert!(out.starts_with("{\n  \"schema\""), "{out}");
+        assert!(out.ends_with("\n  }\n}"), "{out}");
+        assert!(with_pod("[]".into(), Some(&pod)).is_err());
     }
 
     #[test]
