@@ -133,7 +133,6 @@ pub struct SessionStats {
 }
 
 /// What a finished session found.
-#[derive(Debug)]
 pub struct SessionEnd {
     /// Verdicts enriched with the kernel's evidence; timeouts and advice.
     pub analysis: Analysis,
@@ -141,8 +140,8 @@ pub struct SessionEnd {
     /// Per interface counters.
     pub interfaces: Vec<IfaceStats>,
     pub stats: SessionStats,
-    /// Where the bundle was written.
-    pub bundle: Option<PathBuf>,
+    /// The bundle, for the front end to finish with the report it writes.
+    pub bundle: Option<BundleWriter>,
 }
 
 /// The loaded probe and its clock, its ring buffer drained by the session itself just
@@ -452,13 +451,7 @@ impl LiveSession {
             dropped_or_missing: analysis.flow.gaps + stats.packets_dropped,
             sparse: self.sparse,
         };
-        let bundle = match self.bundle.take() {
-            Some(b) => Some(b.finish(
-                &analysis.verdicts,
-                &crate::report::json::render(&analysis, capture),
-            )?),
-            None => None,
-        };
+        let bundle = self.bundle.take();
         Ok(SessionEnd {
             analysis,
             capture,

@@ -406,6 +406,9 @@ mod tests {
             .lines()
             .find(|l| l.starts_with("tracer_responses_total{"))
             .expect("responses are exported");
-        assert!(line.contains("status_class=\"5xx\"") && line.ends_with(" 3"), "{line}");
+        assert!(
+            line.contains("status_class=\"5xx\"") && line.ends_with(" 3"),
+            "{line}"
+        );
     }
 }

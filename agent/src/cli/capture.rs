@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use anyhow::{bail, Result};
 use tracer::bundle::BundleWriter;
 use tracer::correlate::Endpoint;
-use tracer::report;
+use tracer::pod::{Node, Pod, PodError, PodRef};
+use tracer::report::{self, CaptureSummary};
 use tracer::session::{CopyMode, LiveSession, SessionOptions};
 
 use super::Format;
@@ -30,6 +32,14 @@ pub struct Args {
     /// The proxy's process id: capture in its network namespace and follow its sockets.
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
+    /// The proxy's Kubernetes pod, found on this node (no API server needed): capture in its
+    /// network namespace and follow its sockets (a hostNetwork pod: in the host's, its
+    /// process's sockets). The report names the pod, its containers and processes.
+    #[arg(long, value_name = "[NAMESPACE/]NAME", conflicts_with_all = ["pid", "netns"])]
+    pub pod: Option<String>,
+    /// Where the kubelet keeps pod logs, which name this node's pods (with --pod).
+    #[arg(long, value_name = "DIR", default_value = "/var/log/pods")]
+    pub pods_dir: PathBuf,
     /// Stop after this long (`30s`, `5m`, `1h`); default: until Ctrl-C.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
@@ -144,6 +154,71 @@ fn netns_path(args: &Args) -> Result<Option<PathBuf>> {
     Ok(Some(p))
 }
 
+/// What to capture in and follow: from `--pod`, else `--pid` or `--netns`.
+struct Target {
+    netns: Option<PathBuf>,
+    /// The one process whose sockets the probe follows.
+    pid: Option<u32>,
+    pod: Option<Pod>,
+}
+
+fn target(args: &Args) -> Result<Target> {
+    let Some(wanted) = &args.pod else {
+        return Ok(Target {
+            netns: netns_path(args)?,
+            pid: args.pid,
+            pod: None,
+        });
+    };
+    let wanted = PodRef::parse(wanted).map_err(PodError::BadName)?;
+    let pod = Node::with_pods_dir(&args.pods_dir).resolve(&wanted)?;
+    let follow = pod.follow();
+    eprintln!("tracer capture: {}", pod.describe());
+    if let Some(note) = &follow.note {
+        eprintln!("note: {note}");
+    }
+    Ok(Target {
+        netns: Some(follow.netns_path),
+        pid: follow.pid,
+        pod: Some(pod),
+    })
+}
+
+/// The JSON report with the pod added as its last field, `pod`.
+fn with_pod(report: String, pod: Option<&Pod>) -> Result<String> {
+    let Some(pod) = pod else {
+        return Ok(report);
+    };
+    let body = report
+        .trim_end()
+        .strip_suffix('}')
+        .context("the JSON report is not an object")?
+        .trim_end();
+    let pod = serde_json::to_string_pretty(pod)?.replace('\n', "\n  ");
+    Ok(format!("{body},\n  \"pod\": {pod}\n}}"))
+}
+
+/// The report on stdout; with `--pod`, the pod first (text) or as the field `pod` (JSON).
+fn print_report(
+    args: &Args,
+    pod: Option<&Pod>,
+    analysis: &tracer::engine::Analysis,
+    capture: CaptureSummary,
+) -> Result<()> {
+    match (pod, args.format) {
+        (None, _) => super::print_report(analysis, capture, args.format, args.verbose)?,
+        (Some(pod), Format::Text) => {
+            println!("{}", pod.describe());
+            super::print_report(analysis, capture, args.format, args.verbose)?;
+        }
+        (Some(pod), Format::Json) => println!(
+            "{}",
+            with_pod(report::json::render(analysis, capture), Some(pod))?
+        ),
+    }
+    Ok(())
+}
+
 /// Which packets the kernel copies, from the flags.
 fn copy_mode(args: &Args) -> CopyMode {
     if let Some(f) = &args.filter {
@@ -168,7 +243,8 @@ fn wants_sparse(args: &Args) -> bool {
 }
 
 fn capture(args: &Args) -> Result<()> {
-    let netns = netns_path(args)?;
+    let target = target(args)?;
+    let netns = target.netns.clone();
     let interfaces = if args.interfaces.is_empty() {
         vec!["any".to_owned()]
     } else {
@@ -178,7 +254,7 @@ fn capture(args: &Args) -> Result<()> {
     let (mut session, notices) = LiveSession::start(SessionOptions {
         interfaces: interfaces.clone(),
         netns: netns.clone(),
-        pid: args.pid,
+        pid: target.pid,
         ports: args.ports.clone(),
         snaplen: args.snaplen,
         copy: copy_mode(args),
@@ -277,8 +353,15 @@ fn capture(args: &Args) -> Result<()> {
     if lost > 0 {
         eprintln!("warning: the kernel probe lost {lost} events (ring buffer full): kernel evidence may be incomplete");
     }
-    super::print_report(&end.analysis, end.capture, args.format, args.verbose)?;
-    if let Some(dir) = &end.bundle {
+    print_report(args, target.pod.as_ref(), &end.analysis, end.capture)?;
+    if let Some(b) = end.bundle {
+        let dir = b.finish(
+            &end.analysis.verdicts,
+            &with_pod(
+                report::json::render(&end.analysis, end.capture),
+                target.pod.as_ref(),
+            )?,
+        )?;
         eprintln!(
             "evidence bundle: {} (tracer analyze {} reads it again)",
             dir.display(),
@@ -311,6 +394,42 @@ mod tests {
     fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
         use clap::Parser;
         Cli::try_parse_from(std::iter::once("capture").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn a_pod_replaces_pid_and_netns() {
+        let a = parse(&["--pod", "shop/web-0"]).unwrap();
+        assert_eq!(a.pod.as_deref(), Some("shop/web-0"));
+        assert_eq!(a.pods_dir, Path::new("/var/log/pods"));
+        assert!(parse(&["--pod", "web-0", "--pid", "7"]).is_err());
+        assert!(parse(&["--pod", "web-0", "--netns", "x"]).is_err());
+    }
+
+    #[test]
+    fn the_pod_is_the_json_reports_last_field() {
+        let pod = Pod {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "6f1c2b8e-3d4a-4f5b-9c8d-0123456789ab".into(),
+            qos: tracer::pod::Qos::Burstable,
+            cgroup_driver: tracer::pod::Driver::Systemd,
+            containers: vec!["nginx".into()],
+            processes: Vec::new(),
+            netns: 4_026_532_000,
+            host_network: false,
+            netns_path: PathBuf::from("/proc/1/ns/net"),
+        };
+        let report = "{\n  \"schema\": \"tracer.report/v1\",\n  \"verdicts\": []\n}".to_owned();
+        assert_eq!(with_pod(report.clone(), None).unwrap(), report);
+        let out = with_pod(report, Some(&pod)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["schema"], "tracer.report/v1");
+        assert_eq!(v["pod"]["name"], "web-0");
+        assert_eq!(v["pod"]["containers"][0], "nginx");
+        assert_eq!(v["pod"]["host_network"], false);
+        assert!(out.starts_with("{\n  \"schema\""), "{out}");
+        assert!(out.ends_with("\n  }\n}"), "{out}");
+        assert!(with_pod("[]".into(), Some(&pod)).is_err());
     }
 
     #[test]
