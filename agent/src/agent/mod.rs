@@ -52,6 +52,8 @@ pub struct AgentOptions {
     pub selection: Selection,
     /// Where processes are listed (`/proc`).
     pub proc_root: PathBuf,
+    /// The kubelet's pod log directory (`/var/log/pods`): where a proxy's pod is named.
+    pub pods_dir: PathBuf,
     /// How often `/proc` is scanned for proxies that started or exited.
     pub rescan: Duration,
     pub copy: CopyMode,
@@ -151,8 +153,9 @@ impl Shared {
         }
     }
 
-    /// Writes one verdict of proxy `p` as a JSON line, and counts it.
-    fn verdict(&self, p: &ProxyLabels, v: &Verdict) {
+    /// Writes one verdict of proxy `p` (in network namespace `netns`) as a JSON line, and
+    /// counts it.
+    fn verdict(&self, p: &ProxyLabels, netns: u64, v: &Verdict) {
         self.metrics.verdict(p, v);
         let Ok(mut sink) = self.sink.lock() else {
             return;
@@ -163,6 +166,7 @@ impl Shared {
         let mut value = crate::report::json::verdict_value(v);
         if let Some(obj) = value.as_object_mut() {
             obj.insert("proxy".into(), p.proxy.clone().into());
+            obj.insert("netns".into(), netns.into());
             if !p.namespace.is_empty() {
                 obj.insert("namespace".into(), p.namespace.clone().into());
                 obj.insert("pod".into(), p.pod.clone().into());
@@ -184,11 +188,22 @@ struct Follower {
     thread: JoinHandle<()>,
 }
 
-/// The labels of a followed proxy.
-fn labels_for(target: &Target) -> ProxyLabels {
+/// The labels of a followed proxy: its name, and its Kubernetes namespace and pod when
+/// its process runs in a pod's cgroup that the kubelet's layout names.
+fn labels_for(target: &Target, opts: &AgentOptions) -> ProxyLabels {
+    let mut node = crate::pod::Node::with_pods_dir(&opts.pods_dir);
+    node.proc_dir.clone_from(&opts.proc_root);
+    let pod = target
+        .pids
+        .iter()
+        .find_map(|pid| node.pod_of_pid(*pid).ok().flatten());
     ProxyLabels {
         proxy: target.name.clone(),
-        ..ProxyLabels::default()
+        namespace: pod
+            .as_ref()
+            .and_then(|p| p.namespace.clone())
+            .unwrap_or_default(),
+        pod: pod.and_then(|p| p.name).unwrap_or_default(),
     }
 }
 
@@ -372,11 +387,18 @@ fn follow(
     stop: &AtomicBool,
     pids: &Mutex<Vec<u32>>,
 ) {
-    let labels = labels_for(target);
-    let who = format!(
-        "{} (pid {}, netns {})",
-        target.name, target.pids[0], target.netns
-    );
+    let labels = labels_for(target, opts);
+    let who = if labels.pod.is_empty() {
+        format!(
+            "{} (pid {}, netns {})",
+            target.name, target.pids[0], target.netns
+        )
+    } else {
+        format!(
+            "{} in pod {}/{} (pid {}, netns {})",
+            target.name, labels.namespace, labels.pod, target.pids[0], target.netns
+        )
+    };
     let started = LiveSession::start(SessionOptions {
         interfaces: Vec::new(),
         netns: Some(target.netns_path(&opts.proc_root)),
@@ -430,7 +452,7 @@ fn follow(
         match session.step(Duration::from_millis(100)) {
             Ok(verdicts) => {
                 for v in &verdicts {
-                    shared.verdict(&labels, v);
+                    shared.verdict(&labels, target.netns, v);
                 }
             }
             Err(e) => {
@@ -454,7 +476,7 @@ fn follow(
     match session.finish() {
         Ok(end) => {
             for v in &end.analysis.verdicts {
-                shared.verdict(&labels, v);
+                shared.verdict(&labels, target.netns, v);
             }
             let gone = SessionStats {
                 connections: 0,

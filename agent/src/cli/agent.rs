@@ -58,6 +58,10 @@ pub struct Args {
     /// Packets only: do not load the kernel probe.
     #[arg(long)]
     pub no_probe: bool,
+    /// Where the kubelet keeps pod logs, which name this node's pods: a proxy in a pod is
+    /// labelled with its namespace and pod.
+    #[arg(long, value_name = "DIR", default_value = "/var/log/pods")]
+    pub pods_dir: PathBuf,
     /// Distinct upstreams labelled in the metrics; the rest are counted as `other`.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_upstreams: usize,
@@ -112,6 +116,7 @@ fn options(args: &Args) -> anyhow::Result<AgentOptions> {
         listen: args.listen,
         selection,
         proc_root: PathBuf::from("/proc"),
+        pods_dir: args.pods_dir.clone(),
         rescan: args.rescan,
         copy: if args.all_data {
             CopyMode::AllData
