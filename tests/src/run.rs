@@ -21,9 +21,10 @@ const SETTLE: Duration = Duration::from_millis(800);
 /// Something to do once the servers run and before the load starts (e.g. wait until a
 /// node agent follows the new proxy); an error aborts the run.
 #[derive(Clone)]
-pub struct BeforeLoad(
-    pub std::sync::Arc<dyn Fn(&crate::scenario::Hosts) -> Result<()> + Send + Sync>,
-);
+pub struct BeforeLoad(pub std::sync::Arc<BeforeLoadFn>);
+
+/// What [`BeforeLoad`] calls.
+pub type BeforeLoadFn = dyn Fn(&crate::scenario::Hosts) -> Result<()> + Send + Sync;
 
 impl std::fmt::Debug for BeforeLoad {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
