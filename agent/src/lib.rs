@@ -5,6 +5,7 @@
 //! that failed, and emits verdicts with evidence.
 
 pub mod advice;
+pub mod agent;
 pub mod bundle;
 pub mod capture;
 pub mod correlate;
@@ -17,5 +18,6 @@ pub mod pod;
 pub mod probe;
 pub mod report;
 pub mod segment;
+pub mod session;
 pub mod timeouts;
 pub mod verdict;

@@ -9,32 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Context;
+use anyhow::{bail, Result};
 use tracer::bundle::BundleWriter;
 use tracer::correlate::Endpoint;
-use tracer::engine::{Config, Engine};
-use tracer::kernel::{self, KernelEvent, Ledger};
-use tracer::live::{default_filter, full_filter, LiveCapture, LiveOptions, LivePacket};
 use tracer::pod::{Node, Pod, PodError, PodRef};
-use tracer::probe::{ClockAlignment, Probe, ProbeConfig, Selector};
 use tracer::report::{self, CaptureSummary};
+use tracer::session::{CopyMode, LiveSession, SessionOptions};
 
 use super::Format;
-
-/// Packets are held this long (capture time) so that the interfaces' streams can be merged
-/// in time order before the engine sees them.
-const REORDER_NS: i64 = 20_000_000;
-/// The kernel hands packets over in blocks at most this late (ms): far fewer wake-ups
-/// than one per packet on a busy proxy, and shorter than [`REORDER_NS`], so the
-/// interfaces' blocks still merge in time order.
-const BATCH_MS: u32 = 10;
-/// Destroyed sockets' kernel records are kept this long (a verdict can come up to a few
-/// minutes after its connection closed), longer when a verdict names them.
-const KERNEL_KEEP_NS: i64 = 600_000_000_000;
-/// Kernel capture buffer per interface.
-const BUFFER_BYTES: u32 = 64 << 20;
-/// The same when the kernel selects the packets (the default), handing over a fraction.
-const SPARSE_BUFFER_BYTES: u32 = 8 << 20;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -128,7 +111,7 @@ pub fn run(args: &Args) -> ExitCode {
 }
 
 /// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(
         s.find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -236,138 +219,29 @@ fn print_report(
     Ok(())
 }
 
-fn netns_inode(path: Option<&Path>) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let p = path.map_or_else(|| PathBuf::from("/proc/self/ns/net"), Path::to_path_buf);
-    std::fs::metadata(p)
-        .ok()
-        .and_then(|m| u32::try_from(m.ino()).ok())
-}
-
-/// The loaded probe and its clock, its ring buffer drained by the capture loop itself just
-/// before it hands packets to the engine. The kernel writes each event synchronously, so
-/// every event up to the packets' release time is in the ring by then and verdicts find
-/// their kernel evidence; and no thread wakes on a timer to read it (a reader thread
-/// polling every 20 ms was half of tracer's wake-ups on a busy proxy).
-struct ProbeSource {
-    probe: Probe,
-    clock: ClockAlignment,
-    /// The last count of events the kernel could not queue.
-    lost: u64,
-}
-
-impl ProbeSource {
-    /// Every event waiting now, on the pcap clock.
-    fn drain(&mut self) -> impl Iterator<Item = KernelEvent> + '_ {
-        let clock = &self.clock;
-        self.probe.drain().into_iter().map(|ev| KernelEvent {
-            ts_ns: clock.to_unix_ns(ev.ktime_ns),
-            event: ev,
-        })
-    }
-
-    /// Events the kernel could not queue since load (a map read: call it now and then).
-    fn lost(&mut self) -> u64 {
-        if let Ok(n) = self.probe.lost() {
-            self.lost = n;
+/// Which packets the kernel copies, from the flags.
+fn copy_mode(args: &Args) -> CopyMode {
+    if let Some(f) = &args.filter {
+        CopyMode::Filter(f.clone())
+    } else if args.full {
+        CopyMode::Full
+    } else if args.all_data {
+        CopyMode::AllData
+    } else {
+        CopyMode::Sparse {
+            idle: args.sparse_idle,
+            hot: args.sparse_hot,
         }
-        self.lost
-    }
-}
-
-fn probe_config(args: &Args, target: &Target) -> ProbeConfig {
-    ProbeConfig {
-        ports: args.ports.clone(),
-        netns: netns_inode(target.netns.as_deref()),
-        pid: target.pid,
-        // Reuse after a short idle is what races; writes in CLOSE_WAIT are always reported.
-        idle_threshold: Duration::from_millis(1),
-        sparse_idle: args.sparse_idle,
-        sparse_hot: args.sparse_hot,
     }
 }
 
 /// Whether the kernel selects the packets (the default; `--all-data`, `--full` and
 /// `--filter` copy every matching segment instead).
+#[cfg(test)]
 fn wants_sparse(args: &Args) -> bool {
-    !(args.all_data || args.full || args.filter.is_some())
+    matches!(copy_mode(args), CopyMode::Sparse { .. })
 }
 
-/// The kernel's selection unless told otherwise: from the probe's object when it loaded,
-/// else loaded on its own. `None` (with a warning) falls back to the ordinary capture
-/// filter.
-fn start_selector(
-    args: &Args,
-    target: &Target,
-    probe: Option<&mut ProbeSource>,
-) -> Option<Selector> {
-    if !wants_sparse(args) {
-        return None;
-    }
-    let loaded = match probe {
-        Some(p) => p.probe.selector(),
-        None => Selector::load(&probe_config(args, target)),
-    };
-    match loaded {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!("warning: the kernel's packet selection did not load ({e}); copying every data segment instead (as --all-data)");
-            None
-        }
-    }
-}
-
-/// Loads the probe unless told not to; without it, says which proofs are weaker.
-fn start_probe(args: &Args, target: &Target) -> Option<ProbeSource> {
-    let weaker = "packets only: verdicts cannot name the proxy's process, and a keep-alive \
-                  race cannot be shown as fin_unread (the proxy wrote with the FIN already \
-                  in its kernel)";
-    if args.no_probe {
-        eprintln!("note: --no-probe: {weaker}");
-        return None;
-    }
-    let config = probe_config(args, target);
-    let probe = match Probe::load(&config) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("warning: kernel probe not loaded: {e}");
-            eprintln!("note: {weaker}");
-            return None;
-        }
-    };
-    for w in probe.warnings() {
-        eprintln!("warning: {w}");
-    }
-    for a in probe.attached().iter().filter(|a| a.error.is_some()) {
-        eprintln!(
-            "warning: tracepoint {} not attached: {}",
-            a.tracepoint,
-            a.error.as_deref().unwrap_or("")
-        );
-    }
-    let Some(clock) = ClockAlignment::sample(64) else {
-        eprintln!("warning: cannot align the kernel's clock with the capture's; probe not used");
-        return None;
-    };
-    Some(ProbeSource {
-        probe,
-        clock,
-        lost: 0,
-    })
-}
-
-#[derive(Default)]
-struct Progress {
-    packets: u64,
-    events: u64,
-    errors: usize,
-    verdicts: usize,
-}
-
-#[allow(
-    clippy::too_many_lines,
-    reason = "one loop: sources in, verdicts out; split it and the data flow hides"
-)]
 fn capture(args: &Args) -> Result<()> {
     let target = target(args)?;
     let netns = target.netns.clone();
@@ -376,34 +250,22 @@ fn capture(args: &Args) -> Result<()> {
     } else {
         args.interfaces.clone()
     };
-    let filter = args.filter.clone().unwrap_or_else(|| {
-        if args.full {
-            full_filter(&args.ports)
-        } else {
-            default_filter(&args.ports)
-        }
-    });
-    let mut probe = start_probe(args, &target);
-    let selector = start_selector(args, &target, probe.as_mut());
-    let sparse = selector.is_some();
-    let mut live = LiveCapture::start(&LiveOptions {
+    let bundle = args.out.as_deref().map(BundleWriter::create).transpose()?;
+    let (mut session, notices) = LiveSession::start(SessionOptions {
         interfaces: interfaces.clone(),
         netns: netns.clone(),
+        pid: target.pid,
+        ports: args.ports.clone(),
         snaplen: args.snaplen,
-        buffer_bytes: if sparse {
-            SPARSE_BUFFER_BYTES
-        } else {
-            BUFFER_BYTES
-        },
-        filter,
-        selector,
-        keep_frames: args.out.is_some(),
-        batch_ms: Some(BATCH_MS),
-    })
-    .context("cannot start the capture")?;
-    let mut bundle = args.out.as_deref().map(BundleWriter::create).transpose()?;
-    if let (Some(b), true) = (&bundle, sparse) {
-        b.mark_sparse()?;
+        copy: copy_mode(args),
+        probe: !args.no_probe,
+        proxy: args.proxy,
+        upstream: args.upstream,
+        bundle,
+        keep_verdicts: true,
+    })?;
+    for n in &notices {
+        eprintln!("{n}");
     }
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -417,13 +279,13 @@ fn capture(args: &Args) -> Result<()> {
             || "this network namespace".to_owned(),
             |p| p.display().to_string()
         ),
-        if probe.is_some() {
+        if session.has_probe() {
             ", kernel probe attached"
         } else {
             ""
         }
     );
-    if sparse {
+    if session.is_sparse() {
         eprintln!(
             "tracer capture: sparse: the kernel keeps control segments, new connections' first \
              exchange, reuses after {:?} quiet, 5xx heads and closing connections",
@@ -434,120 +296,48 @@ fn capture(args: &Args) -> Result<()> {
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
-    let mut engine = Engine::new(Config {
-        proxy: args.proxy,
-        upstream: args.upstream,
-        sparse,
-    });
-    let mut ledger = Ledger::new();
-    let mut pinned = std::collections::HashSet::new();
-    let mut last_evict = Instant::now();
-    let mut held: Vec<LivePacket> = Vec::new();
-    let mut newest = i64::MIN;
-    let mut p = Progress::default();
+    let mut errors = 0usize;
     loop {
         let ending = stop.load(Ordering::Relaxed)
             || args.duration.is_some_and(|d| started.elapsed() >= d)
-            || args.until.is_some_and(|n| p.errors >= n);
-        // Packets: wait a little for the first, then take what is there.
-        if let Ok(first) = live.packets().recv_timeout(Duration::from_millis(50)) {
-            newest = newest.max(first.segment.ts_ns);
-            held.push(first);
-            while let Ok(next) = live.packets().try_recv() {
-                newest = newest.max(next.segment.ts_ns);
-                held.push(next);
-                if held.len() >= 65_536 {
-                    break;
-                }
-            }
+            || args.until.is_some_and(|n| errors >= n);
+        if ending {
+            break;
         }
-        // Kernel events first: a verdict made below may need them.
-        if let Some(pr) = &mut probe {
-            take_events(pr, &mut bundle, &mut ledger, &mut engine, &mut p)?;
-        }
-        // Release packets old enough that no other interface can still deliver earlier ones.
-        held.sort_by_key(|lp| lp.segment.ts_ns);
-        let cut = if ending {
-            held.len()
-        } else {
-            held.partition_point(|lp| lp.segment.ts_ns <= newest - REORDER_NS)
-        };
-        for lp in held.drain(..cut) {
-            if let (Some(b), Some(raw)) = (&mut bundle, &lp.raw) {
-                b.packet(raw)?;
+        for v in session.step(Duration::from_millis(50))? {
+            if v.downstream.is_some() && v.status.is_some_and(|s| s >= 500) {
+                errors += 1;
             }
-            engine.push(&lp.segment);
-            p.packets += 1;
-        }
-        for v in engine.new_verdicts() {
-            if let Some(u) = &v.upstream {
-                pinned.insert((u.proxy, u.server));
-            }
-            let mut shown = v.clone();
-            kernel::enrich(&mut shown, &ledger);
-            if shown.downstream.is_some() && shown.status.is_some_and(|s| s >= 500) {
-                p.errors += 1;
-            }
-            p.verdicts += 1;
             if tty {
                 eprint!("\r\x1b[K");
             }
-            let line = report::text::verdict(&shown, args.verbose);
+            let line = report::text::verdict(&v, args.verbose);
             // stdout carries the report; in JSON it must stay one JSON document.
             match args.format {
                 Format::Text => print!("{line}"),
                 Format::Json => eprint!("{line}"),
             }
         }
-        if last_evict.elapsed() >= Duration::from_secs(10) {
-            last_evict = Instant::now();
-            ledger.evict(newest, KERNEL_KEEP_NS, &pinned);
-        }
         if tty && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
-            let drops: u64 = live
-                .stats()
-                .iter()
-                .map(|s| s.dropped + s.if_dropped + s.backlog_dropped)
-                .sum();
-            let lost = probe.as_mut().map_or(0, ProbeSource::lost);
+            let s = session.stats();
             eprint!(
-                "\r\x1b[K{:>6.1}s  {} packets, {} connections, {} kernel events, {} verdicts, capture drops {drops}, probe lost {lost}",
+                "\r\x1b[K{:>6.1}s  {} packets, {} connections, {} kernel events, {} verdicts, capture drops {}, probe lost {}",
                 started.elapsed().as_secs_f64(),
-                p.packets,
-                engine.open_connections(),
-                p.events,
-                p.verdicts,
+                s.packets,
+                s.connections,
+                s.events,
+                s.verdicts,
+                s.packets_dropped,
+                s.events_lost,
             );
-        }
-        if ending && held.is_empty() {
-            break;
         }
     }
     if tty {
         eprint!("\r\x1b[K");
     }
-    live.stop();
-    let stats = live.stats();
-    // The events of the last moments, for the verdicts `finish` still makes.
-    if let Some(pr) = &mut probe {
-        take_events(pr, &mut bundle, &mut ledger, &mut engine, &mut p)?;
-    }
-    let probe_lost = probe.as_mut().map_or(0, ProbeSource::lost);
-    let mut analysis = engine.finish();
-    for v in &mut analysis.verdicts {
-        kernel::enrich(v, &ledger);
-    }
-    let dropped: u64 = stats
-        .iter()
-        .map(|s| s.dropped + s.if_dropped + s.backlog_dropped)
-        .sum();
-    let capture = CaptureSummary {
-        packets: p.packets,
-        dropped_or_missing: analysis.flow.gaps + dropped,
-        sparse,
-    };
-    for s in &stats {
+    let end = session.finish()?;
+    for s in &end.interfaces {
         if s.dropped + s.if_dropped + s.backlog_dropped > 0 {
             eprintln!(
                 "warning: {}: {} packets dropped by the kernel, {} by the interface, {} while tracer was behind",
@@ -555,19 +345,20 @@ fn capture(args: &Args) -> Result<()> {
             );
         }
     }
+    let lost = end.stats.events_lost;
     eprintln!(
-        "tracer capture: done: {} packets, {} kernel events, {probe_lost} kernel events lost",
-        p.packets, p.events
+        "tracer capture: done: {} packets, {} kernel events, {lost} kernel events lost",
+        end.stats.packets, end.stats.events
     );
-    if probe_lost > 0 {
-        eprintln!("warning: the kernel probe lost {probe_lost} events (ring buffer full): kernel evidence may be incomplete");
+    if lost > 0 {
+        eprintln!("warning: the kernel probe lost {lost} events (ring buffer full): kernel evidence may be incomplete");
     }
-    print_report(args, target.pod.as_ref(), &analysis, capture)?;
-    if let Some(b) = bundle {
+    print_report(args, target.pod.as_ref(), &end.analysis, end.capture)?;
+    if let Some(b) = end.bundle {
         let dir = b.finish(
-            &analysis.verdicts,
+            &end.analysis.verdicts,
             &with_pod(
-                report::json::render(&analysis, capture),
+                report::json::render(&end.analysis, end.capture),
                 target.pod.as_ref(),
             )?,
         )?;
@@ -576,27 +367,6 @@ fn capture(args: &Args) -> Result<()> {
             dir.display(),
             dir.display()
         );
-    }
-    Ok(())
-}
-
-/// Moves the probe's waiting events into the ledger (and the bundle), telling the engine
-/// of the writes after an idle gap.
-fn take_events(
-    pr: &mut ProbeSource,
-    bundle: &mut Option<BundleWriter>,
-    ledger: &mut Ledger,
-    engine: &mut Engine,
-    p: &mut Progress,
-) -> Result<()> {
-    for ke in pr.drain() {
-        if let Some(b) = bundle {
-            b.event(&ke)?;
-        }
-        if let Some(idle) = ledger.push(ke) {
-            engine.kernel_send_idle(idle);
-        }
-        p.events += 1;
     }
     Ok(())
 }

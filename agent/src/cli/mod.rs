@@ -1,4 +1,5 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run`.
+pub mod agent;
 pub mod analyze;
 pub mod capture;
 pub mod check;
