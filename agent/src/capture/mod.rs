@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! file ─► reader (pcap / pcapng, streaming) ─► Frame ─► decode (link → IP → TCP) ─► Segment
-//!                                                                       merge by time ─┘
+//!                                             reorder each file, merge by time ─┘
 //! ```
 //!
 //! - [`open_many`] reads any number of pcap / pcapng files and yields their TCP segments
@@ -23,6 +23,7 @@ mod ip;
 mod link;
 mod merge;
 mod reader;
+mod reorder;
 mod source;
 mod tcp;
 mod writer;
