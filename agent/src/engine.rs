@@ -10,14 +10,29 @@ use crate::verdict::Verdict;
 
 /// How often (capture time) due checks are run.
 const ADVANCE_EVERY_NS: i64 = 10_000_000;
+/// Connections forgotten at a time when the input ends.
+const FINISH_BATCH: usize = 1024;
 
-/// What the user said about roles.
-#[derive(Debug, Clone, Default)]
+/// What the user said about roles, and the engine's limits.
+#[derive(Debug, Clone)]
 pub struct Config {
     pub proxy: Option<Endpoint>,
     pub upstream: Option<Endpoint>,
     /// The packets come from a sparse capture (what `tracer capture` does by default).
     pub sparse: bool,
+    /// Most connections tracked at once (see [`Tracker::max_connections`]).
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            proxy: None,
+            upstream: None,
+            sparse: false,
+            max_connections: crate::flow::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// Everything an analysis found.
@@ -52,7 +67,8 @@ impl Engine {
                 Tracker::sparse()
             } else {
                 Tracker::new()
-            },
+            }
+            .max_connections(cfg.max_connections),
             corr: {
                 let mut c = Correlator::new(Roles::new(cfg.proxy, cfg.upstream));
                 c.set_sparse(cfg.sparse);
@@ -102,9 +118,11 @@ impl Engine {
     /// The input ended: judge what is pending and infer timeouts and advice.
     #[must_use]
     pub fn finish(mut self) -> Analysis {
-        self.tracker.finish(&mut self.events);
-        for ev in self.events.drain(..) {
-            self.corr.on_event(ev);
+        // in batches: the closing events of every open connection never wait all at once
+        while self.tracker.finish_some(FINISH_BATCH, &mut self.events) {
+            for ev in self.events.drain(..) {
+                self.corr.on_event(ev);
+            }
         }
         self.corr.finish();
         self.verdicts.append(&mut self.corr.verdicts_out);

@@ -100,6 +100,9 @@ pub struct Args {
     /// An upstream's address (IP or IP:PORT); inferred when absent.
     #[arg(long, value_name = "ADDR[:PORT]")]
     pub upstream: Option<Endpoint>,
+    /// Most connections tracked at once; when full, the oldest idle or half-open are evicted first (counted in the report; verdicts on them are unexplained).
+    #[arg(long, value_name = "N", default_value_t = tracer::flow::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Report format at the end.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -363,6 +366,7 @@ fn capture(args: &Args) -> Result<()> {
         proxy: args.proxy,
         upstream: args.upstream,
         sparse,
+        max_connections: args.max_connections,
     });
     let mut ledger = Ledger::new();
     let mut pinned = std::collections::HashSet::new();
