@@ -1,7 +1,7 @@
 //! One file's packets put back in time order, and timestamps that cannot be right set
 //! aside.
 //!
-//! Packets are held for [`WINDOW_NS`] of capture time and released earliest first, so a
+//! Packets are held for [`WINDOW_NS`] (10 ms) of capture time and released earliest first, so a
 //! file whose packets step back by less than that (captures on several CPUs step back by
 //! tens of microseconds; a locally shuffled file by milliseconds) reaches the engine in
 //! order. A packet more than the window away from the others (ahead of the latest, or
@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use super::merge::Timestamped;
 
 /// How far out of order packets of one file are put back in order.
-pub const WINDOW_NS: i64 = 100_000_000;
+pub const WINDOW_NS: i64 = 10_000_000;
 /// At most this many packets are held (a denser file is ordered over a shorter time).
 const MAX_HELD: usize = 1 << 16;
 /// Warnings kept per file; the rest are counted.
@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn packets_out_of_order_within_the_window_are_sorted() {
-        let (out, w) = run(&[10, 12, 11, 14, 13, 40, 20]);
+        let (out, w) = run(&[10, 12, 11, 14, 13, 19, 16]);
         let ids: Vec<u32> = out.iter().map(|p| p.0).collect();
         assert_eq!(ids, vec![1, 3, 2, 5, 4, 7, 6]);
         assert!(w.is_empty(), "{w:?}");
