@@ -19,7 +19,6 @@ mod buf;
 mod decode;
 mod dedup;
 mod error;
-mod ip;
 mod link;
 mod merge;
 mod reader;
