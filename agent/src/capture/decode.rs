@@ -194,6 +194,9 @@ pub fn decode_frame(linktype: LinkType, frame: &[u8], orig_len: u32) -> Result<T
         }
         None => by_hand(payload, transport_wire)?,
     };
+    // Never more payload than the wire carried: with a zero IP length field the captured
+    // bytes may run past what the capture record says was on the wire.
+    let captured = t.payload.len().min(t.wire_len as usize);
     Ok(TcpView {
         src: SocketAddr::new(src, t.src_port),
         dst: SocketAddr::new(dst, t.dst_port),
@@ -201,7 +204,7 @@ pub fn decode_frame(linktype: LinkType, frame: &[u8], orig_len: u32) -> Result<T
         seq: t.seq,
         ack: t.ack,
         wire_len: t.wire_len,
-        payload: t.payload,
+        payload: t.payload.get(..captured).unwrap_or_default(),
     })
 }
 
@@ -459,6 +462,20 @@ mod tests {
         let mut p = v6(DEST_OPTS, &rest);
         p[5] = 24;
         assert!(matches!(raw(&p), Err(Skip::Malformed(_))));
+    }
+
+    #[test]
+    fn zero_ip_length_never_gives_more_payload_than_the_wire_carried() {
+        // found by the decode fuzz target: a record whose original length is below its
+        // captured length, an IPv4 length field of 0, and a 40-byte TCP header
+        let mut t = TCP.to_vec();
+        t[12] = 0xa0;
+        t.extend_from_slice(&[1; 22]); // 20 bytes of options, 2 of payload
+        let mut p = v4(&t);
+        p[2] = 0;
+        p[3] = 0;
+        let v = decode_frame(LinkType::RAW, &p, 60).unwrap();
+        assert_eq!((v.wire_len, v.payload.len()), (0, 0));
     }
 
     #[test]
