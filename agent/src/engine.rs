@@ -13,26 +13,13 @@ const ADVANCE_EVERY_NS: i64 = 10_000_000;
 /// Connections forgotten at a time when the input ends.
 const FINISH_BATCH: usize = 1024;
 
-/// What the user said about roles, and the engine's limits.
-#[derive(Debug, Clone)]
+/// What the user said about roles.
+#[derive(Debug, Clone, Default)]
 pub struct Config {
     pub proxy: Option<Endpoint>,
     pub upstream: Option<Endpoint>,
     /// The packets come from a sparse capture (what `tracer capture` does by default).
     pub sparse: bool,
-    /// Most connections tracked at once (see [`Tracker::max_connections`]).
-    pub max_connections: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            proxy: None,
-            upstream: None,
-            sparse: false,
-            max_connections: crate::flow::DEFAULT_MAX_CONNECTIONS,
-        }
-    }
 }
 
 /// Everything an analysis found.
@@ -67,8 +54,7 @@ impl Engine {
                 Tracker::sparse()
             } else {
                 Tracker::new()
-            }
-            .max_connections(cfg.max_connections),
+            },
             corr: {
                 let mut c = Correlator::new(Roles::new(cfg.proxy, cfg.upstream));
                 c.set_sparse(cfg.sparse);
@@ -107,6 +93,12 @@ impl Engine {
         let new = self.verdicts.get(self.handed_out..).unwrap_or_default();
         self.handed_out = self.verdicts.len();
         new
+    }
+
+    /// Bounds the connection table (default [`crate::flow::DEFAULT_MAX_CONNECTIONS`]; see
+    /// [`Tracker::max_connections`]).
+    pub fn set_max_connections(&mut self, n: usize) {
+        self.tracker.set_max_connections(n);
     }
 
     /// Connections tracked right now.

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use tracer::engine::{analyze, Analysis, Config};
+use tracer::engine::{Analysis, Config, Engine};
 use tracer::report::{self, CaptureSummary};
 use tracer::segment::{flags, Segment};
 use tracer::verdict::{Cause, Subcause};
@@ -78,13 +78,12 @@ impl Tl {
     }
     fn run(mut self, max_connections: usize) -> Analysis {
         self.segs.sort_by_key(|s| s.ts_ns);
-        analyze(
-            Config {
-                max_connections,
-                ..Config::default()
-            },
-            self.segs,
-        )
+        let mut e = Engine::new(Config::default());
+        e.set_max_connections(max_connections);
+        for s in &self.segs {
+            e.push(s);
+        }
+        e.finish()
     }
 }
 

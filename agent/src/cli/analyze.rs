@@ -61,8 +61,8 @@ fn analyze(args: &Args) -> Result<()> {
         proxy: args.proxy,
         upstream: args.upstream,
         sparse,
-        max_connections: args.max_connections,
     });
+    engine.set_max_connections(args.max_connections);
     for idle in ledger.iter().flat_map(Ledger::send_idles) {
         engine.kernel_send_idle(idle);
     }

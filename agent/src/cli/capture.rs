@@ -366,8 +366,8 @@ fn capture(args: &Args) -> Result<()> {
         proxy: args.proxy,
         upstream: args.upstream,
         sparse,
-        max_connections: args.max_connections,
     });
+    engine.set_max_connections(args.max_connections);
     let mut ledger = Ledger::new();
     let mut pinned = std::collections::HashSet::new();
     let mut last_evict = Instant::now();

@@ -257,8 +257,13 @@ impl Tracker {
     /// in [`FlowStats::evicted`] and reported by [`Event::Evicted`].
     #[must_use]
     pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_conns = n.max(1);
+        self.set_max_connections(n);
         self
+    }
+
+    /// As [`Tracker::max_connections`], in place (it applies from the next new connection).
+    pub fn set_max_connections(&mut self, n: usize) {
+        self.max_conns = n.max(1);
     }
 
     /// Latest timestamp seen.
