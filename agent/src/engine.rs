@@ -10,6 +10,8 @@ use crate::verdict::Verdict;
 
 /// How often (capture time) due checks are run.
 const ADVANCE_EVERY_NS: i64 = 10_000_000;
+/// Connections forgotten at a time when the input ends.
+const FINISH_BATCH: usize = 1024;
 
 /// What the user said about roles.
 #[derive(Debug, Clone, Default)]
@@ -107,6 +109,18 @@ impl Engine {
         infer(&self.corr.obs)
     }
 
+    /// Bounds the connection table (default [`crate::flow::DEFAULT_MAX_CONNECTIONS`]; see
+    /// [`Tracker::max_connections`]).
+    pub fn set_max_connections(&mut self, n: usize) {
+        self.tracker.set_max_connections(n);
+    }
+
+    /// Connections forgotten so far because the table was full.
+    #[must_use]
+    pub fn evicted_connections(&self) -> u64 {
+        self.tracker.stats.evicted
+    }
+
     /// Connections tracked right now.
     #[must_use]
     pub fn open_connections(&self) -> usize {
@@ -116,9 +130,11 @@ impl Engine {
     /// The input ended: judge what is pending and infer timeouts and advice.
     #[must_use]
     pub fn finish(mut self) -> Analysis {
-        self.tracker.finish(&mut self.events);
-        for ev in self.events.drain(..) {
-            self.corr.on_event(ev);
+        // in batches: the closing events of every open connection never wait all at once
+        while self.tracker.finish_some(FINISH_BATCH, &mut self.events) {
+            for ev in self.events.drain(..) {
+                self.corr.on_event(ev);
+            }
         }
         self.corr.finish();
         self.verdicts.append(&mut self.corr.verdicts_out);

@@ -84,6 +84,8 @@ pub struct SessionOptions {
     /// Keep every verdict for the final report (`tracer capture`); a long-running session
     /// hands each out once and forgets it (`tracer agent`).
     pub keep_verdicts: bool,
+    /// Bound of the engine's connection table (see [`Engine::set_max_connections`]).
+    pub max_connections: usize,
 }
 
 /// Something the front end should tell the user at start.
@@ -126,6 +128,8 @@ pub struct SessionStats {
     pub verdicts: u64,
     /// Connections the engine tracks now.
     pub connections: usize,
+    /// Connections forgotten because the table was full.
+    pub connections_evicted: u64,
     /// Packets the kernel, the interfaces or a slow engine dropped.
     pub packets_dropped: u64,
     /// Events the probe could not queue (ring buffer full).
@@ -341,11 +345,12 @@ impl LiveSession {
         if let (Some(b), true) = (&bundle, sparse) {
             b.mark_sparse()?;
         }
-        let engine = Engine::new(Config {
+        let mut engine = Engine::new(Config {
             proxy: opts.proxy,
             upstream: opts.upstream,
             sparse,
         });
+        engine.set_max_connections(opts.max_connections);
         let session = LiveSession {
             live,
             probe,
@@ -414,6 +419,7 @@ impl LiveSession {
     /// Counters so far (the drop and loss counters are read from the kernel here).
     pub fn stats(&mut self) -> SessionStats {
         self.stats.connections = self.engine.open_connections();
+        self.stats.connections_evicted = self.engine.evicted_connections();
         self.stats.packets_dropped = dropped(&self.live.stats());
         if let Some(p) = &mut self.probe {
             self.stats.events_lost = p.lost();

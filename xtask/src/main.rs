@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_analyze;
+mod bench_flood;
 mod bench_paired;
 mod bench_probe;
 mod ebpf;
@@ -39,6 +40,8 @@ enum Task {
     Test,
     /// Benchmark: tracer analyze on a large capture, against tshark (packets/s, memory).
     BenchAnalyze(bench_analyze::BenchArgs),
+    /// Benchmark: tracer analyze's peak memory under a growing flood of half-open connections.
+    BenchFlood(bench_flood::FloodArgs),
     /// Benchmark: a busy proxy's throughput and p99 with and without `tracer capture`.
     BenchCapture(bench::BenchArgs),
     /// Benchmark: bench-capture's question on two stacks loaded at once, cancelling host noise.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Task::Test => test(),
         Task::BenchCapture(args) => bench::bench_capture(&args),
         Task::BenchAnalyze(args) => bench_analyze::bench_analyze(&args),
+        Task::BenchFlood(args) => bench_flood::bench_flood(&args),
         Task::BenchProbe(args) => bench_probe::bench_probe(&args),
         Task::BenchPaired(args) => bench_paired::bench_paired(&args),
         Task::RateLoad(args) => rate::run(&args),

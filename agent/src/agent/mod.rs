@@ -64,6 +64,8 @@ pub struct AgentOptions {
     pub verdicts: VerdictSink,
     /// Distinct `upstream` label values kept.
     pub max_upstreams: usize,
+    /// Bound of each session's connection table.
+    pub max_connections: usize,
 }
 
 /// Why the agent could not start.
@@ -411,6 +413,7 @@ fn follow(
         upstream: None,
         bundle: None,
         keep_verdicts: false,
+        max_connections: opts.max_connections,
     });
     let mut session = match started {
         Ok((s, notices)) => {
@@ -562,6 +565,10 @@ fn publish_counters(shared: &Shared, last: &SessionStats, now: &SessionStats) {
         .inc_by(now.packets_dropped.saturating_sub(last.packets_dropped));
     m.events_lost
         .inc_by(now.events_lost.saturating_sub(last.events_lost));
+    m.connections_evicted.inc_by(
+        now.connections_evicted
+            .saturating_sub(last.connections_evicted),
+    );
     let delta = i64::try_from(now.connections).unwrap_or(i64::MAX)
         - i64::try_from(last.connections).unwrap_or(i64::MAX);
     m.connections_tracked.add(delta);

@@ -1,7 +1,12 @@
 //! Link layers: find where the IP packet starts inside a captured frame.
 //!
-//! Each function takes the frame bytes and returns the network-layer protocol and the
-//! offset of its first byte, or why the frame carries no IP packet.
+//! Ethernet and its VLAN tags are etherparse's ([`ethernet`]); Linux cooked capture (SLL,
+//! SLL2), BSD loopback (NULL, LOOP) and raw IP, which its lax slicing does not take, are a
+//! few named offsets here. Each function takes the frame bytes and returns the
+//! network-layer protocol and the offset of its first byte, or why the frame carries no IP
+//! packet.
+
+use etherparse::{Ethernet2Slice, SingleVlanSlice};
 
 /// A pcap / pcapng LINKTYPE_ number (the framing of every packet on an interface).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -117,12 +122,7 @@ mod ethertype {
     pub const QINQ_OLD: u16 = 0x9100;
 }
 
-/// Ethernet II: destination MAC, source MAC, EtherType.
-const ETH_HEADER_LEN: usize = 14;
-const ETH_TYPE_OFFSET: usize = 12;
-/// A VLAN tag: 2 bytes TCI followed by the next EtherType.
-const VLAN_TAG_LEN: usize = 4;
-/// More than this many stacked tags is treated as malformed (QinQ uses two).
+/// More than this many stacked VLAN tags is treated as malformed (QinQ uses two).
 const MAX_VLAN_TAGS: usize = 4;
 /// Linux cooked v1: packet type, ARPHRD, address length, 8-byte address, protocol.
 const SLL_HEADER_LEN: usize = 16;
@@ -148,7 +148,7 @@ fn be16(data: &[u8], at: usize) -> Option<u16> {
 /// Returns the protocol and the offset of the first IP byte in `frame`.
 pub fn network_offset(linktype: LinkType, frame: &[u8]) -> Result<(Network, usize), LinkSkip> {
     match linktype {
-        LinkType::ETHERNET => ethernet(frame),
+        LinkType::ETHERNET => ethernet_offset(frame),
         LinkType::LINUX_SLL => by_ethertype(
             be16(frame, SLL_PROTOCOL_OFFSET).ok_or(LinkSkip::Malformed("short SLL header"))?,
             SLL_HEADER_LEN,
@@ -179,20 +179,36 @@ fn by_ethertype(ty: u16, offset: usize, frame: &[u8]) -> Result<(Network, usize)
     }
 }
 
-/// Ethernet II with any number (up to [`MAX_VLAN_TAGS`]) of 802.1Q / 802.1ad tags.
-fn ethernet(frame: &[u8]) -> Result<(Network, usize), LinkSkip> {
-    let mut ty =
-        be16(frame, ETH_TYPE_OFFSET).ok_or(LinkSkip::Malformed("short Ethernet header"))?;
-    let mut offset = ETH_HEADER_LEN;
+/// Ethernet II with up to [`MAX_VLAN_TAGS`] 802.1Q / 802.1ad tags, read by etherparse:
+/// the network protocol and the IP packet, or why the frame carries none.
+pub fn ethernet(frame: &[u8]) -> Result<(Network, &[u8]), LinkSkip> {
+    let eth = Ethernet2Slice::from_slice_without_fcs(frame)
+        .map_err(|_| LinkSkip::Malformed("short Ethernet header"))?;
+    let mut ty = eth.ether_type().0;
+    let mut payload = eth.payload().payload;
     for _ in 0..MAX_VLAN_TAGS {
-        if !matches!(ty, ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD) {
-            return by_ethertype(ty, offset, frame);
+        match ty {
+            ethertype::IPV4 => return Ok((Network::Ipv4, payload)),
+            ethertype::IPV6 => return Ok((Network::Ipv6, payload)),
+            ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD => {
+                let tag = SingleVlanSlice::from_slice(payload)
+                    .map_err(|_| LinkSkip::Malformed("short VLAN tag"))?;
+                ty = tag.ether_type().0;
+                payload = tag.payload_slice();
+            }
+            _ => return Err(LinkSkip::NotIp),
         }
-        // The tag's TCI is 2 bytes; the inner EtherType follows it.
-        ty = be16(frame, offset + 2).ok_or(LinkSkip::Malformed("short VLAN tag"))?;
-        offset += VLAN_TAG_LEN;
     }
     Err(LinkSkip::Malformed("too many stacked VLAN tags"))
+}
+
+/// Where the IP packet of an Ethernet frame starts.
+fn ethernet_offset(frame: &[u8]) -> Result<(Network, usize), LinkSkip> {
+    let (network, ip) = ethernet(frame)?;
+    Ok((
+        network,
+        (ip.as_ptr() as usize).saturating_sub(frame.as_ptr() as usize),
+    ))
 }
 
 /// Raw IP: the version nibble of the first byte says which.

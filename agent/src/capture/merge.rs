@@ -1,26 +1,31 @@
 //! Several capture files → one stream ordered by timestamp (k-way merge on a heap).
 //!
-//! Within one file, frames keep the file's order: captures on several CPUs step back in
-//! time by up to ~60 µs, and that is left for the engine to tolerate rather than hidden by
-//! a reordering window here. Across files the merge always takes the file whose next
-//! frame is earliest (ties go to the file named first), so the output can step back by
-//! as much as any one file does.
+//! Each file's packets are first put back in time order within a window, and timestamps
+//! that cannot be right are set aside with a warning naming the packet ([`super::reorder`]).
+//! Across files the merge always takes the file whose next packet is earliest (ties go to
+//! the file named first).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::Read;
 
+use super::reorder::Reorder;
 use super::source::{CaptureStats, FileSource, RawPacket};
 use crate::segment::Segment;
 
 /// Something the merge can order.
 pub trait Timestamped {
     fn ts_ns(&self) -> i64;
+    /// Corrects a timestamp that cannot be right.
+    fn set_ts_ns(&mut self, ts_ns: i64);
 }
 
 impl Timestamped for Segment {
     fn ts_ns(&self) -> i64 {
         self.ts_ns
+    }
+    fn set_ts_ns(&mut self, ts_ns: i64) {
+        self.ts_ns = ts_ns;
     }
 }
 
@@ -28,11 +33,17 @@ impl Timestamped for (Segment, RawPacket) {
     fn ts_ns(&self) -> i64 {
         self.0.ts_ns
     }
+    fn set_ts_ns(&mut self, ts_ns: i64) {
+        self.0.ts_ns = ts_ns;
+        self.1.ts_ns = ts_ns;
+    }
 }
 
 /// A time-ordered stream of `T` over several [`FileSource`]s.
 pub struct Merged<R, T> {
     sources: Vec<FileSource<R>>,
+    /// Each source's reorder buffer.
+    orders: Vec<Reorder<T>>,
     /// The next item of each source, waiting its turn.
     heads: Vec<Option<T>>,
     /// (time, source index) of every waiting head, earliest on top.
@@ -47,8 +58,9 @@ impl<R: Read, T: Timestamped> Merged<R, T> {
     ) -> Self {
         let mut heads = Vec::with_capacity(sources.len());
         let mut heap = BinaryHeap::with_capacity(sources.len());
-        for (i, s) in sources.iter_mut().enumerate() {
-            let head = pull(s);
+        let mut orders: Vec<Reorder<T>> = sources.iter().map(|_| Reorder::default()).collect();
+        for (i, (s, o)) in sources.iter_mut().zip(&mut orders).enumerate() {
+            let head = ordered(s, o, pull);
             if let Some(h) = &head {
                 heap.push(Reverse((h.ts_ns(), i)));
             }
@@ -56,6 +68,7 @@ impl<R: Read, T: Timestamped> Merged<R, T> {
         }
         Merged {
             sources,
+            orders,
             heads,
             heap,
             pull,
@@ -65,7 +78,17 @@ impl<R: Read, T: Timestamped> Merged<R, T> {
     /// Counts so far, per file and in total (final once the stream has ended).
     #[must_use]
     pub fn stats(&self) -> CaptureStats {
-        CaptureStats::from_files(self.sources.iter().map(FileSource::stats).collect())
+        CaptureStats::from_files(
+            self.sources
+                .iter()
+                .zip(&self.orders)
+                .map(|(s, o)| {
+                    let mut st = s.stats();
+                    st.warnings.extend(o.warnings());
+                    st
+                })
+                .collect(),
+        )
     }
 
     /// The link type of every input when all are pcap files (whose link type is fixed in
@@ -87,12 +110,12 @@ impl<R: Read, T: Timestamped> Iterator for Merged<R, T> {
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
-        if let [source] = self.sources.as_mut_slice() {
+        if let ([source], [order]) = (self.sources.as_mut_slice(), self.orders.as_mut_slice()) {
             // One file: no heap traffic.
             let head = self.heads.first_mut()?;
             return match head.take() {
                 Some(item) => {
-                    *head = (self.pull)(source);
+                    *head = ordered(source, order, self.pull);
                     Some(item)
                 }
                 None => None,
@@ -100,7 +123,10 @@ impl<R: Read, T: Timestamped> Iterator for Merged<R, T> {
         }
         let Reverse((_, i)) = self.heap.pop()?;
         let item = self.heads.get_mut(i)?.take();
-        let next = self.sources.get_mut(i).and_then(|s| (self.pull)(s));
+        let next = match (self.sources.get_mut(i), self.orders.get_mut(i)) {
+            (Some(s), Some(o)) => ordered(s, o, self.pull),
+            _ => None,
+        };
         if let Some(n) = &next {
             self.heap.push(Reverse((n.ts_ns(), i)));
         }
@@ -109,4 +135,16 @@ impl<R: Read, T: Timestamped> Iterator for Merged<R, T> {
         }
         item
     }
+}
+
+/// The next item of `source` in time order, through its reorder buffer.
+fn ordered<R: Read, T: Timestamped>(
+    source: &mut FileSource<R>,
+    order: &mut Reorder<T>,
+    pull: fn(&mut FileSource<R>) -> Option<T>,
+) -> Option<T> {
+    order.next(|| {
+        let item = pull(source)?;
+        Some((source.packets_read(), item))
+    })
 }

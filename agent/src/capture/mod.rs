@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! file ─► reader (pcap / pcapng, streaming) ─► Frame ─► decode (link → IP → TCP) ─► Segment
-//!                                                                       merge by time ─┘
+//!                                             reorder each file, merge by time ─┘
 //! ```
 //!
 //! - [`open_many`] reads any number of pcap / pcapng files and yields their TCP segments
@@ -19,10 +19,10 @@ mod buf;
 mod decode;
 mod dedup;
 mod error;
-mod ip;
 mod link;
 mod merge;
 mod reader;
+mod reorder;
 mod source;
 mod tcp;
 mod writer;

@@ -138,6 +138,12 @@ impl<R: Read> FileSource<R> {
         }
     }
 
+    /// Frames read so far: the number (from 1) of the frame the latest segment came from.
+    #[must_use]
+    pub fn packets_read(&self) -> u64 {
+        self.stats.packets
+    }
+
     /// The statistics so far (final once the source returned `None`).
     #[must_use]
     pub fn stats(&self) -> FileStats {

@@ -20,7 +20,7 @@ const DST_PORT: usize = 2;
 const SEQ: usize = 4;
 const ACK: usize = 8;
 const DATA_OFFSET: usize = 12;
-const FLAGS: usize = 13;
+pub(super) const FLAGS: usize = 13;
 /// Bytes needed to read every field above.
 const FIELDS_END: usize = 14;
 const MIN_HEADER: usize = 20;

@@ -65,6 +65,10 @@ pub struct Args {
     /// Distinct upstreams labelled in the metrics; the rest are counted as `other`.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_upstreams: usize,
+    /// Connections each followed proxy's engine tracks at most; when full, the oldest idle
+    /// or half-open are forgotten first (counted in tracer_connections_evicted_total).
+    #[arg(long, value_name = "N", default_value_t = tracer::flow::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
 }
 
 pub fn run(args: &Args) -> ExitCode {
@@ -135,5 +139,6 @@ fn options(args: &Args) -> anyhow::Result<AgentOptions> {
             path => VerdictSink::File(PathBuf::from(path)),
         },
         max_upstreams: args.max_upstreams,
+        max_connections: args.max_connections,
     })
 }

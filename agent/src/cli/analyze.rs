@@ -28,6 +28,9 @@ pub struct Args {
     /// deliberate, not losses. Implied by a sparse bundle.
     #[arg(long)]
     pub sparse: bool,
+    /// Most connections tracked at once; when full, the oldest idle or half-open are evicted first (counted in the report; verdicts on them are unexplained).
+    #[arg(long, value_name = "N", default_value_t = tracer::flow::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -59,6 +62,7 @@ fn analyze(args: &Args) -> Result<()> {
         upstream: args.upstream,
         sparse,
     });
+    engine.set_max_connections(args.max_connections);
     for idle in ledger.iter().flat_map(Ledger::send_idles) {
         engine.kernel_send_idle(idle);
     }

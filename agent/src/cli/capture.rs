@@ -92,6 +92,9 @@ pub struct Args {
     /// An upstream's address (IP or IP:PORT); inferred when absent.
     #[arg(long, value_name = "ADDR[:PORT]")]
     pub upstream: Option<Endpoint>,
+    /// Most connections tracked at once; when full, the oldest idle or half-open are evicted first (counted in the report; verdicts on them are unexplained).
+    #[arg(long, value_name = "N", default_value_t = tracer::flow::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Report format at the end.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -263,6 +266,7 @@ fn capture(args: &Args) -> Result<()> {
         upstream: args.upstream,
         bundle,
         keep_verdicts: true,
+        max_connections: args.max_connections,
     })?;
     for n in &notices {
         eprintln!("{n}");

@@ -3,6 +3,7 @@
 //! into [`Verdict`]s once the evidence around them has had time to arrive ([`GRACE_NS`]).
 
 mod classify;
+mod evicted;
 pub mod roles;
 pub mod state;
 
@@ -230,6 +231,11 @@ impl Correlator {
                     c.missing.get_or_insert((ts, what));
                 }
             }
+            Event::Evicted {
+                conn,
+                ts,
+                forgotten,
+            } => self.on_evicted(conn, ts, forgotten),
             Event::Skipped { conn, .. } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.quiet_since = None;
@@ -621,6 +627,7 @@ impl Correlator {
     /// Runs the checks due by `now`; verdicts go to `verdicts_out`.
     pub fn advance(&mut self, now: i64) {
         self.now = self.now.max(now);
+        let made = self.verdicts_out.len();
         while let Some(Reverse((due, _, check))) = self.checks.peek().copied() {
             if due > self.now {
                 break;
@@ -628,14 +635,17 @@ impl Correlator {
             self.checks.pop();
             self.run_check(check, false);
         }
+        self.vet_evicted(made);
         self.forget_old();
     }
 
     /// The input ended: judge everything still pending.
     pub fn finish(&mut self) {
+        let made = self.verdicts_out.len();
         while let Some(Reverse((_, _, check))) = self.checks.pop() {
             self.run_check(check, true);
         }
+        self.vet_evicted(made);
         self.conns.clear();
         self.by_tuple.clear();
         self.pending.clear();

@@ -68,6 +68,8 @@ pub struct CConn {
     /// The kernel's word on writes after idle on this connection's socket: (time, idle),
     /// the latest few; what a sparse capture cannot measure itself.
     pub kernel_idle: VecDeque<(i64, i64)>,
+    /// The flow tracker evicted this connection from its full table (see `evicted.rs`).
+    pub evicted: Option<i64>,
 }
 
 impl CConn {
@@ -91,6 +93,7 @@ impl CConn {
             missing: None,
             skipped: false,
             kernel_idle: VecDeque::new(),
+            evicted: None,
         }
     }
 

@@ -1,8 +1,10 @@
 //! TCP connection tracking: one [`Conn`] per 4-tuple, from the segments of a capture or a
 //! live source, turned into [`Event`]s (opened, established, refused, HTTP exchanges,
 //! FIN and RST by direction, closed). Memory follows the open connections: a connection is
-//! dropped [`LINGER_NS`] after it closed.
+//! dropped [`LINGER_NS`] after it closed, and the table holds at most
+//! [`Tracker::max_connections`] (see [`evict`] for who makes room).
 
+mod evict;
 pub mod hash;
 pub mod seq;
 
@@ -16,6 +18,7 @@ use seq::{Placement, SeqSpace};
 
 /// How long a closed connection is kept for late segments (retransmitted FINs, ACKs).
 pub const LINGER_NS: i64 = 2_000_000_000;
+pub use evict::DEFAULT_MAX_CONNECTIONS;
 
 /// Numbers connections in the order they were first seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,6 +86,15 @@ pub enum Event {
     /// so how long it had been quiet is no longer known. Not a loss (see
     /// [`Tracker::sparse`]).
     Skipped { conn: ConnId, ts: i64 },
+    /// The connection table was full: this connection was forgotten to make room
+    /// (`forgotten`: an [`Event::Closed`] follows, though it may not have closed), or it
+    /// carries on a 4-tuple forgotten that way, so its start is unknown. Either way what it
+    /// shows is incomplete.
+    Evicted {
+        conn: ConnId,
+        ts: i64,
+        forgotten: bool,
+    },
     /// The connection is forgotten (closed and lingered, or the capture ended).
     Closed {
         conn: ConnId,
@@ -107,10 +119,14 @@ pub struct Conn {
     established_ns: Option<i64>,
     c2s: Half,
     s2c: Half,
-    http: HttpConn,
+    /// Created by the first payload byte: a connection that never carries data (a SYN
+    /// flood's, a port scan's) does not pay for an HTTP parser.
+    http: Option<Box<HttpConn>>,
     /// When the connection last went quiet (established, or the last response ended).
     quiet_since: Option<i64>,
     closed_ns: Option<i64>,
+    /// The latest segment's time (which connections the table forgets first).
+    last_ns: i64,
     /// Packets of this connection are missing from the capture (see [`Event::Missing`]).
     missing: bool,
 }
@@ -130,6 +146,14 @@ impl Conn {
     #[must_use]
     pub fn retransmits(&self) -> u32 {
         self.c2s.seq.retransmits + self.s2c.seq.retransmits
+    }
+    /// Requests without a response head yet.
+    fn outstanding(&self) -> usize {
+        self.http.as_ref().map_or(0, |h| h.outstanding())
+    }
+    /// A response is in progress.
+    fn responding(&self) -> bool {
+        self.http.as_ref().is_some_and(|h| h.responding().is_some())
     }
     /// FIN times (client's, server's).
     #[must_use]
@@ -168,10 +192,13 @@ pub struct FlowStats {
     /// counted by a sparse tracker, whose gaps are deliberate; nor is `gap_bytes`).
     pub gaps: u64,
     pub unparseable_connections: u64,
+    /// Connections forgotten before they closed because the table was full (see
+    /// [`Tracker::max_connections`]); verdicts on them are `unexplained`.
+    pub evicted: u64,
 }
 
 /// Tracks every open connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tracker {
     conns: FxHashMap<Key, Conn>,
     closing: VecDeque<(i64, Key, ConnId)>,
@@ -182,7 +209,30 @@ pub struct Tracker {
     /// or acknowledged unseen are expected, and the connection simply starts again at the
     /// next segment (as a capture that began mid-stream does) instead of counting as lost.
     sparse: bool,
+    /// Most connections tracked at once (see [`Tracker::max_connections`]).
+    max_conns: usize,
+    /// 4-tuples of connections evicted lately (see [`evict::Evicted`]).
+    evicted: evict::Evicted,
+    /// Connections still to forget once the capture ended, last first.
+    finishing: Vec<(ConnId, Key)>,
     pub stats: FlowStats,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker {
+            conns: FxHashMap::default(),
+            closing: VecDeque::new(),
+            next_id: 0,
+            now: 0,
+            http_out: Vec::new(),
+            sparse: false,
+            max_conns: DEFAULT_MAX_CONNECTIONS,
+            evicted: evict::Evicted::default(),
+            finishing: Vec::new(),
+            stats: FlowStats::default(),
+        }
+    }
 }
 
 impl Tracker {
@@ -198,6 +248,22 @@ impl Tracker {
             sparse: true,
             ..Self::default()
         }
+    }
+
+    /// Bounds the connection table to `n` connections (at least 1). When a new
+    /// connection finds it full, the table first forgets closed connections still lingering,
+    /// then those never established that carried no data (half-open: a SYN flood's), then
+    /// the least recently active; each forgotten connection that had not closed is counted
+    /// in [`FlowStats::evicted`] and reported by [`Event::Evicted`].
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.set_max_connections(n);
+        self
+    }
+
+    /// As [`Tracker::max_connections`], in place (it applies from the next new connection).
+    pub fn set_max_connections(&mut self, n: usize) {
+        self.max_conns = n.max(1);
     }
 
     /// Latest timestamp seen.
@@ -240,13 +306,25 @@ impl Tracker {
             if !wants {
                 return;
             }
+            if self.conns.len() >= self.max_conns {
+                self.make_room(out);
+            }
             let c = self.open_conn(seg);
             out.push(Event::Opened(c.info));
+            // A connection that goes on where an evicted one was cut off: its start is lost.
+            if self.evicted.take(&k) && (!syn || ack) {
+                out.push(Event::Evicted {
+                    conn: c.info.id,
+                    ts: seg.ts_ns,
+                    forgotten: false,
+                });
+            }
             self.conns.insert(k, c);
         }
         let Some(c) = self.conns.get_mut(&k) else {
             return;
         };
+        c.last_ns = c.last_ns.max(seg.ts_ns);
         let before = c.c2s.seq.gap_bytes + c.s2c.seq.gap_bytes;
         let rtx = c.retransmits();
         let gaps = c.c2s.seq.gaps + c.s2c.seq.gaps;
@@ -299,9 +377,10 @@ impl Tracker {
             established_ns: None,
             c2s: Half::default(),
             s2c: Half::default(),
-            http: HttpConn::default(),
+            http: None,
             quiet_since: None,
             closed_ns: None,
+            last_ns: seg.ts_ns,
             missing: false,
         }
     }
@@ -320,7 +399,7 @@ impl Tracker {
     }
 
     fn forget(&mut self, c: Conn, ts: i64, out: &mut Vec<Event>) {
-        if c.http.unparseable.is_some() {
+        if c.http.as_ref().is_some_and(|h| h.unparseable.is_some()) {
             self.stats.unparseable_connections += 1;
         }
         out.push(Event::Closed {
@@ -332,13 +411,37 @@ impl Tracker {
 
     /// The capture ended: forget every connection.
     pub fn finish(&mut self, out: &mut Vec<Event>) {
-        let now = self.now;
-        let mut all: Vec<Conn> = self.conns.drain().map(|(_, c)| c).collect();
-        all.sort_by_key(|c| c.info.id);
-        self.closing.clear();
-        for c in all {
-            self.forget(c, now, out);
+        while self.finish_some(usize::MAX, out) {}
+    }
+
+    /// The capture ended: forgets up to `max` connections, in the order they were first
+    /// seen; false once none is left. Lets the caller take the events in batches, so that
+    /// they never all wait at once.
+    pub fn finish_some(&mut self, max: usize, out: &mut Vec<Event>) -> bool {
+        if self.finishing.is_empty() {
+            if self.conns.is_empty() {
+                return false;
+            }
+            self.closing.clear();
+            // (id, key) is a fifth of a connection's size: the order costs little
+            self.finishing = self.conns.iter().map(|(k, c)| (c.info.id, *k)).collect();
+            self.finishing
+                .sort_unstable_by_key(|&(id, _)| std::cmp::Reverse(id));
         }
+        let now = self.now;
+        for _ in 0..max {
+            let Some((_, k)) = self.finishing.pop() else {
+                break;
+            };
+            if let Some(c) = self.conns.remove(&k) {
+                self.forget(c, now, out);
+            }
+        }
+        if self.finishing.is_empty() {
+            self.finishing = Vec::new();
+            self.conns = FxHashMap::default();
+        }
+        true
     }
 }
 
@@ -402,7 +505,9 @@ fn step(
             // unseen exchanges: what was in progress ended unseen, and the quiet time
             // before the next request is unknown
             c.quiet_since = None;
-            c.http.skipped();
+            if let Some(h) = &mut c.http {
+                h.skipped();
+            }
             out.push(Event::Skipped { conn: id, ts });
             // what the sender acknowledges was sent before this segment: a later segment of
             // the peer starting there follows no gap
@@ -428,8 +533,8 @@ fn step(
                     conn: id,
                     ts,
                     from_client,
-                    outstanding: c.http.outstanding(),
-                    responding: c.http.responding().is_some(),
+                    outstanding: c.outstanding(),
+                    responding: c.responding(),
                 });
             }
         }
@@ -448,15 +553,17 @@ fn step(
         if half.fin_ns.is_none() {
             half.fin_ns = Some(ts);
             if !from_client {
-                c.http.server_closed(ts, http_out);
+                if let Some(h) = &mut c.http {
+                    h.server_closed(ts, http_out);
+                }
                 translate(c, http_out, out);
             }
             out.push(Event::Fin {
                 conn: id,
                 ts,
                 from_client,
-                outstanding: c.http.outstanding(),
-                responding: c.http.responding().is_some(),
+                outstanding: c.outstanding(),
+                responding: c.responding(),
             });
         }
         if c.c2s.fin_ns.is_some() && c.s2c.fin_ns.is_some() && c.closed_ns.is_none() {
@@ -532,7 +639,7 @@ fn payload(
     let data = seg.payload.get(skip.min(captured)..captured).unwrap_or(&[]);
     let missing_after = u64::from(wire) - (skip.max(captured) as u64);
     let ts = seg.ts_ns;
-    c.http.bytes(
+    c.http.get_or_insert_default().bytes(
         from_client,
         ts,
         missing_before,
@@ -552,13 +659,13 @@ fn translate(c: &mut Conn, http_out: &mut Vec<HttpEvent>, out: &mut Vec<Event>) 
         match &ev {
             HttpEvent::Request { ts, .. } => {
                 // the request itself is already counted as outstanding
-                busy = c.http.outstanding() > 1 || c.http.responding().is_some();
+                busy = c.outstanding() > 1 || c.responding();
                 if !busy {
                     idle_ns = c.quiet_since.map(|q| (ts - q).max(0));
                 }
                 c.quiet_since = None;
             }
-            HttpEvent::ResponseEnd { ts, .. } if c.http.outstanding() == 0 => {
+            HttpEvent::ResponseEnd { ts, .. } if c.outstanding() == 0 => {
                 c.quiet_since = Some(*ts);
             }
             _ => {}

@@ -392,3 +392,159 @@ fn the_same_gaps_in_a_full_capture_are_losses() {
     assert!(!missing_events(&out).is_empty(), "{out:?}");
     assert!(!out.iter().any(|e| matches!(e, Event::Skipped { .. })));
 }
+
+/// A SYN from client 10.0.1.x:port to the server, at `ts`.
+fn syn_from(ts: i64, host: u8, port: u16) -> Segment {
+    Segment {
+        ts_ns: ts,
+        src: SocketAddr::new([10, 0, 1, host].into(), port),
+        dst: S.parse().unwrap(),
+        flags: flags::SYN,
+        seq: 7,
+        ..TEMPLATE
+    }
+}
+
+fn evicted_ids(out: &[Event]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|e| match e {
+            Event::Evicted { conn, .. } => Some(conn.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_syn_flood_stays_within_the_table_and_evicts_half_open_first() {
+    let mut t = Tracker::new().max_connections(64);
+    let mut out = Vec::new();
+    // one established connection carrying a request, quiet since
+    for s in handshake() {
+        t.push(&s, &mut out);
+    }
+    t.push(
+        &seg(
+            300,
+            true,
+            flags::ACK | flags::PSH,
+            100,
+            b"GET / HTTP/1.1\r\n\r\n",
+        ),
+        &mut out,
+    );
+    for i in 0..10_000u32 {
+        let s = syn_from(
+            1_000 + i64::from(i),
+            (i / 5000) as u8,
+            1024 + (i % 5000) as u16,
+        );
+        t.push(&s, &mut out);
+        assert!(t.open() <= 64, "{} connections after {i} SYNs", t.open());
+    }
+    assert!(t.get(C.parse().unwrap(), S.parse().unwrap()).is_some());
+    let evicted = evicted_ids(&out);
+    assert_eq!(t.stats.evicted, evicted.len() as u64);
+    assert!(t.stats.evicted >= 10_000 - 64, "{}", t.stats.evicted);
+    assert!(
+        !evicted.contains(&1),
+        "the established connection was evicted"
+    );
+    // every evicted connection is also closed for the correlator
+    let closed = out
+        .iter()
+        .filter(|e| matches!(e, Event::Closed { .. }))
+        .count();
+    assert_eq!(closed, evicted.len());
+}
+
+#[test]
+fn the_least_recently_active_open_connection_goes_when_none_is_half_open() {
+    let mut t = Tracker::new().max_connections(2);
+    let mut out = Vec::new();
+    let other: SocketAddr = "10.0.0.9:41000".parse().unwrap();
+    for s in handshake() {
+        t.push(&s, &mut out);
+    }
+    // a second established connection, more recent
+    for (ts, from_other, fl) in [
+        (1_000, true, flags::SYN),
+        (1_100, false, flags::SYN | flags::ACK),
+        (1_200, true, flags::ACK),
+    ] {
+        let (src, dst) = if from_other {
+            (other, S.parse().unwrap())
+        } else {
+            (S.parse().unwrap(), other)
+        };
+        t.push(
+            &Segment {
+                ts_ns: ts,
+                src,
+                dst,
+                flags: fl,
+                ..TEMPLATE
+            },
+            &mut out,
+        );
+    }
+    t.push(&syn_from(2_000, 1, 5000), &mut out);
+    assert_eq!(evicted_ids(&out), vec![1]);
+    assert_eq!(t.stats.evicted, 1);
+    assert!(t.get(other, S.parse().unwrap()).is_some());
+}
+
+#[test]
+fn a_closed_connection_makes_room_without_counting_as_evicted() {
+    let mut t = Tracker::new().max_connections(1);
+    let mut out = Vec::new();
+    t.push(&seg(0, true, flags::SYN, 99, b""), &mut out);
+    t.push(&seg(100, false, flags::RST | flags::ACK, 0, b""), &mut out);
+    t.push(&syn_from(200, 1, 5000), &mut out);
+    assert_eq!(t.stats.evicted, 0);
+    assert!(evicted_ids(&out).is_empty());
+    assert_eq!(t.open(), 1);
+}
+
+#[test]
+fn a_connection_that_carries_on_after_its_eviction_is_marked() {
+    let mut t = Tracker::new().max_connections(1);
+    let mut out = Vec::new();
+    for s in handshake() {
+        t.push(&s, &mut out);
+    }
+    t.push(&syn_from(1_000, 1, 5000), &mut out);
+    assert_eq!(evicted_ids(&out), vec![1]);
+    out.clear();
+    // the evicted connection's response arrives: a new connection, its start unknown
+    t.push(
+        &seg(
+            2_000,
+            false,
+            flags::ACK | flags::PSH,
+            500,
+            b"HTTP/1.1 502 Bad Gateway\r\n\r\n",
+        ),
+        &mut out,
+    );
+    let opened: Vec<u64> = out
+        .iter()
+        .filter_map(|e| match e {
+            Event::Opened(i) => Some(i.id.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened.len(), 1);
+    assert!(evicted_ids(&out).contains(&opened[0]), "{out:?}");
+    // a fresh SYN on an evicted 4-tuple is a new connection, nothing lost
+    let mut t = Tracker::new().max_connections(1);
+    let mut out = Vec::new();
+    t.push(&seg(0, true, flags::SYN, 99, b""), &mut out);
+    t.push(&syn_from(1_000, 1, 5000), &mut out);
+    out.clear();
+    t.push(&seg(2_000, true, flags::SYN, 5000, b""), &mut out);
+    assert_eq!(
+        evicted_ids(&out).len(),
+        1,
+        "only the SYN-only connection it displaced"
+    );
+}

@@ -87,6 +87,7 @@ struct JAdvice<'a> {
 struct JCapture {
     packets: u64,
     dropped_or_missing: u64,
+    evicted_connections: u64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     sparse: bool,
 }
@@ -157,6 +158,7 @@ fn report(a: &Analysis, capture: CaptureSummary) -> Report<'_> {
         capture: JCapture {
             packets: capture.packets,
             dropped_or_missing: capture.dropped_or_missing,
+            evicted_connections: a.flow.evicted,
             sparse: capture.sparse,
         },
     }

@@ -31,6 +31,13 @@ pub fn render(a: &Analysis, capture: CaptureSummary, verbose: bool) -> String {
             capture.dropped_or_missing
         );
     }
+    if a.flow.evicted > 0 {
+        let _ = writeln!(
+            s,
+            "warning: {} connections evicted from the full connection table (oldest idle or half-open first; see --max-connections); verdicts on them are unexplained",
+            a.flow.evicted
+        );
+    }
     if a.flow.unparseable_connections > 0 {
         let _ = writeln!(
             s,
