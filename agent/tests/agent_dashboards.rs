@@ -1,9 +1,10 @@
 //! The Grafana dashboards and Prometheus rules of `dashboards/` against a real agent.
 //!
 //! A real Prometheus (Debian's) scrapes `tracer agent` every second, with the rule file
-//! loaded time-scaled (minutes become two seconds: `5m` windows and `for: 5m` become `10s`),
-//! while the lab runs seed (caddy → uwsgi without keep-alive: races) and then fixed (the same
-//! with keep-alive: none). For each scenario's time range, every query of every panel is
+//! loaded time-scaled (windows divided by 20, `[5m]` → `[15s]`; `for:` by 60, `5m` → `5s`:
+//! the alert may fire within the window that follows seconds of load, however fast the
+//! machine; the promtool unit tests check `for:` at its real length), while the lab runs seed
+//! (caddy → uwsgi without keep-alive: races) and then fixed (the same with keep-alive: none). For each scenario's time range, every query of every panel is
 //! interpolated as Grafana's Prometheus data source would and evaluated as Grafana draws the
 //! panel (range queries; instant ones at the end of the range):
 //! - every query parses and evaluates;
@@ -32,7 +33,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracer_lab::grafana::{evaluate_range, Context, Dashboard, PanelResult};
 use tracer_lab::prom::{
-    free_port, scale_rule_durations, selectors, PromApi, Prometheus, PrometheusConfig, ScrapeJob,
+    free_port, scale_rule_durations_apart, selectors, PromApi, Prometheus, PrometheusConfig,
+    ScrapeJob,
 };
 use tracer_lab::run::{preflight, run, BeforeLoad, RunOptions};
 use tracer_lab::scenarios;
@@ -40,18 +42,18 @@ use tracer_lab::scenarios;
 mod common;
 use common::agent::{netns_inode, wait_following, wait_for_scrapes, Agent};
 
-/// Requests of seed (about 8 s of load at 700 a second, 15-20% of them races): the agent
+/// Requests of seed (4-8 s of load at 700-1500 a second, 15-20% of them races): the agent
 /// hands over verdicts and counts every second or two, and a counter's first value is no
-/// increase to Prometheus, so the races must span several scrapes; and for the alert to fire,
-/// the share must stay above its threshold for the scaled `for:` (10 s), which the load and
-/// the 10 s window after it cover together.
+/// increase to Prometheus, so the races must span several of its hand-overs.
 const SEED_REQUESTS: u32 = 6000;
 /// Requests of fixed: traffic for the panels, and reuse that would race if it could.
 const FIXED_REQUESTS: u32 = 1000;
-/// Minutes become 2 s: `[5m]` → `[10s]`, `for: 5m` → `10s`.
-const SCALE: u32 = 30;
+/// Windows: minutes become 3 s (`[5m]` → `[15s]`).
+const WINDOW_SCALE: u32 = 20;
+/// `for:`: minutes become 1 s (`for: 5m` → `5s`).
+const FOR_SCALE: u32 = 60;
 /// The scaled 5-minute window.
-const WINDOW: Duration = Duration::from_secs(10);
+const WINDOW: Duration = Duration::from_secs(15);
 /// Grafana's step for the scenario's range ($__interval; $__rate_interval is then 4 s).
 const STEP: Duration = Duration::from_secs(2);
 const RACE_ALERT: &str = "TracerKeepaliveRaces";
@@ -267,7 +269,9 @@ fn every_panel_and_the_race_alert_on_a_real_agent_during_seed_and_fixed() {
     let rules = std::fs::read_to_string(workspace().join("dashboards/rules/tracer.rules.yml"))
         .expect("the rule file");
     let scaled = root.join("tracer.rules.scaled.yml");
-    std::fs::write(&scaled, scale_rule_durations(&rules, SCALE).unwrap()).unwrap();
+    let text = scale_rule_durations_apart(&rules, WINDOW_SCALE, FOR_SCALE).unwrap();
+    assert!(text.contains("[15s]") && text.contains("for: 5s"), "{text}");
+    std::fs::write(&scaled, text).unwrap();
 
     let port = free_port().expect("a free port");
     let prom = Prometheus::start(&PrometheusConfig {
@@ -281,6 +285,7 @@ fn every_panel_and_the_race_alert_on_a_real_agent_during_seed_and_fixed() {
     let agent: Arc<Mutex<Option<Agent>>> = Arc::new(Mutex::new(None));
     let mut failures = Vec::new();
     let mut exposition = BTreeMap::new();
+    let mut first_start = None;
     for name in ["seed", "fixed"] {
         let scenario = scenarios::by_name(name).expect("a lab scenario");
         let dir = root.join(format!("{name}-agent"));
@@ -337,6 +342,11 @@ fn every_panel_and_the_race_alert_on_a_real_agent_during_seed_and_fixed() {
         };
         let load_end = now();
         let (start, ino, upstream) = load_start.lock().unwrap().clone().expect("the hook ran");
+        first_start.get_or_insert(start);
+        eprintln!(
+            "    {:.1} s from the load's start to the run's end",
+            load_end - start
+        );
         eprintln!("{}", out.summary());
         failures.extend(out.misses.iter().map(|m| format!("{name}: {m}")));
         {
@@ -382,12 +392,14 @@ fn every_panel_and_the_race_alert_on_a_real_agent_during_seed_and_fixed() {
         let since = |t: f64| format!("{}s", (now() - t).floor() as u64);
         if name == "seed" {
             // It can fire until the window has passed the last race.
-            let firing = format!(
-                "max_over_time(ALERTS{{alertname=\"{RACE_ALERT}\", alertstate=\"firing\"}}[{}])",
-                since(start)
-            );
+            let firing = || {
+                format!(
+                    "max_over_time(ALERTS{{alertname=\"{RACE_ALERT}\", alertstate=\"firing\"}}[{}])",
+                    since(start)
+                )
+            };
             let until = Duration::from_secs_f64((load_end - now()).max(0.0)) + WINDOW * 2;
-            if poll(until, || (scalar(&api, &firing) > 0.0).then_some(())).is_none() {
+            if poll(until, || (scalar(&api, &firing()) > 0.0).then_some(())).is_none() {
                 let share = format!(
                     "max_over_time(proxy_upstream:tracer_keepalive_race:ratio_rate5m[{}])",
                     since(start)
@@ -421,6 +433,28 @@ fn every_panel_and_the_race_alert_on_a_real_agent_during_seed_and_fixed() {
         }
     }
     drop(agent.lock().unwrap().take());
+
+    // When the race alert pended and fired, for whoever tunes the load.
+    if let Some(t0) = first_start {
+        let states = api
+            .query_range(
+                &format!("ALERTS{{alertname=\"{RACE_ALERT}\"}}"),
+                t0,
+                now(),
+                Duration::from_secs(1),
+            )
+            .unwrap_or_default();
+        for s in states {
+            let state = s.labels.get("alertstate").cloned().unwrap_or_default();
+            if let (Some(first), Some(last)) = (s.points.first(), s.points.last()) {
+                eprintln!(
+                    "{RACE_ALERT} {state} from +{:.0} s to +{:.0} s after seed's load started",
+                    first.0 - t0,
+                    last.0 - t0,
+                );
+            }
+        }
+    }
 
     for (k, v) in families(&registry_exposition()) {
         exposition.entry(k).or_default().extend(v);

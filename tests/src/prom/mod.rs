@@ -12,7 +12,9 @@ mod selectors;
 mod server;
 
 pub use api::{Alert, PromApi, RangeSeries, RuleState, Sample};
-pub use durations::{format_duration, parse_duration, scale_rule_durations};
+pub use durations::{
+    format_duration, parse_duration, scale_rule_durations, scale_rule_durations_apart,
+};
 pub use selectors::{selectors, Matcher, Selector};
 pub use server::{free_port, promtool, Prometheus, PrometheusConfig, ScrapeJob};
 
