@@ -4,9 +4,10 @@
 //! loaded time-scaled (windows divided by 20, `[5m]` → `[15s]`; `for:` by 60, `5m` → `5s`:
 //! the alert may fire within the window that follows seconds of load, however fast the
 //! machine; the promtool unit tests check `for:` at its real length), while the lab runs seed
-//! (caddy → uwsgi without keep-alive: races) and then fixed (the same with keep-alive: none). For each scenario's time range, every query of every panel is
-//! interpolated as Grafana's Prometheus data source would and evaluated as Grafana draws the
-//! panel (range queries; instant ones at the end of the range):
+//! (caddy → uwsgi without keep-alive: races) and then fixed (the same with keep-alive: none).
+//! For each scenario's time range, every query of every panel is interpolated as Grafana's
+//! Prometheus data source would and evaluated as Grafana draws the panel (range queries;
+//! instant ones at the end of the range):
 //! - every query parses and evaluates;
 //! - the race panels (every query counting `keepalive_race`) show races during seed and
 //!   nothing or zero during fixed; the share per upstream names the lab's upstream, and
