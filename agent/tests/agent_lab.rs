@@ -18,103 +18,21 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tracer_lab::prom::{free_port, PromApi, Prometheus, PrometheusConfig, ScrapeJob};
+use tracer_lab::prom::{PromApi, Prometheus, PrometheusConfig, ScrapeJob};
 use tracer_lab::run::{preflight, run, BeforeLoad, RunOptions};
 use tracer_lab::scenarios;
 
+mod common;
+use common::agent::{netns_inode, wait_following, wait_for_scrapes, Agent};
+
 /// Requests per scenario: enough for seed and nginx-node to race reliably.
 const REQUESTS: u32 = 800;
-
-struct Agent {
-    child: Child,
-    err: PathBuf,
-    verdicts: PathBuf,
-    url: String,
-}
-
-impl Agent {
-    fn start(bin: &Path, dir: &Path) -> Agent {
-        let port = free_port().expect("a free port");
-        let err = dir.join("agent.err");
-        let verdicts = dir.join("verdicts.jsonl");
-        let child = Command::new(bin)
-            .args([
-                "agent",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--rescan",
-                "200ms",
-            ])
-            .arg("--verdicts")
-            .arg(&verdicts)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&err).expect("creating the agent's log"))
-            .spawn()
-            .expect("starting tracer agent");
-        let agent = Agent {
-            child,
-            err,
-            verdicts,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        agent.wait_for(
-            "the agent to answer /healthz",
-            Duration::from_secs(20),
-            |a| a.get("/healthz").is_some_and(|b| b.starts_with("ok")),
-        );
-        agent
-    }
-
-    fn get(&self, path: &str) -> Option<String> {
-        let mut res = ureq::get(&format!("{}{path}", self.url)).call().ok()?;
-        res.body_mut().read_to_string().ok()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut(&Agent) -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !done(self) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; the agent's log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The verdict lines written so far.
-    fn lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.verdicts)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The inode of a named network namespace.
-fn netns_inode(name: &str) -> anyhow::Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    Ok(std::fs::metadata(Path::new("/run/netns").join(name))?.ino())
-}
 
 /// `sum by (label) (metric{selector})` now, as a map (absent series count as 0).
 fn sums(api: &PromApi, expr: &str, label: &str) -> BTreeMap<String, f64> {
@@ -136,30 +54,6 @@ fn growth(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTre
         })
         .filter(|(_, n)| *n > 0)
         .collect()
-}
-
-/// Waits until Prometheus has scraped the agent at least twice after now.
-fn wait_for_scrapes(api: &PromApi) {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let newest = api
-            .query("timestamp(tracer_build_info)", None)
-            .ok()
-            .and_then(|s| s.first().map(|s| s.value))
-            .unwrap_or(0.0);
-        if newest > since + 1.0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus did not scrape the agent"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -199,25 +93,7 @@ fn the_agent_follows_each_new_proxy_and_its_metrics_match_the_proxy_logs() {
                 let ino = netns_inode(&h.proxy_ns)?;
                 *netns.lock().unwrap() = Some(ino);
                 // The agent finds the proxy by itself; the load waits until it follows it.
-                let deadline = Instant::now() + Duration::from_secs(20);
-                let following = "following ";
-                let ns = format!("netns {ino})");
-                loop {
-                    let log = std::fs::read_to_string(&err).unwrap_or_default();
-                    let ready = ureq::get(&format!("{url}/readyz")).call().is_ok();
-                    if ready
-                        && log
-                            .lines()
-                            .any(|l| l.contains(following) && l.contains(&ns))
-                    {
-                        return Ok(());
-                    }
-                    anyhow::ensure!(
-                        Instant::now() < deadline,
-                        "the agent did not follow the proxy in netns {ino} within 20 s: {log}"
-                    );
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                wait_following(&err, &url, ino)
             }))
         };
         let verdicts_before = sums(api, "sum by (cause) (tracer_verdicts_total)", "cause");
@@ -245,11 +121,7 @@ fn the_agent_follows_each_new_proxy_and_its_metrics_match_the_proxy_logs() {
         agent.wait_for(
             "the agent to stop following the proxy",
             Duration::from_secs(20),
-            |a| {
-                a.log().lines().any(|l| {
-                    l.contains("stopped following") && l.contains(&format!("netns {ino})"))
-                })
-            },
+            |a| a.stopped_following(ino),
         );
         wait_for_scrapes(api);
         eprintln!("{}", out.summary());

@@ -3,14 +3,15 @@
 //!
 //! - the dashboards are well formed (data source variable, no fixed uid, unique panel ids,
 //!   every variable defined) and use only the metrics, labels and label values the agent
-//!   exports;
+//!   exports; every count of responses chooses a side (`upstream=""`: the proxy's responses
+//!   to its clients, `upstream!=""`: its upstreams' responses to it);
 //! - `promtool check rules` and `promtool test rules` pass, and every alert has a unit test;
 //! - every panel query, interpolated as Grafana would, parses in a real Prometheus and returns
 //!   series, and every rule is healthy, on **synthetic data**: two fake agents (Python's
 //!   `http.server` serving an exposition this file writes, counters growing with time), one
 //!   with keep-alive races and one without. The end-to-end test with the real agent and the
-//!   lab's scenarios uses the same helpers (`tracer_lab::grafana::evaluate`,
-//!   `tracer_lab::prom::Prometheus`, `scale_rule_durations`);
+//!   lab's scenarios (`agent/tests/agent_dashboards.rs`) uses the same helpers
+//!   (`tracer_lab::grafana`, `tracer_lab::prom::Prometheus`, `scale_rule_durations`);
 //! - the alerts, time-scaled, fire for the racy fake agent and not for the healthy one.
 //!
 //! Needs Debian's `prometheus` package (and python3 for the fake agents); skips with a printed
@@ -28,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use tracer_lab::grafana::{evaluate, Context, Dashboard, PanelResult};
 use tracer_lab::prom::{
-    free_port, promtool, scale_rule_durations, PromApi, Prometheus, PrometheusConfig, ScrapeJob,
+    free_port, promtool, scale_rule_durations, selectors, Matcher, PromApi, Prometheus,
+    PrometheusConfig, ScrapeJob,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -51,6 +53,7 @@ const AGENT_METRICS: &[&str] = &[
     "tracer_connections_tracked",
     "tracer_connections_evicted_total",
     "tracer_proxies_followed",
+    "tracer_sessions_failed_total",
     "tracer_build_info",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
@@ -139,83 +142,76 @@ fn rule_names(text: &str) -> (Vec<String>, Vec<String>) {
 // ---------------------------------------------------------------------------------------------
 // Static checks.
 
-/// Metric names, label matchers and their values in a PromQL text.
-struct Vocabulary {
-    metrics: BTreeSet<String>,
-    matchers: Vec<(String, String, String)>,
-}
-
-fn vocabulary(expr: &str) -> Vocabulary {
-    let mut metrics = BTreeSet::new();
-    let mut matchers = Vec::new();
-    let bytes = expr.as_bytes();
-    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b':';
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'"' {
-            // Skip string literals (label values, regexes).
-            i += 1;
-            while i < bytes.len() && bytes[i] != b'"' {
-                i += if bytes[i] == b'\\' { 2 } else { 1 };
-            }
-            i += 1;
-            continue;
-        }
-        if !(bytes[i].is_ascii_alphabetic() || bytes[i] == b'_') {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && ident(bytes[i]) {
-            i += 1;
-        }
-        let word = &expr[start..i];
-        let rest = expr[i..].trim_start();
-        let op = ["=~", "!~", "!=", "="]
-            .into_iter()
-            .find(|op| rest.starts_with(op) && !rest.starts_with("=="));
-        if let Some(op) = op {
-            let after = rest[op.len()..].trim_start();
-            if let Some(value) = after.strip_prefix('"') {
-                let end = value.find('"').unwrap_or(value.len());
-                matchers.push((word.to_owned(), op.to_owned(), value[..end].to_owned()));
-                continue;
-            }
-        }
-        metrics.insert(word.to_owned());
-    }
-    Vocabulary { metrics, matchers }
-}
-
 /// What in `expr` the agent does not export: unknown metrics, labels or label values.
 fn contract_problems(expr: &str, recorded: &[String]) -> Vec<String> {
-    let v = vocabulary(expr);
     let mut out = Vec::new();
-    for m in &v.metrics {
+    for sel in selectors(expr) {
+        let m = &sel.metric;
         let is_metric = m.starts_with("tracer_") || m.starts_with("process_") || m.contains(':');
         if is_metric && !AGENT_METRICS.contains(&m.as_str()) && !recorded.contains(m) {
             out.push(format!(
                 "metric {m} is neither exported by the agent nor recorded"
             ));
         }
-    }
-    for (label, op, value) in &v.matchers {
-        if !LABELS.contains(&label.as_str()) {
-            out.push(format!("label {label} is not one the agent's series carry"));
-        }
-        let allowed: Option<&[&str]> = match label.as_str() {
-            "cause" => Some(CAUSES),
-            "subcause" => Some(SUBCAUSES),
-            "confidence" => Some(CONFIDENCES),
-            "status_class" => Some(STATUS_CLASSES),
-            _ => None,
-        };
-        if let (Some(allowed), "=") = (allowed, op.as_str()) {
-            if !allowed.contains(&value.as_str()) {
+        for Matcher { label, op, value } in &sel.matchers {
+            if !LABELS.contains(&label.as_str()) {
+                out.push(format!("label {label} is not one the agent's series carry"));
+            }
+            let allowed: Option<&[&str]> = match label.as_str() {
+                "cause" => Some(CAUSES),
+                "subcause" => Some(SUBCAUSES),
+                "confidence" => Some(CONFIDENCES),
+                "status_class" => Some(STATUS_CLASSES),
+                _ => None,
+            };
+            if let (Some(allowed), "=") = (allowed, op.as_str()) {
+                if !allowed.contains(&value.as_str()) {
+                    out.push(format!(
+                        "{label}=\"{value}\" is not a value the agent exports"
+                    ));
+                }
+            }
+            if label == "status" && op == "=" && value != "none" && value.parse::<u16>().is_err() {
                 out.push(format!(
-                    "{label}=\"{value}\" is not a value the agent exports"
+                    "status=\"{value}\": the agent's status is a code or \"none\""
                 ));
             }
+        }
+    }
+    out
+}
+
+/// Where a query counts responses without saying which side: `tracer_responses_total` holds
+/// the proxy's responses to its clients (`upstream=""`) and each upstream's responses to the
+/// proxy (`upstream="ADDR"`), so every use selects one side (`upstream=""` or
+/// `upstream!=""`), and a client-facing one applies no `$upstream` selection (responses to
+/// clients have no upstream). Recording rules that keep both sides are exempt.
+fn side_problems(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for sel in selectors(expr) {
+        if sel.metric != "tracer_responses_total"
+            && sel.metric != "proxy_upstream:tracer_responses:rate5m"
+        {
+            continue;
+        }
+        let client = sel
+            .on("upstream")
+            .any(|m| m.op == "=" && m.value.is_empty());
+        let upstreams = sel
+            .on("upstream")
+            .any(|m| m.op == "!=" && m.value.is_empty());
+        if client == upstreams {
+            out.push(format!(
+                "{} selects {} (upstream=\"\": responses to clients; upstream!=\"\": upstreams' responses)",
+                sel.metric,
+                if client { "both sides" } else { "no side" }
+            ));
+        }
+        if client && sel.on("upstream").any(|m| m.value.contains("$upstream")) {
+            out.push(format!(
+                "{} counts responses to clients but applies $upstream: they have no upstream",
+                sel.metric
+            ));
         }
     }
     out
@@ -261,6 +257,11 @@ fn dashboards_are_well_formed_and_use_only_what_the_agent_exports() {
             for p in contract_problems(&q.expr, &recorded) {
                 problems.push(format!("{name}: {:?}: {p}", q.panel_title));
             }
+            if q.panel_id != 0 {
+                for p in side_problems(&q.expr) {
+                    problems.push(format!("{name}: {:?} {}: {p}", q.panel_title, q.ref_id));
+                }
+            }
         }
     }
     // The proxy dashboards filter by proxy, upstream and the Kubernetes labels; the health
@@ -279,6 +280,15 @@ fn dashboards_are_well_formed_and_use_only_what_the_agent_exports() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The side check can fail: both sides summed, and $upstream on responses to clients.
+    assert_eq!(
+        side_problems(r#"sum(rate(tracer_responses_total{proxy=~"$proxy"}[5m]))"#).len(),
+        1
+    );
+    assert_eq!(
+        side_problems(r#"tracer_responses_total{upstream="", upstream=~"$upstream"}"#).len(),
+        1
+    );
 }
 
 #[test]
@@ -364,10 +374,18 @@ fn rules_pass_promtool_and_every_alert_and_recording_has_a_unit_test() {
     }
     let exprs = rule_exprs(&text);
     assert_eq!(exprs.len(), alerts.len() + recorded.len(), "{exprs:#?}");
-    let problems: Vec<String> = exprs
+    let mut problems: Vec<String> = exprs
         .iter()
         .flat_map(|e| contract_problems(e, &recorded))
         .collect();
+    // The recorded rates keep both sides of the responses; the shares built on them choose.
+    let keeps_both = ["rate(tracer_responses_total[5m])"];
+    for e in exprs
+        .iter()
+        .filter(|e| !keeps_both.iter().any(|k| e.contains(k)))
+    {
+        problems.extend(side_problems(e).into_iter().map(|p| format!("{e}: {p}")));
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
@@ -409,8 +427,10 @@ struct FakeAgent {
     k8s: Option<(&'static str, &'static str)>,
     proxy: &'static str,
     upstream: &'static str,
-    /// Responses per second by status class.
+    /// Responses per second to the proxy's clients, by status class.
     responses: &'static [(&'static str, f64)],
+    /// Responses per second of the upstream to the proxy, by status class.
+    upstream_responses: &'static [(&'static str, f64)],
     /// Verdicts: (status, cause, subcause, confidence, per second, constant offset).
     verdicts: &'static [(
         &'static str,
@@ -428,6 +448,7 @@ struct FakeAgent {
     proxy_idle_timeout: f64,
     events_lost_per_s: f64,
     packets_dropped: f64,
+    sessions_failed: f64,
     tracked: f64,
     cpu_per_s: f64,
     rss: f64,
@@ -435,13 +456,15 @@ struct FakeAgent {
 
 const BUCKETS: [f64; 9] = [0.005, 0.05, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0];
 
-/// Caddy → uwsgi without keep-alive (the seed scenario's shape): ~16% races, a proxy idle
-/// timeout of 90 s against an upstream that closes after every response, events lost.
+/// Caddy → uwsgi without keep-alive (the seed scenario's shape): 16 races a second against
+/// 80 responses of the upstream (a share of 16 / 96), a proxy idle timeout of 90 s against an
+/// upstream that closes after every response, events lost.
 const RACY: FakeAgent = FakeAgent {
     k8s: Some(("ingress", "caddy-5d8f7")),
     proxy: "caddy",
     upstream: "198.18.0.10:8000",
     responses: &[("2xx", 80.0), ("4xx", 1.0), ("5xx", 20.0)],
+    upstream_responses: &[("2xx", 80.0)],
     verdicts: &[
         (
             "502",
@@ -464,6 +487,7 @@ const RACY: FakeAgent = FakeAgent {
         ("502", "upstream_reset", "", "proven", 1.0, 0.0),
         ("504", "proxy_timeout", "", "proven", 1.0, 0.0),
         ("499", "client_abort", "", "proven", 1.0, 0.0),
+        ("none", "upstream_closed_early", "", "proven", 1.0, 0.0),
         ("502", "unexplained", "", "probable", 1.0, 0.0),
     ],
     idle_close: &[(0.005, 16.0)],
@@ -472,6 +496,7 @@ const RACY: FakeAgent = FakeAgent {
     proxy_idle_timeout: 90.0,
     events_lost_per_s: 2.0,
     packets_dropped: 0.0,
+    sessions_failed: 1.0,
     tracked: 120.0,
     cpu_per_s: 0.05,
     rss: 41_943_040.0,
@@ -484,6 +509,7 @@ const HEALTHY: FakeAgent = FakeAgent {
     proxy: "nginx",
     upstream: "198.18.0.20:8080",
     responses: &[("2xx", 50.0)],
+    upstream_responses: &[("2xx", 50.0)],
     verdicts: &[("502", "keepalive_race", "fin_crossed", "proven", 0.0, 3.0)],
     idle_close: &[(120.0, 1.0)],
     reuse: &[(0.05, 30.0), (1.0, 20.0)],
@@ -491,22 +517,26 @@ const HEALTHY: FakeAgent = FakeAgent {
     proxy_idle_timeout: 60.0,
     events_lost_per_s: 0.0,
     packets_dropped: 5.0,
+    sessions_failed: 0.0,
     tracked: 40.0,
     cpu_per_s: 0.02,
     rss: 31_457_280.0,
 };
 
-/// The text exposition of `agent` after `t` seconds.
+/// The text exposition of `agent` after `t` seconds, labelled as the agent labels: the
+/// proxy's `proxy, namespace, pod` (empty outside Kubernetes) on every per-proxy series, then
+/// `upstream` (empty on the proxy's responses to its clients).
 fn exposition(agent: &FakeAgent, t: f64) -> String {
     let count = |per_s: f64, offset: f64| (per_s * t).floor() + offset;
-    let proxy_labels = match agent.k8s {
-        Some((ns, pod)) => format!(
-            "namespace=\"{ns}\",pod=\"{pod}\",proxy=\"{}\",upstream=\"{}\"",
-            agent.proxy, agent.upstream
-        ),
-        None => format!("proxy=\"{}\",upstream=\"{}\"", agent.proxy, agent.upstream),
-    };
-    let upstream_labels = format!("upstream=\"{}\"", agent.upstream);
+    let (ns, pod) = agent.k8s.unwrap_or_default();
+    let proxy_labels = format!(
+        "proxy=\"{}\",namespace=\"{ns}\",pod=\"{pod}\",upstream=\"{}\"",
+        agent.proxy, agent.upstream
+    );
+    let client_labels = format!(
+        "proxy=\"{}\",namespace=\"{ns}\",pod=\"{pod}\",upstream=\"\"",
+        agent.proxy
+    );
     let mut out = String::new();
     let header = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -524,12 +554,18 @@ fn exposition(agent: &FakeAgent, t: f64) -> String {
         "counter",
         "Responses by status class.",
     );
-    for (class, per_s) in agent.responses {
-        let _ = writeln!(
-            out,
-            "tracer_responses_total{{{proxy_labels},status_class=\"{class}\"}} {}",
-            count(*per_s, 0.0)
-        );
+    let sides = [
+        (&client_labels, agent.responses),
+        (&proxy_labels, agent.upstream_responses),
+    ];
+    for (labels, responses) in sides {
+        for (class, per_s) in responses {
+            let _ = writeln!(
+                out,
+                "tracer_responses_total{{{labels},status_class=\"{class}\"}} {}",
+                count(*per_s, 0.0)
+            );
+        }
     }
     header(
         &mut out,
@@ -564,7 +600,7 @@ fn exposition(agent: &FakeAgent, t: f64) -> String {
     histogram(
         &mut out,
         "tracer_upstream_idle_close_seconds",
-        &upstream_labels,
+        &proxy_labels,
         agent.idle_close,
     );
     histogram(
@@ -576,7 +612,7 @@ fn exposition(agent: &FakeAgent, t: f64) -> String {
     let gauges = [
         (
             "tracer_upstream_keepalive_timeout_seconds",
-            upstream_labels.as_str(),
+            proxy_labels.as_str(),
             agent.keepalive_timeout,
         ),
         (
@@ -602,6 +638,11 @@ fn exposition(agent: &FakeAgent, t: f64) -> String {
         ),
         ("tracer_connections_tracked", "gauge", agent.tracked),
         ("tracer_connections_evicted_total", "counter", 0.0),
+        (
+            "tracer_sessions_failed_total",
+            "counter",
+            agent.sessions_failed,
+        ),
         ("tracer_proxies_followed", "gauge", 1.0),
         ("process_cpu_seconds_total", "counter", agent.cpu_per_s * t),
         ("process_resident_memory_bytes", "gauge", agent.rss),
@@ -862,12 +903,9 @@ fn every_panel_and_rule_query_parses_and_returns_series_on_synthetic_data() {
         prometheus.log()
     );
 
-    // The race share per upstream: ~16% for the racy pair, 0 (not absent) for the healthy.
-    let share = find(
-        &every,
-        "Keep-alive race share of responses, per upstream",
-        "A",
-    );
+    // The race share per upstream: races / (the upstream's responses + races), 16 / 96 for
+    // the racy pair (the responses to clients left out), 0 (not absent) for the healthy.
+    let share = find(&every, "Keep-alive race share per upstream", "A");
     let by_upstream: BTreeMap<&str, f64> = share
         .outcome
         .as_ref()
@@ -877,13 +915,22 @@ fn every_panel_and_rule_query_parses_and_returns_series_on_synthetic_data() {
         .map(|s| (s.labels["upstream"].as_str(), s.value))
         .collect();
     assert!(
-        (0.1..0.25).contains(&by_upstream[RACY.upstream]),
+        (0.15..0.185).contains(&by_upstream[RACY.upstream]),
         "{by_upstream:?}"
+    );
+    assert_eq!(
+        by_upstream.len(),
+        2,
+        "no series without an upstream: {by_upstream:?}"
     );
     assert!(
         by_upstream[HEALTHY.upstream].abs() < f64::EPSILON,
         "{by_upstream:?}"
     );
+    // Responses to clients only: 101 + 50 a second (both sides together would be 281).
+    let responses = find(&every, "Responses", "A");
+    let rate = responses.outcome.as_ref().unwrap().max.unwrap_or_default();
+    assert!((136.0..166.0).contains(&rate), "{responses}");
     // The agent's CPU: the two agents, not Prometheus's own process.
     let cpu = find(&every, "CPU (share of one core)", "A");
     assert_eq!(cpu.series(), 2, "{cpu}");
@@ -927,8 +974,14 @@ fn every_panel_and_rule_query_parses_and_returns_series_on_synthetic_data() {
         assert_eq!(
             classes.series(),
             3,
-            "the racy pair's 2xx, 4xx, 5xx: {classes}"
+            "the racy proxy's 2xx, 4xx, 5xx to its clients: {classes}"
         );
+        let upstream = find(&on_racy, "Responses by status class", "B");
+        assert_eq!(upstream.series(), 1, "the upstream's 2xx: {upstream}");
+        // Races over every response to the proxy's clients: 16 / 101.
+        let share = find(&on_racy, "Keep-alive race share", "A");
+        let value = share.outcome.as_ref().unwrap().max.unwrap_or_default();
+        assert!((0.14..0.18).contains(&value), "{share}");
     }
     for d in dashboards()
         .iter()
@@ -977,7 +1030,7 @@ fn every_panel_and_rule_query_parses_and_returns_series_on_synthetic_data() {
     }
     let expected: BTreeSet<String> = [
         "TracerKeepaliveRaces caddy".to_owned(),
-        format!("TracerIdleTimeoutMismatch caddy,{racy}"),
+        format!("TracerUpstreamClosesAfterEveryResponse caddy,{racy}"),
         format!("TracerEventsLost {racy}"),
     ]
     .into();
@@ -1012,7 +1065,7 @@ fn time_scaled_alerts_fire_for_the_racy_agent_only() {
     let api = prometheus.api();
     let expected: BTreeSet<String> = [
         "TracerKeepaliveRaces caddy".to_owned(),
-        "TracerIdleTimeoutMismatch caddy".to_owned(),
+        "TracerUpstreamClosesAfterEveryResponse caddy".to_owned(),
         format!("TracerEventsLost {racy}"),
     ]
     .into();
@@ -1052,7 +1105,7 @@ fn time_scaled_alerts_fire_for_the_racy_agent_only() {
         .unwrap();
     assert_eq!(races.labels["upstream"], RACY.upstream);
     assert!(
-        races.annotations["description"].contains("of the responses caddy served"),
+        races.annotations["description"].contains("of the exchanges of caddy with"),
         "{races:?}"
     );
 }

@@ -1,14 +1,14 @@
 //! Grafana dashboards as files: their panels, queries and variables ([`Dashboard`]); what
 //! Grafana would object to, or silently get wrong ([`Dashboard::problems`]); each query
 //! interpolated the way Grafana's Prometheus data source does before sending it
-//! ([`interpolate`]); and every panel query evaluated against a real Prometheus
-//! ([`evaluate`]).
+//! ([`interpolate`]); and every panel query evaluated against a real Prometheus, at an
+//! instant ([`evaluate`]) or over a time range ([`evaluate_range`]).
 
 mod evaluate;
 mod interpolate;
 mod lint;
 
-pub use evaluate::{evaluate, PanelResult, QueryOutcome};
+pub use evaluate::{evaluate, evaluate_range, PanelResult, QueryOutcome};
 pub use interpolate::{interpolate, Context, Selection};
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,5 @@
-//! Prometheus's HTTP API, the parts tests need: instant queries, rule and alert states.
+//! Prometheus's HTTP API, the parts tests need: instant and range queries, rule and alert
+//! states.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,6 +26,15 @@ pub struct Sample {
     pub labels: BTreeMap<String, String>,
     /// Its value (NaN and ±Inf as Prometheus sends them).
     pub value: f64,
+}
+
+/// One series of a range query's result: its points in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    /// Its labels, `__name__` included when the result keeps it.
+    pub labels: BTreeMap<String, String>,
+    /// `(Unix seconds, value)`, one per step at which the series had a value.
+    pub points: Vec<(f64, f64)>,
 }
 
 /// A rule as Prometheus evaluates it (`/api/v1/rules`).
@@ -94,6 +104,27 @@ impl PromApi {
         }
         let data = self.get_data("/api/v1/query", &params)?;
         parse_result(&data)
+    }
+
+    /// A range query from `start` to `end` (Unix seconds) every `step`, the way Grafana asks
+    /// for a time series panel: one [`RangeSeries`] per series.
+    pub fn query_range(
+        &self,
+        expr: &str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> Result<Vec<RangeSeries>, PromError> {
+        let (start, end) = (format!("{start:.3}"), format!("{end:.3}"));
+        let step = format!("{:.3}", step.as_secs_f64());
+        let params = [
+            ("query", expr),
+            ("start", start.as_str()),
+            ("end", end.as_str()),
+            ("step", step.as_str()),
+        ];
+        let data = self.get_data("/api/v1/query_range", &params)?;
+        parse_matrix(&data)
     }
 
     /// Every rule Prometheus loaded, with its health after the last evaluation.
@@ -204,6 +235,39 @@ fn parse_result(data: &Value) -> Result<Vec<Sample>, PromError> {
     }
 }
 
+/// A range query's `data`: a matrix.
+fn parse_matrix(data: &Value) -> Result<Vec<RangeSeries>, PromError> {
+    let decode = |what: &str| PromError::Decode(format!("{what} in {data}"));
+    if data["resultType"].as_str() != Some("matrix") {
+        return Err(decode("a range result that is not a matrix"));
+    }
+    data["result"]
+        .as_array()
+        .ok_or_else(|| decode("a matrix without a result"))?
+        .iter()
+        .map(|series| {
+            let labels = series["metric"]
+                .as_object()
+                .ok_or_else(|| decode("a series without labels"))?
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            let points = series["values"]
+                .as_array()
+                .ok_or_else(|| decode("a series without values"))?
+                .iter()
+                .map(|pair| {
+                    let t = pair.get(0).and_then(Value::as_f64);
+                    let v = pair.get(1).and_then(Value::as_str).and_then(parse_float);
+                    t.zip(v)
+                        .ok_or_else(|| decode("a point without a time or value"))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(RangeSeries { labels, points })
+        })
+        .collect()
+}
+
 /// Prometheus writes `NaN`, `+Inf` and `-Inf` besides plain numbers.
 fn parse_float(text: &str) -> Option<f64> {
     match text {
@@ -242,6 +306,26 @@ mod tests {
         let samples = parse_result(&data).unwrap();
         assert_eq!(samples.len(), 1);
         assert!(samples[0].labels.is_empty());
+    }
+
+    #[test]
+    fn a_matrix_becomes_series_of_points() {
+        let data: Value = serde_json::from_str(
+            r#"{"resultType":"matrix","result":[
+                {"metric":{"cause":"keepalive_race"},"values":[[1700000000,"0"],[1700000005.5,"2.5"]]},
+                {"metric":{},"values":[]}]}"#,
+        )
+        .unwrap();
+        let series = parse_matrix(&data).unwrap();
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0].labels["cause"], "keepalive_race");
+        assert_eq!(
+            series[0].points,
+            [(1_700_000_000.0, 0.0), (1_700_000_005.5, 2.5)]
+        );
+        assert!(series[1].points.is_empty());
+        let vector: Value = serde_json::from_str(r#"{"resultType":"vector","result":[]}"#).unwrap();
+        assert!(matches!(parse_matrix(&vector), Err(PromError::Decode(_))));
     }
 
     #[test]

@@ -84,17 +84,29 @@ fn scale(d: Duration, factor: u32) -> Duration {
 /// Alerts are written for minutes; a test of a short scenario loads the scaled copy to see
 /// them fire, pend or stay quiet within seconds.
 pub fn scale_rule_durations(text: &str, factor: u32) -> Result<String, PromError> {
-    if factor == 0 {
+    scale_rule_durations_apart(text, factor, factor)
+}
+
+/// [`scale_rule_durations`] with the windows divided by `window_factor` and every `for:` by
+/// `for_factor`. A scenario whose condition lasts a few seconds (a lab load) holds an alert's
+/// condition for about its window after it ends; a shorter `for:` lets the alert fire within
+/// that, whatever the load's length. (The `for:` at its real length is what unit tests check.)
+pub fn scale_rule_durations_apart(
+    text: &str,
+    window_factor: u32,
+    for_factor: u32,
+) -> Result<String, PromError> {
+    if window_factor == 0 || for_factor == 0 {
         return Err(PromError::BadDuration("a factor of 0".into()));
     }
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
-        out.push_str(&scale_line(line, factor)?);
+        out.push_str(&scale_line(line, window_factor, for_factor)?);
     }
     Ok(out)
 }
 
-fn scale_line(line: &str, factor: u32) -> Result<String, PromError> {
+fn scale_line(line: &str, factor: u32, for_factor: u32) -> Result<String, PromError> {
     let trimmed = line.trim_start();
     let indent = &line[..line.len() - trimmed.len()];
     let key = trimmed.strip_prefix("- ").unwrap_or(trimmed);
@@ -105,7 +117,7 @@ fn scale_line(line: &str, factor: u32) -> Result<String, PromError> {
         let prefix = &trimmed[..trimmed.len() - key.len()];
         return Ok(format!(
             "{indent}{prefix}for: {}{newline}",
-            format_duration(scale(d, factor))
+            format_duration(scale(d, for_factor))
         ));
     }
     let mut out = String::with_capacity(line.len());
@@ -193,6 +205,14 @@ groups:
         assert!(scaled.contains("w[30s:1s]"), "{scaled}");
         assert!(scaled.contains("        for: 10s\n"), "{scaled}");
         assert!(scaled.contains("[a, b]"), "{scaled}");
+    }
+
+    #[test]
+    fn windows_and_for_can_shrink_apart() {
+        let rules = "expr: rate(x[5m]) > 0\nfor: 5m\n";
+        let scaled = scale_rule_durations_apart(rules, 20, 60).unwrap();
+        assert_eq!(scaled, "expr: rate(x[15s]) > 0\nfor: 5s\n");
+        assert!(scale_rule_durations_apart(rules, 20, 0).is_err());
     }
 
     #[test]

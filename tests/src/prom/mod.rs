@@ -3,14 +3,19 @@
 //! HTTP API ([`PromApi`]), stopped and its storage removed on drop.
 //!
 //! Also [`scale_rule_durations`], which shortens every window and `for:` of a rule file by a
-//! factor, so that alerts written for minutes can be seen firing in a test that lasts seconds.
+//! factor, so that alerts written for minutes can be seen firing in a test that lasts seconds;
+//! and [`selectors`], the metrics and label matchers a PromQL text asks for.
 
 mod api;
 mod durations;
+mod selectors;
 mod server;
 
-pub use api::{Alert, PromApi, RuleState, Sample};
-pub use durations::{format_duration, parse_duration, scale_rule_durations};
+pub use api::{Alert, PromApi, RangeSeries, RuleState, Sample};
+pub use durations::{
+    format_duration, parse_duration, scale_rule_durations, scale_rule_durations_apart,
+};
+pub use selectors::{selectors, Matcher, Selector};
 pub use server::{free_port, promtool, Prometheus, PrometheusConfig, ScrapeJob};
 
 use std::time::Duration;

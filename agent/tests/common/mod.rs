@@ -1,0 +1,3 @@
+//! Helpers shared by the agent's end-to-end tests.
+
+pub mod agent;
