@@ -51,6 +51,9 @@ pub enum Subcause {
     RequestNeverSent,
     /// The socket was already in CLOSE_WAIT when the proxy wrote (kernel probe).
     FinUnread,
+    /// The upstream's idle timer closed the connection with the proxy's request unread in
+    /// its receive buffer: its kernel sent RST instead of FIN, right after the request.
+    ClosedUnread,
 }
 
 impl Subcause {
@@ -60,6 +63,7 @@ impl Subcause {
             Subcause::FinCrossed => "fin_crossed",
             Subcause::RequestNeverSent => "request_never_sent",
             Subcause::FinUnread => "fin_unread",
+            Subcause::ClosedUnread => "closed_unread",
         }
     }
 }

@@ -2,8 +2,11 @@
 //! downstream request with the upstream attempts the proxy made for it, and turns errors
 //! into [`Verdict`]s once the evidence around them has had time to arrive ([`GRACE_NS`]).
 
-mod classify;
+mod evidence;
+mod judge;
+mod orphans;
 pub mod roles;
+mod rules;
 pub mod state;
 
 use std::cmp::Reverse;
@@ -15,6 +18,7 @@ use crate::flow::{ConnId, Event};
 use crate::http::HttpEvent;
 use crate::verdict::Verdict;
 pub use roles::{Endpoint, Role, Roles};
+pub use rules::Rule;
 use state::{CConn, ExRef};
 
 /// How long after an error the engine waits for late evidence (the proxy's close of the
@@ -68,6 +72,8 @@ pub struct Observations {
     /// Per upstream server: (responses without `Connection: close` followed within 5 ms by
     /// the upstream's FIN, responses without `Connection: close`).
     pub close_after_response: HashMap<std::net::SocketAddr, (u64, u64)>,
+    /// Per upstream server: the `Keep-Alive: timeout=N` its responses carried (the latest).
+    pub keep_alive_header: HashMap<std::net::SocketAddr, u32>,
     /// `Server`/`Via` values seen on downstream error responses (the proxy's own) and on
     /// upstream responses.
     pub proxy_software: Vec<String>,
@@ -92,8 +98,8 @@ pub struct Correlator {
     /// Proxy closes of those connections, in time order: a never-sent error looks here
     /// for a close within milliseconds of it.
     proxy_closes: VecDeque<(i64, ConnId)>,
-    /// Per upstream: (samples it was computed from, idle-close limit) for `habit`.
-    idle_limits: std::cell::RefCell<HashMap<std::net::SocketAddr, (usize, Option<i64>)>>,
+    /// Per upstream: (samples and header it was computed from, idle timer) for `habit`.
+    idle_limits: std::cell::RefCell<IdleTimers>,
     /// Requests on connections of unknown role: (time, server, client IP), the last
     /// [`CONNECT_AFTER_REQUEST_NS`] only.
     recent_requests: VecDeque<(i64, std::net::SocketAddr, std::net::IpAddr)>,
@@ -108,7 +114,12 @@ pub struct Correlator {
     pub obs: Observations,
     pub verdicts_out: Vec<Verdict>,
     now: i64,
+    /// Rules switched off (tests show what each decides by switching it off).
+    rules_off: Vec<Rule>,
 }
+
+type IdleTimers =
+    HashMap<std::net::SocketAddr, (usize, Option<u32>, Option<crate::timeouts::IdleTimer>)>;
 
 /// Kernel idle reports kept per connection.
 const KERNEL_IDLE_KEPT: usize = 8;
@@ -186,7 +197,14 @@ impl Correlator {
             obs: Observations::default(),
             verdicts_out: Vec::new(),
             now: i64::MIN,
+            rules_off: Vec::new(),
         }
+    }
+
+    /// Switches `rule` off: its cause is no longer concluded (to show what a rule decides).
+    #[cfg(test)]
+    pub(crate) fn switch_off(&mut self, rule: Rule) {
+        self.rules_off.push(rule);
     }
 
     /// Connections currently remembered.
@@ -369,6 +387,9 @@ impl Correlator {
                             .upstream_software
                             .entry(c.info.server)
                             .or_insert_with(|| s.clone());
+                    }
+                    if let Some(t) = head.keep_alive_timeout_s {
+                        self.obs.keep_alive_header.insert(c.info.server, t);
                     }
                 }
                 let e = c.ex_entry(index);

@@ -60,14 +60,18 @@ pub fn parse_line(line: &str) -> Option<CaddyEntry> {
 /// keep-alive connections: `(cause, subcause)`, or `None` for other errors.
 ///
 /// Go's transport says `server closed idle connection` when the connection it took from
-/// its pool was already closed and it wrote nothing of the request; `EOF` or a reset when
-/// it had written the request and the upstream's FIN/RST came back instead of a response.
+/// its pool was already closed and it wrote nothing of the request; `EOF` when it had
+/// written the request and the upstream's FIN came back instead of a response (the FIN is
+/// read before the RST that answers the request); `connection reset by peer` when an RST
+/// came with no FIN before it — the upstream closed the connection with the request
+/// unread in its buffer, so its kernel sent RST instead of FIN.
 pub fn race_cause(msg: &str) -> Option<(&'static str, &'static str)> {
     if msg.contains("server closed idle connection") {
         Some(("keepalive_race", "request_never_sent"))
+    } else if msg.contains("connection reset by peer") {
+        Some(("keepalive_race", "closed_unread"))
     } else if msg == "EOF"
         || msg.ends_with(": EOF")
-        || msg.contains("connection reset by peer")
         || msg.contains("broken pipe")
         || msg.contains("use of closed network connection")
     {
@@ -118,7 +122,7 @@ mod tests {
         assert_eq!(race_cause("EOF"), Some(("keepalive_race", "fin_crossed")));
         assert_eq!(
             race_cause("read tcp 198.18.2.1:4000->198.18.2.2:9000: read: connection reset by peer"),
-            Some(("keepalive_race", "fin_crossed"))
+            Some(("keepalive_race", "closed_unread"))
         );
         assert_eq!(
             race_cause("dial tcp 198.18.2.2:9009: connect: connection refused"),
