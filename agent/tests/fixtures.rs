@@ -56,6 +56,12 @@ struct Score {
     found: usize,
     verdicts: usize,
     correct: usize,
+    /// Verdicts marked `proven`, and those of them the proxy's logs contradict.
+    proven: usize,
+    proven_wrong: usize,
+    /// Race rows in the ground truth, and those tracer called `keepalive_race`.
+    races: usize,
+    races_found: usize,
     problems: Vec<String>,
 }
 
@@ -68,6 +74,10 @@ fn score(dir: &Path) -> Score {
     let mut by_rid: BTreeMap<u64, Vec<&Value>> = BTreeMap::new();
     let mut s = Score {
         verdicts: verdicts.len(),
+        proven: verdicts
+            .iter()
+            .filter(|v| v["confidence"] == "proven")
+            .count(),
         ..Score::default()
     };
     for v in &verdicts {
@@ -93,24 +103,35 @@ fn score(dir: &Path) -> Score {
         // Where the proxy's log tells the sub-kind too (Go's two race errors), it must agree.
         let want_sub = row["subcause"].as_str().filter(|_| !lost);
         let sub_ok = |v: &Value| want_sub.is_none_or(|w| v["subcause"] == w);
+        if want == "keepalive_race" {
+            s.races += 1;
+        }
         match by_rid.get(&rid).map(Vec::as_slice) {
             Some([v]) if v["cause"] == want && sub_ok(v) => {
                 s.found += 1;
                 s.correct += 1;
+                if want == "keepalive_race" {
+                    s.races_found += 1;
+                }
             }
-            Some([v]) => s.problems.push(format!(
-                "rid {rid}: tracer says {}/{} ({}), the proxy's logs say {want}/{}: {}",
-                v["cause"],
-                v["subcause"],
-                v["summary"],
-                want_sub.unwrap_or("-"),
-                row["evidence"]
-                    .as_str()
-                    .unwrap_or("")
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-            )),
+            Some([v]) => {
+                if v["confidence"] == "proven" {
+                    s.proven_wrong += 1;
+                }
+                s.problems.push(format!(
+                    "rid {rid}: tracer says {}/{} ({}), the proxy's logs say {want}/{}: {}",
+                    v["cause"],
+                    v["subcause"],
+                    v["summary"],
+                    want_sub.unwrap_or("-"),
+                    row["evidence"]
+                        .as_str()
+                        .unwrap_or("")
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ));
+            }
             Some(vs) => s.problems.push(format!("rid {rid}: {} verdicts", vs.len())),
             None => s
                 .problems
@@ -146,11 +167,15 @@ fn every_fixture_verdict_matches_the_proxy_logs() {
             s.correct as f64 / s.verdicts as f64
         };
         eprintln!(
-            "{name:18} truth rows {:4}  verdicts {:4}  recall {:6.2}%  precision {:6.2}%",
+            "{name:18} truth rows {:4}  verdicts {:4}  recall {:6.2}%  precision {:6.2}%  races {:3}/{:3}  proven {:3} (wrong {})",
             s.truth,
             s.verdicts,
             recall * 100.0,
-            precision * 100.0
+            precision * 100.0,
+            s.races_found,
+            s.races,
+            s.proven,
+            s.proven_wrong,
         );
         for p in s.problems.iter().take(8) {
             failures.push(format!("{name}: {p}"));

@@ -126,7 +126,7 @@ impl Scenario for CaddyUwsgi {
                 let error = errors.get(&r.rid);
                 let (cause, subcause) = match (error, logged) {
                     (Some(e), _) => match caddy::race_cause(&e.msg) {
-                        Some((c, s)) => (c.to_owned(), Some(s.to_owned())),
+                        Some((c, s)) => (c.to_owned(), s.map(str::to_owned)),
                         None => ("unknown".to_owned(), None),
                     },
                     (None, Some(a)) if a.status.is_some_and(|s| s >= 500) => {
