@@ -30,6 +30,8 @@ pub struct Analysis {
     pub flow: FlowStats,
     /// `Server`/`Via` values of the proxy's own error responses.
     pub proxy_software: Vec<String>,
+    /// The proxy's client side was encrypted: what could not be seen.
+    pub encrypted: Option<crate::correlate::EncryptedSide>,
 }
 
 /// Segments → verdicts.
@@ -107,7 +109,20 @@ impl Engine {
             self.corr.on_event(ev);
         }
         self.corr.finish();
+        let mut encrypted = self.corr.encrypted_side();
         self.verdicts.append(&mut self.corr.verdicts_out);
+        if let Some(e) = &mut encrypted {
+            e.from_upstream_leg = self
+                .verdicts
+                .iter()
+                .filter(|v| {
+                    v.upstream.is_some()
+                        && v.downstream
+                            .as_ref()
+                            .is_none_or(|d| e.listeners.contains(&d.proxy))
+                })
+                .count();
+        }
         self.verdicts.sort_by_key(|v| v.ts_ns);
         let timeouts = infer(&self.corr.obs);
         let mut ups: Vec<String> = self.corr.obs.upstream_software.values().cloned().collect();
@@ -125,6 +140,7 @@ impl Engine {
             advice,
             flow: self.tracker.stats,
             proxy_software: self.corr.obs.proxy_software.clone(),
+            encrypted,
         }
     }
 }

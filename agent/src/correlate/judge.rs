@@ -119,13 +119,22 @@ impl Correlator {
                         return;
                     }
                 }
-                self.judge_attempt(conn, index)
+                let mut v = self.judge_attempt(conn, index);
+                if let Some(v) = &mut v {
+                    self.link_unreadable_client(v, since);
+                }
+                v
             }
             Role::Unknown => {
                 if failed_status && !cut_response {
                     Some(rules::unexplained::unknown_role(c, e, self.now))
                 } else {
-                    self.judge_attempt(conn, index)
+                    let since = e.req_ns.unwrap_or(self.now);
+                    let mut v = self.judge_attempt(conn, index);
+                    if let Some(v) = &mut v {
+                        self.link_unreadable_client(v, since);
+                    }
+                    v
                 }
             }
         };

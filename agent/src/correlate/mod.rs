@@ -4,6 +4,7 @@
 
 mod evidence;
 mod judge;
+mod opaque;
 mod orphans;
 pub mod roles;
 mod rules;
@@ -17,6 +18,7 @@ use crate::flow::hash::{FxHashMap, FxHasher};
 use crate::flow::{ConnId, Event};
 use crate::http::HttpEvent;
 use crate::verdict::Verdict;
+pub use opaque::EncryptedSide;
 pub use roles::{Endpoint, Role, Roles};
 pub use rules::Rule;
 use state::{CConn, ExRef};
@@ -116,6 +118,8 @@ pub struct Correlator {
     now: i64,
     /// Rules switched off (tests show what each decides by switching it off).
     rules_off: Vec<Rule>,
+    /// Unreadable (encrypted) client sides.
+    opaque: opaque::Opaque,
 }
 
 type IdleTimers =
@@ -198,6 +202,7 @@ impl Correlator {
             verdicts_out: Vec::new(),
             now: i64::MIN,
             rules_off: Vec::new(),
+            opaque: opaque::Opaque::default(),
         }
     }
 
@@ -332,7 +337,15 @@ impl Correlator {
                     return;
                 };
                 c.quiet_since = None;
+                self.roles.saw_readable(c.info.server);
                 let role = self.roles.role(&c.info);
+                if role == Role::Unknown {
+                    let info = c.info;
+                    self.learn_after_unreadable(&info, ts);
+                }
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
                 if role == Role::Unknown {
                     // Bounded here too: on kept-alive connections no new one may open
                     // (where learn_by_timing prunes) for a long time.
@@ -408,6 +421,11 @@ impl Correlator {
                     e.res_end_ns = Some(ts);
                 }
             }
+            HttpEvent::Garbage {
+                ts,
+                from_client: true,
+                ..
+            } => self.saw_unreadable(conn, ts),
             HttpEvent::Garbage { .. } => {}
         }
     }

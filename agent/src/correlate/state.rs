@@ -68,6 +68,8 @@ pub struct CConn {
     /// The kernel's word on writes after idle on this connection's socket: (time, idle),
     /// the latest few; what a sparse capture cannot measure itself.
     pub kernel_idle: VecDeque<(i64, i64)>,
+    /// The client's first bytes were not HTTP/1.x (TLS): nothing of it can be read.
+    pub opaque: bool,
 }
 
 impl CConn {
@@ -91,6 +93,7 @@ impl CConn {
             missing: None,
             skipped: false,
             kernel_idle: VecDeque::new(),
+            opaque: false,
         }
     }
 

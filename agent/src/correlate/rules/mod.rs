@@ -51,6 +51,8 @@ pub enum Rule {
     UpstreamGenerated,
     RequestNeverSent,
     UncertainLink,
+    /// Roles: a client side whose bytes are unreadable faces the client.
+    EncryptedClientSide,
 }
 
 /// Floor for "one round trip" when the handshake was not seen.

@@ -158,7 +158,25 @@ impl Tl {
     }
 
     /// The engine over the timeline, with `off` rules switched off.
-    fn run_with(mut self, off: &[Rule]) -> Run {
+    fn run_with(self, off: &[Rule]) -> Run {
+        Run {
+            verdicts: self.run_corr(off).0,
+        }
+    }
+
+    /// The verdicts and what the correlator says of an encrypted client side.
+    pub fn run_full(self) -> (Vec<Verdict>, Option<crate::correlate::EncryptedSide>) {
+        self.run_corr(&[])
+    }
+
+    pub fn run_full_without(
+        self,
+        rule: Rule,
+    ) -> (Vec<Verdict>, Option<crate::correlate::EncryptedSide>) {
+        self.run_corr(&[rule])
+    }
+
+    fn run_corr(mut self, off: &[Rule]) -> (Vec<Verdict>, Option<crate::correlate::EncryptedSide>) {
         self.segs.sort_by_key(|s| s.ts_ns);
         let mut tracker = Tracker::new();
         let mut corr = Correlator::new(Roles::default());
@@ -180,7 +198,7 @@ impl Tl {
         corr.finish();
         let mut verdicts = std::mem::take(&mut corr.verdicts_out);
         verdicts.sort_by_key(|v| v.ts_ns);
-        Run { verdicts }
+        (verdicts, corr.encrypted_side())
     }
 
     pub fn run(self) -> Run {
