@@ -87,6 +87,13 @@ impl Engine {
         self.corr.kernel_send_idle(idle);
     }
 
+    /// The kernel saw a socket opened (connect or accept), and by which process: roles of
+    /// connections where addresses say nothing (one loopback), and which connections are
+    /// not the proxy's at all.
+    pub fn kernel_socket(&mut self, open: crate::kernel::SocketOpen) {
+        self.corr.kernel_socket(open);
+    }
+
     /// Verdicts made since the last call (for live use, to show each as soon as it is
     /// proven); [`Engine::finish`] still returns every verdict.
     pub fn new_verdicts(&mut self) -> &[Verdict] {

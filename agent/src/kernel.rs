@@ -3,7 +3,9 @@
 //! (the FIN was there, unread: `fin_unread`), and when it read EOF or ECONNRESET.
 //!
 //! The [`Ledger`] takes probe events (already on the pcap clock) and answers by 4-tuple, so
-//! the engine can add kernel evidence to a verdict it made from packets.
+//! the engine can add kernel evidence to a verdict it made from packets. It also tells the
+//! engine how each socket was opened and by which process ([`SocketOpen`]): a connection a
+//! process accepted faces its clients, one it connected faces its upstream.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -41,6 +43,62 @@ pub struct SocketRecord {
     pub events: Vec<KernelEvent>,
     #[serde(skip)]
     destroyed_at: Option<i64>,
+    /// How the socket was opened, from its first state change.
+    #[serde(skip)]
+    opened: Option<Opened>,
+    /// The engine was told of the socket's opening (with its owner, once known).
+    #[serde(skip)]
+    told: (bool, bool),
+}
+
+/// How a socket came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// By `connect` (CLOSE → SYN_SENT): the process opened it towards a server.
+    Active,
+    /// Accepted from a listener (a SYN_RECV child): a client opened it towards the process.
+    Passive,
+}
+
+/// A socket's opening, as the engine uses it for roles: its tuple (local, remote), how it
+/// was opened, and the process that owns it when the kernel saw it in process context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOpen {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub opened: Opened,
+    pub pid: Option<u32>,
+}
+
+impl SocketRecord {
+    /// The opening, once the tuple is known.
+    fn open(&self) -> Option<SocketOpen> {
+        Some(SocketOpen {
+            local: self.local?,
+            remote: self.remote?,
+            opened: self.opened?,
+            pid: self.pid,
+        })
+    }
+}
+
+/// How the socket was opened, from its first state change: `connect` moves it from CLOSE to
+/// SYN_SENT; an accepted socket starts as a SYN_RECV child of its listener.
+fn opened_by(kind: &SockEventKind) -> Option<Opened> {
+    match *kind {
+        SockEventKind::StateChange {
+            old: tcp_state::CLOSE,
+            new: tcp_state::SYN_SENT,
+        } => Some(Opened::Active),
+        SockEventKind::StateChange { old, new }
+            if old == tcp_state::SYN_RECV
+                || new == tcp_state::SYN_RECV
+                || old == tcp_state::NEW_SYN_RECV =>
+        {
+            Some(Opened::Passive)
+        }
+        _ => None,
+    }
 }
 
 /// Kernel facts about one connection in a time window, for a verdict's evidence.
@@ -113,6 +171,8 @@ pub struct Ledger {
     /// Records replaced by a newer socket at the same kernel address, kept until evicted.
     retired: Vec<SocketRecord>,
     events: u64,
+    /// Openings learned since [`Ledger::take_opens`] was last called.
+    opens: Vec<SocketOpen>,
 }
 
 impl Ledger {
@@ -169,12 +229,39 @@ impl Ledger {
         if matches!(ev.event.kind, SockEventKind::Destroy) {
             rec.destroyed_at = Some(ev.ts_ns);
         }
+        if rec.events.is_empty() {
+            rec.opened = opened_by(&ev.event.kind);
+        }
+        // Tell the engine once the tuple is known, and again once the owner is.
+        if let Some(open) = rec.open() {
+            let told = (true, open.pid.is_some());
+            if rec.told != told && (!rec.told.0 || told.1) {
+                rec.told = told;
+                self.opens.push(open);
+            }
+        }
         if rec.events.len() == MAX_EVENTS_PER_SOCKET {
             rec.events.remove(0);
         }
         let idle = SendIdle::of(rec, &ev);
         rec.events.push(ev);
         idle
+    }
+
+    /// Socket openings learned since the last call (each socket once its tuple is known,
+    /// and again once its owner is).
+    pub fn take_opens(&mut self) -> Vec<SocketOpen> {
+        std::mem::take(&mut self.opens)
+    }
+
+    /// Every socket opening held (for a bundle read again).
+    #[must_use]
+    pub fn opens(&self) -> Vec<SocketOpen> {
+        self.sockets
+            .values()
+            .chain(&self.retired)
+            .filter_map(SocketRecord::open)
+            .collect()
     }
 
     /// Every write after idle held, as [`Ledger::push`] returned them.

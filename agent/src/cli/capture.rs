@@ -520,6 +520,9 @@ fn take_events(
         }
         p.events += 1;
     }
+    for open in ledger.take_opens() {
+        engine.kernel_socket(open);
+    }
     Ok(())
 }
 

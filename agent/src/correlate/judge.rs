@@ -91,6 +91,8 @@ impl Correlator {
             return;
         }
         let verdict = match role {
+            // another process's connection: not the proxy's to judge
+            Role::Other => return,
             Role::Down => self.judge_downstream(conn, index),
             Role::Up => {
                 // the downstream verdict covers the last attempt of a failed request
@@ -458,7 +460,7 @@ impl Correlator {
             return;
         }
         let role = self.roles.role(&c.info);
-        if role == Role::Down {
+        if matches!(role, Role::Down | Role::Other) {
             return;
         }
         let v = if c.refused_ns.is_some() && self.rule_on(Rule::UpstreamRefused) {

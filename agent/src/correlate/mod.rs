@@ -4,6 +4,7 @@
 
 mod evidence;
 mod judge;
+pub mod kernel_roles;
 mod opaque;
 mod orphans;
 pub mod roles;
@@ -173,6 +174,12 @@ impl Correlator {
         list.push_back((ts, idle_ns));
     }
 
+    /// The kernel saw a socket opened (connect or accept) and, once known, by which process:
+    /// what the roles of connections rest on where addresses say nothing.
+    pub fn kernel_socket(&mut self, open: crate::kernel::SocketOpen) {
+        self.roles.kernel.saw(open);
+    }
+
     /// The packets come from a sparse capture: a 5xx whose request was skipped may be
     /// linked to the one failed upstream attempt that ended just before it.
     pub fn set_sparse(&mut self, sparse: bool) {
@@ -209,6 +216,7 @@ impl Correlator {
     /// Switches `rule` off: its cause is no longer concluded (to show what a rule decides).
     #[cfg(test)]
     pub(crate) fn switch_off(&mut self, rule: Rule) {
+        self.roles.kernel_off |= rule == Rule::KernelRoles;
         self.rules_off.push(rule);
     }
 
@@ -361,7 +369,7 @@ impl Correlator {
                 }
                 // The previous response on this connection was kept alive: one more
                 // keep-alive response that the upstream did not close after.
-                if role != Role::Down && c.missing.is_none() && index > 1 {
+                if matches!(role, Role::Up | Role::Unknown) && c.missing.is_none() && index > 1 {
                     let kept = c
                         .ex(index - 1)
                         .and_then(|p| p.res.as_ref())
@@ -394,7 +402,7 @@ impl Correlator {
                 };
                 let status = head.status;
                 let role = self.roles.role(&c.info);
-                if role != Role::Down {
+                if matches!(role, Role::Up | Role::Unknown) {
                     if let Some(s) = &head.server {
                         self.obs
                             .upstream_software
@@ -483,7 +491,7 @@ impl Correlator {
                 .map(|v| (key_of(v, 2), true)),
             Some((key_of(&format!("{} {}", req.method, req.target), 3), false)),
         ];
-        if role != Role::Down {
+        if matches!(role, Role::Up | Role::Unknown) {
             for (k, by_id) in keys.iter().flatten().copied() {
                 if let Some((down, unique)) = self.find_down(k, &info, ts) {
                     let proven = by_id || unique;
@@ -492,7 +500,7 @@ impl Correlator {
                 }
             }
         }
-        if role != Role::Up {
+        if matches!(role, Role::Down | Role::Unknown) {
             for (k, _) in keys.iter().flatten().copied() {
                 let v = self.pending.entry(k).or_default();
                 v.retain(|&(_, t)| ts - t < PENDING_MAX_NS);
@@ -523,7 +531,7 @@ impl Correlator {
                 let ok = dc != up.id
                     && c.info.server != up.server
                     && t <= ts + REORDER_NS
-                    && roles.role(&c.info) != Role::Up;
+                    && matches!(roles.role(&c.info), Role::Down | Role::Unknown);
                 let fresh = c.ex(di).is_some_and(|e| e.attempts.is_empty());
                 ok.then_some(((dc, di), t, fresh))
             })
@@ -586,7 +594,7 @@ impl Correlator {
             }
             return;
         }
-        if role == Role::Down {
+        if matches!(role, Role::Down | Role::Other) {
             return;
         }
         let idle_ns = c.quiet_since.map(|q| ts - q);

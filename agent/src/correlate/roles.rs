@@ -49,6 +49,8 @@ pub enum Role {
     Down,
     /// Proxy → upstream.
     Up,
+    /// Neither: the kernel saw another process make it (not one of the proxy's attempts).
+    Other,
     Unknown,
 }
 
@@ -68,6 +70,10 @@ pub struct Roles {
     opaque: HashSet<SocketAddr>,
     /// Server endpoints that received readable HTTP requests.
     readable: HashSet<SocketAddr>,
+    /// What the kernel probe says: who opened each socket, and how.
+    pub kernel: super::kernel_roles::KernelRoles,
+    /// Kernel roles are switched off (tests).
+    pub(super) kernel_off: bool,
 }
 
 impl Roles {
@@ -143,6 +149,11 @@ impl Roles {
             }
             if p.ip == info.client.ip() {
                 return Role::Up;
+            }
+        }
+        if !self.kernel_off {
+            if let Some(r) = self.kernel.role(info) {
+                return r;
             }
         }
         if let Some(u) = self.upstream {

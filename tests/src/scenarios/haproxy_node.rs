@@ -35,7 +35,7 @@ impl Scenario for HaproxyNode {
     }
 
     fn load(&self) -> LoadProfile {
-        node::race_load(480, CLIENTS, Duration::from_secs(25))
+        node::race_load(320, CLIENTS, Duration::from_secs(20))
     }
 
     fn ground_truth(&self, dir: &Path, results: &[ClientResult]) -> Result<Vec<TruthRow>> {

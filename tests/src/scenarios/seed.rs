@@ -85,10 +85,11 @@ impl Scenario for CaddyUwsgi {
 
     fn load(&self) -> LoadProfile {
         LoadProfile {
-            requests: 2000,
+            // Each HTTPS request is a curl process: fewer of them, in as little time.
+            requests: if self.tls { 600 } else { 2000 },
             concurrency: 8,
             pacing: Pacing::BackToBack,
-            max_duration: Duration::from_secs(40),
+            max_duration: Duration::from_secs(if self.tls { 25 } else { 40 }),
             client_timeout: Duration::from_secs(5),
             path: "/account/users/login/".into(),
             body_len: 120,

@@ -53,6 +53,9 @@ pub enum Rule {
     UncertainLink,
     /// Roles: a client side whose bytes are unreadable faces the client.
     EncryptedClientSide,
+    /// Roles: what the proxy's process accepted faces the client, what it connected the
+    /// upstream; other processes' connections are not the proxy's.
+    KernelRoles,
 }
 
 /// Floor for "one round trip" when the handshake was not seen.

@@ -55,6 +55,8 @@ pub struct Tl {
     seq: HashMap<(SocketAddr, SocketAddr), u32>,
     /// `Keep-Alive: timeout=N` on the upstream's responses.
     keep_alive: Option<u32>,
+    /// Socket openings the kernel reported, handed over before the packets.
+    kernel: Vec<crate::kernel::SocketOpen>,
 }
 
 impl Tl {
@@ -157,6 +159,28 @@ impl Tl {
         }
     }
 
+    /// The kernel saw `conn`'s client open it (`connect` by `client_pid`) and its server
+    /// accept it (`server_pid`).
+    pub fn kernel_opened(&mut self, k: Conn, client_pid: Option<u32>, server_pid: Option<u32>) {
+        use crate::kernel::{Opened, SocketOpen};
+        if let Some(pid) = client_pid {
+            self.kernel.push(SocketOpen {
+                local: k.c,
+                remote: k.s,
+                opened: Opened::Active,
+                pid: Some(pid),
+            });
+        }
+        if let Some(pid) = server_pid {
+            self.kernel.push(SocketOpen {
+                local: k.s,
+                remote: k.c,
+                opened: Opened::Passive,
+                pid: Some(pid),
+            });
+        }
+    }
+
     /// The engine over the timeline, with `off` rules switched off.
     fn run_with(self, off: &[Rule]) -> Run {
         Run {
@@ -182,6 +206,9 @@ impl Tl {
         let mut corr = Correlator::new(Roles::default());
         for r in off {
             corr.switch_off(*r);
+        }
+        for open in self.kernel.drain(..) {
+            corr.kernel_socket(open);
         }
         let mut events = Vec::new();
         for s in &self.segs {
