@@ -444,7 +444,9 @@ pub fn enrich(v: &mut Verdict, ledger: &Ledger) {
     v.evidence.sort_by_key(|e| e.ts_ns);
     if v.cause == Cause::KeepaliveRace && f.write_in_close_wait.is_some() {
         v.subcause = Some(Subcause::FinUnread);
-        v.confidence = Confidence::Proven;
+        if !v.link_guessed {
+            v.confidence = Confidence::Proven;
+        }
         v.summary = format!(
             "{}; the kernel saw {who} write with the upstream's FIN already received and unread",
             v.summary
@@ -573,6 +575,7 @@ mod tests {
             reason: None,
             evidence: Vec::new(),
             process: None,
+            link_guessed: false,
         };
         enrich(&mut v, &l);
         assert_eq!(v.subcause, Some(Subcause::FinUnread));
@@ -585,6 +588,17 @@ mod tests {
             "{:?}",
             v.evidence
         );
+        // The kernel proves the race, not which client it hit: a guessed link stays a guess.
+        let mut guessed = Verdict {
+            subcause: Some(Subcause::FinCrossed),
+            confidence: Confidence::Probable,
+            link_guessed: true,
+            evidence: Vec::new(),
+            ..v.clone()
+        };
+        enrich(&mut guessed, &l);
+        assert_eq!(guessed.subcause, Some(Subcause::FinUnread));
+        assert_eq!(guessed.confidence, Confidence::Probable);
         // Another cause keeps its name; it only gains the kernel's evidence.
         let mut other = Verdict {
             cause: Cause::UpstreamReset,

@@ -151,4 +151,7 @@ pub struct Verdict {
     pub evidence: Vec<Evidence>,
     /// The process that owned the upstream socket (`comm[pid]`), from the kernel probe.
     pub process: Option<String>,
+    /// The client's request and the upstream attempt were paired by timing or request line
+    /// alone: however sure the cause, which client it hit is a guess (never `proven`).
+    pub link_guessed: bool,
 }

@@ -120,6 +120,16 @@ impl Correlator {
                     if resolved && down_failed && last {
                         return;
                     }
+                    // A failed attempt whose client got an answer no later attempt gave:
+                    // a guessed link that another guess may fit better.
+                    if resolved
+                        && !down_failed
+                        && last
+                        && self.rule_on(Rule::UncertainLink)
+                        && self.swap_contradicting_guess(conn, index)
+                    {
+                        return;
+                    }
                 }
                 let mut v = self.judge_attempt(conn, index);
                 if let Some(v) = &mut v {
@@ -198,8 +208,24 @@ impl Correlator {
         let d = Down::new(&c, e, self.now);
         let mut evidence = base_evidence(&c, e, "client", "proxy");
         let attempt = e.attempts.last().copied().and_then(|a| self.attempt(a));
+        // A guessed link to an attempt that succeeded cannot explain a 5xx: the request may
+        // never have gone upstream at all. Judge it as unlinked first.
+        let contradicted = attempt.is_some_and(|(_, ue, proven)| {
+            !proven && ue.status().is_some_and(|s| s < 500) && d.status.is_some_and(|s| s >= 500)
+        }) && self.rule_on(Rule::UncertainLink);
+        let unlinked = if contradicted {
+            Some(self.judge_unlinked(&d)).filter(|f| f.cause.is_some())
+        } else {
+            None
+        };
+        let attempt = if unlinked.is_some() {
+            None
+        } else {
+            e.attempts.last().copied().and_then(|a| self.attempt(a))
+        };
         let mut link_proven = true;
         let f = match attempt {
+            _ if unlinked.is_some() => unlinked.unwrap_or_default(),
             Some((uc, ue, proven)) => {
                 link_proven = proven;
                 evidence.extend(base_evidence(uc, ue, "proxy", "upstream"));
@@ -238,6 +264,7 @@ impl Correlator {
             reason: f.reason,
             evidence,
             process: None,
+            link_guessed: !link_proven,
         })
     }
 
@@ -361,19 +388,33 @@ impl Correlator {
             reason: None,
             evidence: Vec::new(),
             process: None,
+            link_guessed: false,
         };
         let mut tail = String::new();
-        if let Some(((dc, di), _)) = e.serves {
+        if let Some(((dc, di), proven)) = e.serves {
             if let Some(d) = self.conns.get(&dc) {
                 if let Some(x) = d.ex(di) {
                     v.downstream = Some(downstream(d, x));
                     v.status = x.status();
                     evidence.extend(base_evidence(d, x, "client", "proxy"));
+                    let retried = x.attempts.last() != Some(&(conn, index));
                     tail = match x.status() {
-                        Some(s) if s < 500 => format!("; the proxy retried and the client got {s}"),
+                        Some(s) if s < 500 && retried => {
+                            format!("; the proxy retried and the client got {s}")
+                        }
+                        Some(s) if s < 500 && proven => {
+                            format!("; the client got {s} (the proxy retried where the capture did not see it)")
+                        }
+                        Some(s) if s < 500 => format!(
+                            "; linked by its request line alone to a client that got {s}, so the link is uncertain"
+                        ),
                         Some(s) => format!("; the client got {s}"),
                         None => String::new(),
                     };
+                    if !proven {
+                        v.confidence = Confidence::Probable;
+                        v.link_guessed = true;
+                    }
                 }
             }
         } else {

@@ -7,6 +7,7 @@ mod judge;
 pub mod kernel_roles;
 mod opaque;
 mod orphans;
+mod relink;
 pub mod roles;
 mod rules;
 pub mod state;

@@ -159,6 +159,7 @@ impl Correlator {
             target: None,
         });
         v.confidence = Confidence::Probable;
+        v.link_guessed = true;
         v.summary = v.summary.replace(
             "; the client side of this request was not seen (TLS or not captured)",
             &format!(

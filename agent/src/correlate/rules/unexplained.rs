@@ -31,6 +31,7 @@ pub(in crate::correlate) fn unknown_role(c: &CConn, e: &Ex, now: i64) -> Verdict
         reason: Some(reason.into()),
         evidence: base_evidence(c, e, "client", "server"),
         process: None,
+        link_guessed: false,
     }
 }
 

@@ -85,6 +85,7 @@ pub(in crate::correlate) fn connection(c: &CConn, role: Role) -> Verdict {
         }),
         evidence: connect_evidence(c),
         process: None,
+        link_guessed: false,
     }
 }
 
