@@ -198,14 +198,22 @@ impl Ledger {
     pub fn push(&mut self, ev: KernelEvent) -> Option<SendIdle> {
         self.events += 1;
         let sk = ev.event.skaddr;
-        // A new connection at a kernel address that was destroyed: start a new record.
+        // A new socket at a kernel address that was used before: start a new record. A
+        // connect begins at CLOSE, an accepted socket as a listener's SYN_RECV child; and
+        // nothing follows a destroy on the same socket.
         let starts_new = matches!(
             ev.event.kind,
             SockEventKind::StateChange {
                 old: tcp_state::CLOSE,
                 ..
+            } | SockEventKind::StateChange {
+                new: tcp_state::SYN_RECV,
+                ..
             }
-        );
+        ) || self
+            .sockets
+            .get(&sk)
+            .is_some_and(|r| r.destroyed_at.is_some());
         if starts_new {
             if let Some(old) = self.sockets.remove(&sk) {
                 self.retired.push(old);
@@ -267,11 +275,14 @@ impl Ledger {
     /// Every write after idle held, as [`Ledger::push`] returned them.
     #[must_use]
     pub fn send_idles(&self) -> Vec<SendIdle> {
-        self.sockets
+        let mut v: Vec<SendIdle> = self
+            .sockets
             .values()
             .chain(&self.retired)
             .flat_map(|rec| rec.events.iter().filter_map(|ev| SendIdle::of(rec, ev)))
-            .collect()
+            .collect();
+        v.sort_by_key(|s| s.ts_ns);
+        v
     }
 
     /// The socket whose local end is `local` and remote end `remote` (or the reverse).
@@ -727,6 +738,46 @@ mod tests {
         assert!(l
             .socket(PROXY.parse().unwrap(), UPSTREAM.parse().unwrap())
             .is_some());
+    }
+
+    #[test]
+    fn an_accepted_socket_at_a_reused_address_starts_its_own_record() {
+        // An outgoing connection's socket is destroyed; the kernel reuses its address for a
+        // socket accepted from a listener, which must not bury the first one's events.
+        let mut first = ev(
+            1_000,
+            SockEventKind::SendAfterIdle {
+                ret: 300,
+                idle_ns: 5_000_000,
+                ended_in: tcp_state::ESTABLISHED,
+            },
+            tcp_state::ESTABLISHED,
+        );
+        first.event.local = Some(PROXY.parse().unwrap());
+        let mut events = vec![first, ev(2_000, SockEventKind::Destroy, tcp_state::CLOSE)];
+        for i in 0..MAX_EVENTS_PER_SOCKET as i64 {
+            let mut accepted = ev(
+                3_000 + i,
+                SockEventKind::StateChange {
+                    old: tcp_state::LISTEN,
+                    new: tcp_state::SYN_RECV,
+                },
+                tcp_state::SYN_RECV,
+            );
+            accepted.event.local = Some("198.18.1.2:8080".parse().unwrap());
+            accepted.event.remote = Some(format!("198.18.1.1:{}", 40_000 + i).parse().unwrap());
+            events.push(accepted);
+        }
+        let l = ledger(events);
+        assert_eq!(
+            l.send_idles().len(),
+            1,
+            "the first socket's report survives"
+        );
+        let opens = l.opens();
+        assert!(opens
+            .iter()
+            .any(|o| o.opened == Opened::Passive && o.remote.port() == 40_000));
     }
 
     #[test]

@@ -288,7 +288,9 @@ impl Correlator {
             Some(_) => return rules::unexplained::attempt_unjudged(d, uc),
             None => {}
         }
-        if let Some(f) = classify_attempt(uc, ue, self.habit(uc), &self.rules_off) {
+        if let Some(f) =
+            classify_attempt(uc, ue, self.habit(uc), self.early_idle(uc), &self.rules_off)
+        {
             return attempt_finding(d, uc, ue, f);
         }
         if d.status == Some(504) && self.rule_on(Rule::ProxyTimeout) {
@@ -434,7 +436,7 @@ impl Correlator {
                 c.info.server
             );
         } else {
-            let f = classify_attempt(c, e, self.habit(c), &self.rules_off)?;
+            let f = classify_attempt(c, e, self.habit(c), self.early_idle(c), &self.rules_off)?;
             up.fin_to_request_ms = f.fin_to_request_ns.map(ms);
             v.cause = f.cause;
             v.subcause = f.subcause;

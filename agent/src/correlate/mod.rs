@@ -5,6 +5,7 @@
 mod evidence;
 mod judge;
 pub mod kernel_roles;
+mod late;
 mod opaque;
 mod orphans;
 mod relink;
@@ -122,6 +123,8 @@ pub struct Correlator {
     rules_off: Vec<Rule>,
     /// Unreadable (encrypted) client sides.
     opaque: opaque::Opaque,
+    /// Upstream requests with an id no client request was seen for yet.
+    unpaired_up: late::Unpaired,
 }
 
 type IdleTimers =
@@ -129,6 +132,9 @@ type IdleTimers =
 
 /// Kernel idle reports kept per connection.
 const KERNEL_IDLE_KEPT: usize = 8;
+/// Kernel idle reports kept per tuple before (or without) its connection on the wire: a
+/// bundle read again hands over every report of every connection that used the tuple.
+const KERNEL_IDLE_EARLY_KEPT: usize = 256;
 /// Connections with kernel idle reports kept before they are seen on the wire.
 const KERNEL_IDLE_EARLY_MAX: usize = 1 << 20;
 
@@ -157,22 +163,31 @@ impl Correlator {
             .by_tuple
             .get(&(a, b))
             .or_else(|| self.by_tuple.get(&(b, a)));
-        let list = match id.and_then(|id| self.conns.get_mut(id)) {
-            Some(c) => &mut c.kernel_idle,
+        let (list, kept) = match id.and_then(|id| self.conns.get_mut(id)) {
+            Some(c) => (&mut c.kernel_idle, KERNEL_IDLE_KEPT),
             None => {
                 // not seen on the wire yet (or a bundle's events read before its packets)
                 if self.kernel_idle_early.len() >= KERNEL_IDLE_EARLY_MAX {
                     self.kernel_idle_early.clear();
                 }
-                self.kernel_idle_early
+                let list = self
+                    .kernel_idle_early
                     .entry(crate::flow::key(a, b))
-                    .or_default()
+                    .or_default();
+                (list, KERNEL_IDLE_EARLY_KEPT)
             }
         };
-        if list.len() >= KERNEL_IDLE_KEPT {
+        if list.len() >= kept {
             list.pop_front();
         }
         list.push_back((ts, idle_ns));
+    }
+
+    /// The kernel's idle reports for `c` that came before its packets (see
+    /// [`Correlator::kernel_send_idle`]).
+    pub(super) fn early_idle(&self, c: &CConn) -> Option<&VecDeque<(i64, i64)>> {
+        self.kernel_idle_early
+            .get(&crate::flow::key(c.info.client, c.info.server))
     }
 
     /// The kernel saw a socket opened (connect or accept) and, once known, by which process:
@@ -211,6 +226,7 @@ impl Correlator {
             now: i64::MIN,
             rules_off: Vec::new(),
             opaque: opaque::Opaque::default(),
+            unpaired_up: late::Unpaired::default(),
         }
     }
 
@@ -239,14 +255,10 @@ impl Correlator {
                 self.roles.saw(&info);
                 self.learn_by_timing(&info);
                 self.by_tuple.insert((info.client, info.server), info.id);
-                let mut c = CConn::new(info);
-                if let Some(early) = self
-                    .kernel_idle_early
-                    .remove(&crate::flow::key(info.client, info.server))
-                {
-                    c.kernel_idle = early;
-                }
-                self.conns.insert(info.id, c);
+                // Kernel reports that came before the packets stay under the tuple, looked
+                // up by time: a bundle's events all come first, and a tuple used by several
+                // connections in turn must not hand the first one the others' reports.
+                self.conns.insert(info.id, CConn::new(info));
             }
             Event::SynRetransmit { conn, ts, count } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
@@ -500,8 +512,26 @@ impl Correlator {
                     return;
                 }
             }
+            // Merged captures are out of order under load: the client's request may come
+            // after the attempt it caused. Ids are unique, so wait for it a little.
+            for (k, _) in keys.iter().flatten().copied().filter(|&(_, by_id)| by_id) {
+                self.unpaired_up.push(k, (conn, index), ts);
+            }
         }
         if matches!(role, Role::Down | Role::Unknown) {
+            for (k, _) in keys.iter().flatten().copied().filter(|&(_, by_id)| by_id) {
+                if let Some(up) = self.unpaired_up.take(k, ts) {
+                    let free = self
+                        .conns
+                        .get(&up.0)
+                        .and_then(|c| c.ex(up.1))
+                        .is_some_and(|e| e.serves.is_none() && !e.judged && up.0 != conn);
+                    if free {
+                        self.link((conn, index), up, true);
+                        return;
+                    }
+                }
+            }
             for (k, _) in keys.iter().flatten().copied() {
                 let v = self.pending.entry(k).or_default();
                 v.retain(|&(_, t)| ts - t < PENDING_MAX_NS);
@@ -699,6 +729,14 @@ impl Correlator {
                 let t = (c.info.client, c.info.server);
                 if self.by_tuple.get(&t) == Some(&id) {
                     self.by_tuple.remove(&t);
+                }
+                // its kernel reports, which no later connection of the tuple needs
+                let key = crate::flow::key(t.0, t.1);
+                if let Some(early) = self.kernel_idle_early.get_mut(&key) {
+                    early.retain(|&(r, _)| r > ts);
+                    if early.is_empty() {
+                        self.kernel_idle_early.remove(&key);
+                    }
                 }
             }
         }

@@ -197,11 +197,13 @@ fn sparse_unknown(sentence: String, ts: i64) -> AttemptFailure {
 
 /// Classifies an upstream attempt that got no response (or a cut one); `None` while
 /// neither side has closed. `habit`: how this upstream was seen closing idle connections;
-/// `off`: rules switched off (tests).
+/// `early`: the kernel's idle reports for the tuple that came before its packets; `off`:
+/// rules switched off (tests).
 pub(super) fn classify_attempt(
     c: &CConn,
     e: &Ex,
     habit: Habit,
+    early: Option<&std::collections::VecDeque<(i64, i64)>>,
     off: &[Rule],
 ) -> Option<AttemptFailure> {
     let req_ns = e.req_ns?;
@@ -217,6 +219,7 @@ pub(super) fn classify_attempt(
     let idle_ns = e.idle_ns.or_else(|| {
         c.kernel_idle
             .iter()
+            .chain(early.into_iter().flatten())
             .filter(|&&(t, _)| {
                 t >= req_ns - KERNEL_SEND_BEFORE_NS && t <= req_ns + KERNEL_SEND_AFTER_NS
             })

@@ -57,6 +57,8 @@ pub struct Tl {
     keep_alive: Option<u32>,
     /// Socket openings the kernel reported, handed over before the packets.
     kernel: Vec<crate::kernel::SocketOpen>,
+    /// Hand the segments over in the order they were written, not by time.
+    unsorted: bool,
 }
 
 impl Tl {
@@ -201,7 +203,9 @@ impl Tl {
     }
 
     fn run_corr(mut self, off: &[Rule]) -> (Vec<Verdict>, Option<crate::correlate::EncryptedSide>) {
-        self.segs.sort_by_key(|s| s.ts_ns);
+        if !self.unsorted {
+            self.segs.sort_by_key(|s| s.ts_ns);
+        }
         let mut tracker = Tracker::new();
         let mut corr = Correlator::new(Roles::default());
         for r in off {
@@ -238,6 +242,13 @@ impl Tl {
 
     /// The one verdict of the run.
     pub fn only(self) -> Verdict {
+        only(self.run())
+    }
+
+    /// The one verdict, the segments handed over in the order written (a capture merged
+    /// out of order).
+    pub fn only_unsorted(mut self) -> Verdict {
+        self.unsorted = true;
         only(self.run())
     }
 
