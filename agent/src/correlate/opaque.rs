@@ -69,7 +69,9 @@ impl Correlator {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.opaque || c.exchanges.iter().any(|e| e.req.is_some()) {
+        // Only a connection seen from its SYN: bytes after a capture's gap or from before
+        // it began are not a protocol's first bytes.
+        if c.opaque || !c.info.opener_known || c.exchanges.iter().any(|e| e.req.is_some()) {
             return;
         }
         c.opaque = true;
