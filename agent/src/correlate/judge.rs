@@ -90,6 +90,29 @@ impl Correlator {
             }
             return;
         }
+        // An attempt whose upstream's idle timer is not known yet waits for it.
+        let attempt = match role {
+            Role::Down => e.attempts.last().copied(),
+            _ => Some((conn, index)),
+        };
+        let waits = attempt
+            .and_then(|(ac, ai)| {
+                let c = self.conns.get(&ac)?;
+                Some(rules::waits_for_idle_timer(c, c.ex(ai)?, self.habit(c)))
+            })
+            .unwrap_or(false);
+        if waits {
+            let since = e.req_ns.unwrap_or(self.now);
+            if self.reschedule(Check::Exchange(conn, index), since, at_end) {
+                return;
+            }
+        }
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let Some(e) = c.ex(index) else {
+            return;
+        };
         let verdict = match role {
             // another process's connection: not the proxy's to judge
             Role::Other => return,

@@ -68,4 +68,22 @@ mod tests {
         assert_eq!(v.confidence, Confidence::Proven);
         assert_eq!(v.status, Some(502));
     }
+
+    #[test]
+    fn a_client_answer_merged_before_the_attempt_still_pairs() {
+        // The client-facing interface's block (request, then the 502 stamped later) is
+        // handed over before the upstream-facing one with the attempt that came between.
+        let mut tl = Tl::warmed_up();
+        let (d, u) = (client(40001), upstream(50000));
+        tl.fin(5_000 * MS, u, false);
+        tl.open(5_000 * MS - 300, d);
+        tl.req(5_000 * MS - 100, d, "POST", 2);
+        tl.res(5_000 * MS + 400, d, 502);
+        tl.req(5_000 * MS + 50, u, "POST", 2);
+        tl.rst(5_000 * MS + 150, u, false);
+        let v = tl.only_unsorted();
+        assert_eq!(v.cause, Cause::KeepaliveRace, "{v:#?}");
+        assert_eq!(v.status, Some(502));
+        assert_eq!(v.confidence, Confidence::Proven);
+    }
 }

@@ -548,12 +548,13 @@ impl Correlator {
         let cands = self.pending.get_mut(&k)?;
         let conns = &self.conns;
         let roles = &self.roles;
+        // Still waiting when this request went upstream: no response yet, or one stamped
+        // after it (captures merged out of order hand over a response before the upstream
+        // request that came first).
+        let waiting =
+            |e: &state::Ex| e.res.is_none() || e.res_ns.is_some_and(|r| r + REORDER_NS >= ts);
         cands.retain(|&((dc, di), t)| {
-            ts - t < PENDING_MAX_NS
-                && conns
-                    .get(&dc)
-                    .and_then(|c| c.ex(di))
-                    .is_some_and(|e| e.res.is_none())
+            ts - t < PENDING_MAX_NS && conns.get(&dc).and_then(|c| c.ex(di)).is_some_and(waiting)
         });
         let valid: Vec<(ExRef, i64, bool)> = cands
             .iter()

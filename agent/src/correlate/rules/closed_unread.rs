@@ -21,8 +21,9 @@ use crate::correlate::evidence::ms;
 use crate::verdict::{Cause, Subcause};
 
 /// The timer fires "by a hair" after the request arrived: the upstream's reset follows the
-/// request within this (its event loop's latency, generous for a loaded machine).
-pub(in crate::correlate) const RST_AFTER_REQUEST_NS: i64 = 50_000_000;
+/// request within this (its event loop's latency, generous for a loaded machine). An
+/// upstream that closes after every response closes whenever it gets round to it: no bound.
+pub(in crate::correlate) const RST_AFTER_REQUEST_NS: i64 = 200_000_000;
 
 pub(in crate::correlate) fn attempt(a: &Attempt) -> Option<AttemptFailure> {
     let rst = a.c.rst_server?;
@@ -33,7 +34,12 @@ pub(in crate::correlate) fn attempt(a: &Attempt) -> Option<AttemptFailure> {
     // After the request (a reset before it is the upstream dropping an idle connection on
     // its own, which the request then crossed) and soon after it.
     let after = rst - a.req_ns;
-    if !(0..=RST_AFTER_REQUEST_NS).contains(&after) {
+    let bound = if a.habit.closes_after_response {
+        i64::MAX
+    } else {
+        RST_AFTER_REQUEST_NS
+    };
+    if !(0..=bound).contains(&after) {
         return None;
     }
     let when = a.at_idle_timer(rst)?;
@@ -95,6 +101,31 @@ mod tests {
             Confidence::Probable,
             "the race is not excluded"
         );
+    }
+
+    #[test]
+    fn a_race_before_any_idle_close_waits_for_the_timer() {
+        // The race comes first; the upstream's other connections show its 1 s idle timer
+        // only 1.5 s later, after the race's verdict was due.
+        let mut tl = Tl::warmed_up();
+        let (d, u) = (client(40001), upstream(50000));
+        tl.open(1_002 * MS - 300, d);
+        tl.req(1_002 * MS - 100, d, "POST", 2);
+        tl.req(1_002 * MS, u, "POST", 2);
+        tl.rst(1_002 * MS + 2_900, u, false);
+        tl.res(1_002 * MS + 3_200, d, 502);
+        for (i, port) in (50002..=50004).enumerate() {
+            let spare = upstream(port);
+            let at = 2_000 * MS + i as i64 * 10 * MS;
+            tl.open(at, spare);
+            tl.req(at + 200, spare, "GET", 9 + i as u32);
+            tl.res(at + MS, spare, 200);
+            tl.fin(at + 1_001 * MS, spare, false);
+        }
+        // keep the capture going past the idle closes
+        tl.open(6_000 * MS, client(40009));
+        let v = tl.only();
+        assert_eq!(v.subcause, Some(Subcause::ClosedUnread), "{v:#?}");
     }
 
     #[test]

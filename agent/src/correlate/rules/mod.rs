@@ -266,6 +266,25 @@ pub(super) fn classify_attempt(
     None
 }
 
+/// An attempt the rules cannot judge fairly yet: a reused, quiet connection the upstream
+/// closed after the request, while this upstream's idle timer is still unknown — early in
+/// a capture, before any idle close of its was seen. Judged now, a keep-alive race could
+/// not be told from a reset; a little later the timer is known.
+pub(super) fn waits_for_idle_timer(c: &CConn, e: &Ex, habit: Habit) -> bool {
+    let Some(req_ns) = e.req_ns else {
+        return false;
+    };
+    let reused = e.index >= 2 || !c.info.opener_known;
+    let crossed = c.fin_server.is_some_and(|f| f <= req_ns + DEFAULT_RTT_NS);
+    reused
+        && !e.busy
+        && e.res.is_none()
+        && !crossed
+        && c.server_close().is_some()
+        && habit.timer.is_none()
+        && !habit.closes_after_response
+}
+
 /// What a downstream rule concludes about a client-facing error.
 #[derive(Debug, Default)]
 pub(super) struct Finding {
