@@ -32,6 +32,8 @@ pub struct Analysis {
     pub flow: FlowStats,
     /// `Server`/`Via` values of the proxy's own error responses.
     pub proxy_software: Vec<String>,
+    /// The proxy's client side was encrypted: what could not be seen.
+    pub encrypted: Option<crate::correlate::EncryptedSide>,
 }
 
 /// Segments → verdicts.
@@ -87,6 +89,13 @@ impl Engine {
         self.corr.kernel_send_idle(idle);
     }
 
+    /// The kernel saw a socket opened (connect or accept), and by which process: roles of
+    /// connections where addresses say nothing (one loopback), and which connections are
+    /// not the proxy's at all.
+    pub fn kernel_socket(&mut self, open: crate::kernel::SocketOpen) {
+        self.corr.kernel_socket(open);
+    }
+
     /// Verdicts made since the last call (for live use, to show each as soon as it is
     /// proven); [`Engine::finish`] still returns every verdict.
     pub fn new_verdicts(&mut self) -> &[Verdict] {
@@ -137,7 +146,20 @@ impl Engine {
             }
         }
         self.corr.finish();
+        let mut encrypted = self.corr.encrypted_side();
         self.verdicts.append(&mut self.corr.verdicts_out);
+        if let Some(e) = &mut encrypted {
+            e.from_upstream_leg = self
+                .verdicts
+                .iter()
+                .filter(|v| {
+                    v.upstream.is_some()
+                        && v.downstream
+                            .as_ref()
+                            .is_none_or(|d| e.listeners.contains(&d.proxy))
+                })
+                .count();
+        }
         self.verdicts.sort_by_key(|v| v.ts_ns);
         let timeouts = infer(&self.corr.obs);
         let mut ups: Vec<String> = self.corr.obs.upstream_software.values().cloned().collect();
@@ -155,6 +177,7 @@ impl Engine {
             advice,
             flow: self.tracker.stats,
             proxy_software: self.corr.obs.proxy_software.clone(),
+            encrypted,
         }
     }
 }

@@ -3,7 +3,9 @@
 //! (the FIN was there, unread: `fin_unread`), and when it read EOF or ECONNRESET.
 //!
 //! The [`Ledger`] takes probe events (already on the pcap clock) and answers by 4-tuple, so
-//! the engine can add kernel evidence to a verdict it made from packets.
+//! the engine can add kernel evidence to a verdict it made from packets. It also tells the
+//! engine how each socket was opened and by which process ([`SocketOpen`]): a connection a
+//! process accepted faces its clients, one it connected faces its upstream.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -41,6 +43,62 @@ pub struct SocketRecord {
     pub events: Vec<KernelEvent>,
     #[serde(skip)]
     destroyed_at: Option<i64>,
+    /// How the socket was opened, from its first state change.
+    #[serde(skip)]
+    opened: Option<Opened>,
+    /// The engine was told of the socket's opening (with its owner, once known).
+    #[serde(skip)]
+    told: (bool, bool),
+}
+
+/// How a socket came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// By `connect` (CLOSE → SYN_SENT): the process opened it towards a server.
+    Active,
+    /// Accepted from a listener (a SYN_RECV child): a client opened it towards the process.
+    Passive,
+}
+
+/// A socket's opening, as the engine uses it for roles: its tuple (local, remote), how it
+/// was opened, and the process that owns it when the kernel saw it in process context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOpen {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub opened: Opened,
+    pub pid: Option<u32>,
+}
+
+impl SocketRecord {
+    /// The opening, once the tuple is known.
+    fn open(&self) -> Option<SocketOpen> {
+        Some(SocketOpen {
+            local: self.local?,
+            remote: self.remote?,
+            opened: self.opened?,
+            pid: self.pid,
+        })
+    }
+}
+
+/// How the socket was opened, from its first state change: `connect` moves it from CLOSE to
+/// SYN_SENT; an accepted socket starts as a SYN_RECV child of its listener.
+fn opened_by(kind: &SockEventKind) -> Option<Opened> {
+    match *kind {
+        SockEventKind::StateChange {
+            old: tcp_state::CLOSE,
+            new: tcp_state::SYN_SENT,
+        } => Some(Opened::Active),
+        SockEventKind::StateChange { old, new }
+            if old == tcp_state::SYN_RECV
+                || new == tcp_state::SYN_RECV
+                || old == tcp_state::NEW_SYN_RECV =>
+        {
+            Some(Opened::Passive)
+        }
+        _ => None,
+    }
 }
 
 /// Kernel facts about one connection in a time window, for a verdict's evidence.
@@ -113,6 +171,8 @@ pub struct Ledger {
     /// Records replaced by a newer socket at the same kernel address, kept until evicted.
     retired: Vec<SocketRecord>,
     events: u64,
+    /// Openings learned since [`Ledger::take_opens`] was last called.
+    opens: Vec<SocketOpen>,
 }
 
 impl Ledger {
@@ -138,14 +198,22 @@ impl Ledger {
     pub fn push(&mut self, ev: KernelEvent) -> Option<SendIdle> {
         self.events += 1;
         let sk = ev.event.skaddr;
-        // A new connection at a kernel address that was destroyed: start a new record.
+        // A new socket at a kernel address that was used before: start a new record. A
+        // connect begins at CLOSE, an accepted socket as a listener's SYN_RECV child; and
+        // nothing follows a destroy on the same socket.
         let starts_new = matches!(
             ev.event.kind,
             SockEventKind::StateChange {
                 old: tcp_state::CLOSE,
                 ..
+            } | SockEventKind::StateChange {
+                new: tcp_state::SYN_RECV,
+                ..
             }
-        );
+        ) || self
+            .sockets
+            .get(&sk)
+            .is_some_and(|r| r.destroyed_at.is_some());
         if starts_new {
             if let Some(old) = self.sockets.remove(&sk) {
                 self.retired.push(old);
@@ -169,6 +237,17 @@ impl Ledger {
         if matches!(ev.event.kind, SockEventKind::Destroy) {
             rec.destroyed_at = Some(ev.ts_ns);
         }
+        if rec.events.is_empty() {
+            rec.opened = opened_by(&ev.event.kind);
+        }
+        // Tell the engine once the tuple is known, and again once the owner is.
+        if let Some(open) = rec.open() {
+            let told = (true, open.pid.is_some());
+            if rec.told != told && (!rec.told.0 || told.1) {
+                rec.told = told;
+                self.opens.push(open);
+            }
+        }
         if rec.events.len() == MAX_EVENTS_PER_SOCKET {
             rec.events.remove(0);
         }
@@ -177,14 +256,33 @@ impl Ledger {
         idle
     }
 
-    /// Every write after idle held, as [`Ledger::push`] returned them.
+    /// Socket openings learned since the last call (each socket once its tuple is known,
+    /// and again once its owner is).
+    pub fn take_opens(&mut self) -> Vec<SocketOpen> {
+        std::mem::take(&mut self.opens)
+    }
+
+    /// Every socket opening held (for a bundle read again).
     #[must_use]
-    pub fn send_idles(&self) -> Vec<SendIdle> {
+    pub fn opens(&self) -> Vec<SocketOpen> {
         self.sockets
             .values()
             .chain(&self.retired)
-            .flat_map(|rec| rec.events.iter().filter_map(|ev| SendIdle::of(rec, ev)))
+            .filter_map(SocketRecord::open)
             .collect()
+    }
+
+    /// Every write after idle held, as [`Ledger::push`] returned them.
+    #[must_use]
+    pub fn send_idles(&self) -> Vec<SendIdle> {
+        let mut v: Vec<SendIdle> = self
+            .sockets
+            .values()
+            .chain(&self.retired)
+            .flat_map(|rec| rec.events.iter().filter_map(|ev| SendIdle::of(rec, ev)))
+            .collect();
+        v.sort_by_key(|s| s.ts_ns);
+        v
     }
 
     /// The socket whose local end is `local` and remote end `remote` (or the reverse).
@@ -357,7 +455,9 @@ pub fn enrich(v: &mut Verdict, ledger: &Ledger) {
     v.evidence.sort_by_key(|e| e.ts_ns);
     if v.cause == Cause::KeepaliveRace && f.write_in_close_wait.is_some() {
         v.subcause = Some(Subcause::FinUnread);
-        v.confidence = Confidence::Proven;
+        if !v.link_guessed {
+            v.confidence = Confidence::Proven;
+        }
         v.summary = format!(
             "{}; the kernel saw {who} write with the upstream's FIN already received and unread",
             v.summary
@@ -486,6 +586,7 @@ mod tests {
             reason: None,
             evidence: Vec::new(),
             process: None,
+            link_guessed: false,
         };
         enrich(&mut v, &l);
         assert_eq!(v.subcause, Some(Subcause::FinUnread));
@@ -498,6 +599,17 @@ mod tests {
             "{:?}",
             v.evidence
         );
+        // The kernel proves the race, not which client it hit: a guessed link stays a guess.
+        let mut guessed = Verdict {
+            subcause: Some(Subcause::FinCrossed),
+            confidence: Confidence::Probable,
+            link_guessed: true,
+            evidence: Vec::new(),
+            ..v.clone()
+        };
+        enrich(&mut guessed, &l);
+        assert_eq!(guessed.subcause, Some(Subcause::FinUnread));
+        assert_eq!(guessed.confidence, Confidence::Probable);
         // Another cause keeps its name; it only gains the kernel's evidence.
         let mut other = Verdict {
             cause: Cause::UpstreamReset,
@@ -626,6 +738,46 @@ mod tests {
         assert!(l
             .socket(PROXY.parse().unwrap(), UPSTREAM.parse().unwrap())
             .is_some());
+    }
+
+    #[test]
+    fn an_accepted_socket_at_a_reused_address_starts_its_own_record() {
+        // An outgoing connection's socket is destroyed; the kernel reuses its address for a
+        // socket accepted from a listener, which must not bury the first one's events.
+        let mut first = ev(
+            1_000,
+            SockEventKind::SendAfterIdle {
+                ret: 300,
+                idle_ns: 5_000_000,
+                ended_in: tcp_state::ESTABLISHED,
+            },
+            tcp_state::ESTABLISHED,
+        );
+        first.event.local = Some(PROXY.parse().unwrap());
+        let mut events = vec![first, ev(2_000, SockEventKind::Destroy, tcp_state::CLOSE)];
+        for i in 0..MAX_EVENTS_PER_SOCKET as i64 {
+            let mut accepted = ev(
+                3_000 + i,
+                SockEventKind::StateChange {
+                    old: tcp_state::LISTEN,
+                    new: tcp_state::SYN_RECV,
+                },
+                tcp_state::SYN_RECV,
+            );
+            accepted.event.local = Some("198.18.1.2:8080".parse().unwrap());
+            accepted.event.remote = Some(format!("198.18.1.1:{}", 40_000 + i).parse().unwrap());
+            events.push(accepted);
+        }
+        let l = ledger(events);
+        assert_eq!(
+            l.send_idles().len(),
+            1,
+            "the first socket's report survives"
+        );
+        let opens = l.opens();
+        assert!(opens
+            .iter()
+            .any(|o| o.opened == Opened::Passive && o.remote.port() == 40_000));
     }
 
     #[test]

@@ -542,6 +542,9 @@ impl LiveSession {
             }
             self.stats.events += 1;
         }
+        for open in self.ledger.take_opens() {
+            self.engine.kernel_socket(open);
+        }
         Ok(())
     }
 

@@ -51,6 +51,9 @@ pub enum Subcause {
     RequestNeverSent,
     /// The socket was already in CLOSE_WAIT when the proxy wrote (kernel probe).
     FinUnread,
+    /// The upstream's idle timer closed the connection with the proxy's request unread in
+    /// its receive buffer: its kernel sent RST instead of FIN, right after the request.
+    ClosedUnread,
 }
 
 impl Subcause {
@@ -60,6 +63,7 @@ impl Subcause {
             Subcause::FinCrossed => "fin_crossed",
             Subcause::RequestNeverSent => "request_never_sent",
             Subcause::FinUnread => "fin_unread",
+            Subcause::ClosedUnread => "closed_unread",
         }
     }
 }
@@ -147,4 +151,7 @@ pub struct Verdict {
     pub evidence: Vec<Evidence>,
     /// The process that owned the upstream socket (`comm[pid]`), from the kernel probe.
     pub process: Option<String>,
+    /// The client's request and the upstream attempt were paired by timing or request line
+    /// alone: however sure the cause, which client it hit is a guess (never `proven`).
+    pub link_guessed: bool,
 }

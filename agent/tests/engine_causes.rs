@@ -78,6 +78,13 @@ impl Tl {
         let r = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok");
         self.seg(us, k.s, k.c, flags::ACK | flags::PSH, r.as_bytes());
     }
+    /// A response saying `Keep-Alive: timeout=N`, as Node's do.
+    fn res_keep_alive(&mut self, us: i64, k: Conn, status: u16, timeout_s: u32) {
+        let r = format!(
+            "HTTP/1.1 {status} X\r\nKeep-Alive: timeout={timeout_s}\r\nContent-Length: 2\r\n\r\nok"
+        );
+        self.seg(us, k.s, k.c, flags::ACK | flags::PSH, r.as_bytes());
+    }
     fn fin(&mut self, us: i64, k: Conn, from_client: bool) {
         let (a, b) = if from_client { (k.c, k.s) } else { (k.s, k.c) };
         self.seg(us, a, b, flags::FIN | flags::ACK, b"");
@@ -177,6 +184,32 @@ fn reused_connection_fin_before_request_is_keepalive_race() {
     assert_eq!(up.exchange_index, Some(2));
     assert!(up.idle_ms.unwrap() > 4_000.0);
     assert!((up.fin_to_request_ms.unwrap() - 0.05).abs() < 1e-6);
+}
+
+#[test]
+fn reset_without_fin_at_the_upstreams_idle_timer_is_closed_unread() {
+    // Node (keepAliveTimeout 1 ms: `Keep-Alive: timeout=0`, closes after ~1 s) answered on
+    // pooled connection 50000; 1001 ms later the proxy reuses it and Node's kernel resets
+    // it 2.9 ms after the request: no FIN, no response byte.
+    let mut tl = Tl::default();
+    let (d0, d, u) = (client(40000), client(40001), upstream(50000));
+    tl.open(0, d0);
+    tl.req(200, d0, "GET", 1);
+    tl.open(300, u);
+    tl.req(500, u, "GET", 1);
+    tl.res_keep_alive(900, u, 200, 0);
+    tl.res(1000, d0, 200);
+    tl.open(1_001 * MS, d);
+    tl.req(1_001 * MS + 200, d, "POST", 2);
+    tl.req(1_001 * MS + 900, u, "POST", 2);
+    tl.rst(1_001 * MS + 3_800, u, false);
+    tl.res(1_001 * MS + 4_000, d, 502);
+    let a = tl.run();
+    let v = only(&a);
+    assert_eq!(v.cause, Cause::KeepaliveRace, "{v:#?}");
+    assert_eq!(v.subcause, Some(Subcause::ClosedUnread));
+    assert_eq!(v.confidence, Confidence::Probable);
+    assert!(v.summary.contains("Keep-Alive: timeout=0"), "{}", v.summary);
 }
 
 #[test]

@@ -8,7 +8,9 @@
 //! - every race 502 the client saw has a `keepalive_race` verdict carrying kernel evidence
 //!   (the proxy's process), every contrast its own cause, and no verdict names another
 //!   cause than the logs (zero misattributions);
-//! - the probe lost no event; capture drops are reported.
+//! - the probe lost no event; capture drops are reported;
+//! - where the clients speak TLS, the report says the client side is encrypted; a race the
+//!   proxy never sent upstream leaves nothing readable then, and is counted as unseen.
 //!
 //! Needs root; skips with a printed reason otherwise.
 
@@ -107,9 +109,20 @@ fn check_every_scenario(label: &str, args: &[&str]) {
             "{name}: no report from tracer capture"
         );
         let by_rid = verdicts_by_rid(&report);
-        let (mut right, mut with_kernel) = (0, 0);
+        let tls = s.client_tls();
+        if tls && report["client_side"]["encrypted"] != true {
+            mine.push(
+                "the clients spoke TLS but the report does not say the client side is encrypted"
+                    .into(),
+            );
+        }
+        let (mut right, mut with_kernel, mut unseen) = (0, 0, 0);
         for row in &out.truth.rows {
             let got = by_rid.get(&row.rid).map(Vec::as_slice).unwrap_or_default();
+            if tls && got.is_empty() && row.subcause.as_deref() == Some("request_never_sent") {
+                unseen += 1;
+                continue;
+            }
             let want = if row.capture_lost {
                 "unexplained"
             } else {
@@ -179,16 +192,27 @@ fn check_every_scenario(label: &str, args: &[&str]) {
         if !err.contains("kernel probe attached") {
             mine.push(format!("the kernel probe was not attached: {}", err.trim()));
         }
-        let recall = if out.truth.rows.is_empty() {
+        let seeable = out.truth.rows.len() - unseen;
+        let recall = if seeable == 0 {
             1.0
         } else {
-            right as f64 / out.truth.rows.len() as f64
+            right as f64 / seeable as f64
         };
+        let proven = report["verdicts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["confidence"] == "proven")
+            .count();
         eprintln!(
-            "{}\n    tracer capture ({label}): {right}/{} right (recall {:.1}%), {with_kernel} races with kernel evidence",
+            "{}\n    tracer capture ({label}): {right}/{seeable} right (recall {:.1}%), {with_kernel} races with kernel evidence, {proven} proven{}",
             out.summary(),
-            out.truth.rows.len(),
-            recall * 100.0
+            recall * 100.0,
+            if unseen > 0 {
+                format!(", {unseen} races the proxy never sent unseen behind TLS")
+            } else {
+                String::new()
+            }
         );
         if mine.is_empty() {
             std::fs::remove_dir_all(&out.dir).ok();

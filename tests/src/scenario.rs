@@ -74,6 +74,11 @@ pub trait Scenario: Send + Sync {
     /// join them with the client's results by request id, one row per non-2xx result.
     fn ground_truth(&self, dir: &Path, results: &[ClientResult]) -> anyhow::Result<Vec<TruthRow>>;
     fn expect(&self) -> Expectation;
+    /// The clients speak TLS to the proxy: its client-facing capture is unreadable, and a
+    /// failure that left nothing on the upstream leg cannot be seen in it.
+    fn client_tls(&self) -> bool {
+        false
+    }
 }
 
 /// Where Debian keeps a program, or an error naming the package to install.

@@ -339,6 +339,7 @@ mod tests {
             reason: None,
             evidence: Vec::new(),
             process: None,
+            link_guessed: false,
         }
     }
 

@@ -66,6 +66,9 @@ fn analyze(args: &Args) -> Result<()> {
     for idle in ledger.iter().flat_map(Ledger::send_idles) {
         engine.kernel_send_idle(idle);
     }
+    for open in ledger.iter().flat_map(Ledger::opens) {
+        engine.kernel_socket(open);
+    }
     for seg in segments.by_ref() {
         engine.push(&seg);
     }

@@ -2,9 +2,16 @@
 //! downstream request with the upstream attempts the proxy made for it, and turns errors
 //! into [`Verdict`]s once the evidence around them has had time to arrive ([`GRACE_NS`]).
 
-mod classify;
 mod evicted;
+mod evidence;
+mod judge;
+pub mod kernel_roles;
+mod late;
+mod opaque;
+mod orphans;
+mod relink;
 pub mod roles;
+mod rules;
 pub mod state;
 
 use std::cmp::Reverse;
@@ -15,7 +22,9 @@ use crate::flow::hash::{FxHashMap, FxHasher};
 use crate::flow::{ConnId, Event};
 use crate::http::HttpEvent;
 use crate::verdict::Verdict;
+pub use opaque::EncryptedSide;
 pub use roles::{Endpoint, Role, Roles};
+pub use rules::Rule;
 use state::{CConn, ExRef};
 
 /// How long after an error the engine waits for late evidence (the proxy's close of the
@@ -69,6 +78,8 @@ pub struct Observations {
     /// Per upstream server: (responses without `Connection: close` followed within 5 ms by
     /// the upstream's FIN, responses without `Connection: close`).
     pub close_after_response: HashMap<std::net::SocketAddr, (u64, u64)>,
+    /// Per upstream server: the `Keep-Alive: timeout=N` its responses carried (the latest).
+    pub keep_alive_header: HashMap<std::net::SocketAddr, u32>,
     /// `Server`/`Via` values seen on downstream error responses (the proxy's own) and on
     /// upstream responses.
     pub proxy_software: Vec<String>,
@@ -93,8 +104,8 @@ pub struct Correlator {
     /// Proxy closes of those connections, in time order: a never-sent error looks here
     /// for a close within milliseconds of it.
     proxy_closes: VecDeque<(i64, ConnId)>,
-    /// Per upstream: (samples it was computed from, idle-close limit) for `habit`.
-    idle_limits: std::cell::RefCell<HashMap<std::net::SocketAddr, (usize, Option<i64>)>>,
+    /// Per upstream: (samples and header it was computed from, idle timer) for `habit`.
+    idle_limits: std::cell::RefCell<IdleTimers>,
     /// Requests on connections of unknown role: (time, server, client IP), the last
     /// [`CONNECT_AFTER_REQUEST_NS`] only.
     recent_requests: VecDeque<(i64, std::net::SocketAddr, std::net::IpAddr)>,
@@ -109,10 +120,22 @@ pub struct Correlator {
     pub obs: Observations,
     pub verdicts_out: Vec<Verdict>,
     now: i64,
+    /// Rules switched off (tests show what each decides by switching it off).
+    rules_off: Vec<Rule>,
+    /// Unreadable (encrypted) client sides.
+    opaque: opaque::Opaque,
+    /// Upstream requests with an id no client request was seen for yet.
+    unpaired_up: late::Unpaired,
 }
+
+type IdleTimers =
+    HashMap<std::net::SocketAddr, (usize, Option<u32>, Option<crate::timeouts::IdleTimer>)>;
 
 /// Kernel idle reports kept per connection.
 const KERNEL_IDLE_KEPT: usize = 8;
+/// Kernel idle reports kept per tuple before (or without) its connection on the wire: a
+/// bundle read again hands over every report of every connection that used the tuple.
+const KERNEL_IDLE_EARLY_KEPT: usize = 256;
 /// Connections with kernel idle reports kept before they are seen on the wire.
 const KERNEL_IDLE_EARLY_MAX: usize = 1 << 20;
 
@@ -141,22 +164,37 @@ impl Correlator {
             .by_tuple
             .get(&(a, b))
             .or_else(|| self.by_tuple.get(&(b, a)));
-        let list = match id.and_then(|id| self.conns.get_mut(id)) {
-            Some(c) => &mut c.kernel_idle,
+        let (list, kept) = match id.and_then(|id| self.conns.get_mut(id)) {
+            Some(c) => (&mut c.kernel_idle, KERNEL_IDLE_KEPT),
             None => {
                 // not seen on the wire yet (or a bundle's events read before its packets)
                 if self.kernel_idle_early.len() >= KERNEL_IDLE_EARLY_MAX {
                     self.kernel_idle_early.clear();
                 }
-                self.kernel_idle_early
+                let list = self
+                    .kernel_idle_early
                     .entry(crate::flow::key(a, b))
-                    .or_default()
+                    .or_default();
+                (list, KERNEL_IDLE_EARLY_KEPT)
             }
         };
-        if list.len() >= KERNEL_IDLE_KEPT {
+        if list.len() >= kept {
             list.pop_front();
         }
         list.push_back((ts, idle_ns));
+    }
+
+    /// The kernel's idle reports for `c` that came before its packets (see
+    /// [`Correlator::kernel_send_idle`]).
+    pub(super) fn early_idle(&self, c: &CConn) -> Option<&VecDeque<(i64, i64)>> {
+        self.kernel_idle_early
+            .get(&crate::flow::key(c.info.client, c.info.server))
+    }
+
+    /// The kernel saw a socket opened (connect or accept) and, once known, by which process:
+    /// what the roles of connections rest on where addresses say nothing.
+    pub fn kernel_socket(&mut self, open: crate::kernel::SocketOpen) {
+        self.roles.kernel.saw(open);
     }
 
     /// The packets come from a sparse capture: a 5xx whose request was skipped may be
@@ -187,7 +225,17 @@ impl Correlator {
             obs: Observations::default(),
             verdicts_out: Vec::new(),
             now: i64::MIN,
+            rules_off: Vec::new(),
+            opaque: opaque::Opaque::default(),
+            unpaired_up: late::Unpaired::default(),
         }
+    }
+
+    /// Switches `rule` off: its cause is no longer concluded (to show what a rule decides).
+    #[cfg(test)]
+    pub(crate) fn switch_off(&mut self, rule: Rule) {
+        self.roles.kernel_off |= rule == Rule::KernelRoles;
+        self.rules_off.push(rule);
     }
 
     /// Connections currently remembered.
@@ -208,14 +256,10 @@ impl Correlator {
                 self.roles.saw(&info);
                 self.learn_by_timing(&info);
                 self.by_tuple.insert((info.client, info.server), info.id);
-                let mut c = CConn::new(info);
-                if let Some(early) = self
-                    .kernel_idle_early
-                    .remove(&crate::flow::key(info.client, info.server))
-                {
-                    c.kernel_idle = early;
-                }
-                self.conns.insert(info.id, c);
+                // Kernel reports that came before the packets stay under the tuple, looked
+                // up by time: a bundle's events all come first, and a tuple used by several
+                // connections in turn must not hand the first one the others' reports.
+                self.conns.insert(info.id, CConn::new(info));
             }
             Event::SynRetransmit { conn, ts, count } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
@@ -320,7 +364,15 @@ impl Correlator {
                     return;
                 };
                 c.quiet_since = None;
+                self.roles.saw_readable(c.info.server);
                 let role = self.roles.role(&c.info);
+                if role == Role::Unknown {
+                    let info = c.info;
+                    self.learn_after_unreadable(&info, ts);
+                }
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
                 if role == Role::Unknown {
                     // Bounded here too: on kept-alive connections no new one may open
                     // (where learn_by_timing prunes) for a long time.
@@ -336,7 +388,7 @@ impl Correlator {
                 }
                 // The previous response on this connection was kept alive: one more
                 // keep-alive response that the upstream did not close after.
-                if role != Role::Down && c.missing.is_none() && index > 1 {
+                if matches!(role, Role::Up | Role::Unknown) && c.missing.is_none() && index > 1 {
                     let kept = c
                         .ex(index - 1)
                         .and_then(|p| p.res.as_ref())
@@ -369,12 +421,15 @@ impl Correlator {
                 };
                 let status = head.status;
                 let role = self.roles.role(&c.info);
-                if role != Role::Down {
+                if matches!(role, Role::Up | Role::Unknown) {
                     if let Some(s) = &head.server {
                         self.obs
                             .upstream_software
                             .entry(c.info.server)
                             .or_insert_with(|| s.clone());
+                    }
+                    if let Some(t) = head.keep_alive_timeout_s {
+                        self.obs.keep_alive_header.insert(c.info.server, t);
                     }
                 }
                 let e = c.ex_entry(index);
@@ -393,6 +448,11 @@ impl Correlator {
                     e.res_end_ns = Some(ts);
                 }
             }
+            HttpEvent::Garbage {
+                ts,
+                from_client: true,
+                ..
+            } => self.saw_unreadable(conn, ts),
             HttpEvent::Garbage { .. } => {}
         }
     }
@@ -450,7 +510,7 @@ impl Correlator {
                 .map(|v| (key_of(v, 2), true)),
             Some((key_of(&format!("{} {}", req.method, req.target), 3), false)),
         ];
-        if role != Role::Down {
+        if matches!(role, Role::Up | Role::Unknown) {
             for (k, by_id) in keys.iter().flatten().copied() {
                 if let Some((down, unique)) = self.find_down(k, &info, ts) {
                     let proven = by_id || unique;
@@ -458,8 +518,26 @@ impl Correlator {
                     return;
                 }
             }
+            // Merged captures are out of order under load: the client's request may come
+            // after the attempt it caused. Ids are unique, so wait for it a little.
+            for (k, _) in keys.iter().flatten().copied().filter(|&(_, by_id)| by_id) {
+                self.unpaired_up.push(k, (conn, index), ts);
+            }
         }
-        if role != Role::Up {
+        if matches!(role, Role::Down | Role::Unknown) {
+            for (k, _) in keys.iter().flatten().copied().filter(|&(_, by_id)| by_id) {
+                if let Some(up) = self.unpaired_up.take(k, ts) {
+                    let free = self
+                        .conns
+                        .get(&up.0)
+                        .and_then(|c| c.ex(up.1))
+                        .is_some_and(|e| e.serves.is_none() && !e.judged && up.0 != conn);
+                    if free {
+                        self.link((conn, index), up, true);
+                        return;
+                    }
+                }
+            }
             for (k, _) in keys.iter().flatten().copied() {
                 let v = self.pending.entry(k).or_default();
                 v.retain(|&(_, t)| ts - t < PENDING_MAX_NS);
@@ -476,12 +554,13 @@ impl Correlator {
         let cands = self.pending.get_mut(&k)?;
         let conns = &self.conns;
         let roles = &self.roles;
+        // Still waiting when this request went upstream: no response yet, or one stamped
+        // after it (captures merged out of order hand over a response before the upstream
+        // request that came first).
+        let waiting =
+            |e: &state::Ex| e.res.is_none() || e.res_ns.is_some_and(|r| r + REORDER_NS >= ts);
         cands.retain(|&((dc, di), t)| {
-            ts - t < PENDING_MAX_NS
-                && conns
-                    .get(&dc)
-                    .and_then(|c| c.ex(di))
-                    .is_some_and(|e| e.res.is_none())
+            ts - t < PENDING_MAX_NS && conns.get(&dc).and_then(|c| c.ex(di)).is_some_and(waiting)
         });
         let valid: Vec<(ExRef, i64, bool)> = cands
             .iter()
@@ -490,7 +569,7 @@ impl Correlator {
                 let ok = dc != up.id
                     && c.info.server != up.server
                     && t <= ts + REORDER_NS
-                    && roles.role(&c.info) != Role::Up;
+                    && matches!(roles.role(&c.info), Role::Down | Role::Unknown);
                 let fresh = c.ex(di).is_some_and(|e| e.attempts.is_empty());
                 ok.then_some(((dc, di), t, fresh))
             })
@@ -553,7 +632,7 @@ impl Correlator {
             }
             return;
         }
-        if role == Role::Down {
+        if matches!(role, Role::Down | Role::Other) {
             return;
         }
         let idle_ns = c.quiet_since.map(|q| ts - q);
@@ -661,6 +740,14 @@ impl Correlator {
                 let t = (c.info.client, c.info.server);
                 if self.by_tuple.get(&t) == Some(&id) {
                     self.by_tuple.remove(&t);
+                }
+                // its kernel reports, which no later connection of the tuple needs
+                let key = crate::flow::key(t.0, t.1);
+                if let Some(early) = self.kernel_idle_early.get_mut(&key) {
+                    early.retain(|&(r, _)| r > ts);
+                    if early.is_empty() {
+                        self.kernel_idle_early.remove(&key);
+                    }
                 }
             }
         }

@@ -49,6 +49,8 @@ pub enum Role {
     Down,
     /// Proxy → upstream.
     Up,
+    /// Neither: the kernel saw another process make it (not one of the proxy's attempts).
+    Other,
     Unknown,
 }
 
@@ -64,6 +66,14 @@ pub struct Roles {
     /// IPs that opened connections / accepted connections.
     client_ips: HashSet<IpAddr>,
     server_ips: HashSet<IpAddr>,
+    /// Server endpoints whose clients' first bytes were not HTTP/1.x (TLS, mostly).
+    opaque: HashSet<SocketAddr>,
+    /// Server endpoints that received readable HTTP requests.
+    readable: HashSet<SocketAddr>,
+    /// What the kernel probe says: who opened each socket, and how.
+    pub kernel: super::kernel_roles::KernelRoles,
+    /// Kernel roles are switched off (tests).
+    pub(super) kernel_off: bool,
 }
 
 impl Roles {
@@ -82,6 +92,31 @@ impl Roles {
             self.client_ips.insert(info.client.ip());
             self.server_ips.insert(info.server.ip());
         }
+    }
+
+    /// A client sent `server` bytes that are not HTTP/1.x before any request.
+    pub fn saw_opaque(&mut self, server: SocketAddr) {
+        self.opaque.insert(server);
+    }
+
+    /// A client sent `server` a readable HTTP request.
+    pub fn saw_readable(&mut self, server: SocketAddr) {
+        if !self.readable.contains(&server) {
+            self.readable.insert(server);
+        }
+    }
+
+    /// The proxy's listeners whose client side is encrypted (or otherwise unreadable).
+    #[must_use]
+    pub fn opaque_listeners(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self
+            .opaque
+            .iter()
+            .filter(|s| !self.readable.contains(s) && !self.upstreams.contains(s))
+            .copied()
+            .collect();
+        v.sort();
+        v
     }
 
     /// A request on `up` mirrored one on `down`: learn both sides.
@@ -116,6 +151,11 @@ impl Roles {
                 return Role::Up;
             }
         }
+        if !self.kernel_off {
+            if let Some(r) = self.kernel.role(info) {
+                return r;
+            }
+        }
         if let Some(u) = self.upstream {
             if u.matches(info.server) {
                 return Role::Up;
@@ -132,6 +172,16 @@ impl Roles {
         }
         if self.upstreams.contains(&info.server) {
             return Role::Up;
+        }
+        // Unreadable bytes to an endpoint no readable request reaches: the proxy's
+        // encrypted client side (tracer reads plain HTTP/1.x, so an unreadable leg beside a
+        // readable one is the clients' TLS), unless the connection comes from an address
+        // that itself accepts connections — the proxy calling a TLS upstream.
+        if self.opaque.contains(&info.server)
+            && !self.readable.contains(&info.server)
+            && !self.server_ips.contains(&info.client.ip())
+        {
+            return Role::Down;
         }
         // an address that accepts here and opens elsewhere is the proxy
         let server_opens = self.client_ips.contains(&info.server.ip());
@@ -184,6 +234,30 @@ mod tests {
         let r = Roles::new(Some("10.0.0.2:80".parse().unwrap()), None);
         assert_eq!(r.role(&info("10.0.0.1:1", "10.0.0.2:80")), Role::Down);
         assert_eq!(r.role(&info("10.0.0.2:5", "10.0.0.3:9000")), Role::Up);
+    }
+
+    #[test]
+    fn an_unreadable_client_side_faces_the_client() {
+        let mut r = Roles::default();
+        let tls = info("198.18.1.1:40000", "198.18.1.2:8080");
+        let plain = info("198.18.2.1:50000", "198.18.2.2:9000");
+        r.saw(&tls);
+        r.saw(&plain);
+        r.saw_readable(plain.server);
+        r.saw_opaque(tls.server);
+        assert_eq!(r.role(&tls), Role::Down);
+        assert_ne!(r.role(&plain), Role::Down);
+        assert_eq!(r.opaque_listeners(), vec![tls.server]);
+        // The proxy calling a TLS upstream: the unreadable connection comes from an address
+        // that accepts the clients' plain requests.
+        let mut r = Roles::default();
+        let down = info("10.0.0.1:40000", "10.0.0.2:80");
+        let up_tls = info("10.0.0.2:50000", "10.0.0.3:443");
+        r.saw(&down);
+        r.saw(&up_tls);
+        r.saw_readable(down.server);
+        r.saw_opaque(up_tls.server);
+        assert_ne!(r.role(&up_tls), Role::Down);
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct CConn {
     pub kernel_idle: VecDeque<(i64, i64)>,
     /// The flow tracker evicted this connection from its full table (see `evicted.rs`).
     pub evicted: Option<i64>,
+    /// The client's first bytes were not HTTP/1.x (TLS): nothing of it can be read.
+    pub opaque: bool,
 }
 
 impl CConn {
@@ -94,6 +96,7 @@ impl CConn {
             skipped: false,
             kernel_idle: VecDeque::new(),
             evicted: None,
+            opaque: false,
         }
     }
 

@@ -29,6 +29,9 @@ pub struct ResponseHead {
     pub connection: Option<String>,
     pub content_length: Option<u64>,
     pub chunked: bool,
+    /// `Keep-Alive: timeout=N`: the seconds the server says it keeps an idle connection
+    /// open (RFC 2068 §19.7.1.1; Node and Apache send it).
+    pub keep_alive_timeout_s: Option<u32>,
 }
 
 impl RequestHead {
@@ -168,6 +171,8 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseHead, HeadError> {
         }
         if h.name.eq_ignore_ascii_case("server") {
             head.server = Some(text(h.value));
+        } else if h.name.eq_ignore_ascii_case("keep-alive") {
+            head.keep_alive_timeout_s = keep_alive_timeout(h.value);
         }
     }
     head.via = c.via;
@@ -175,6 +180,18 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseHead, HeadError> {
     head.content_length = c.content_length;
     head.chunked = c.chunked;
     Ok(head)
+}
+
+/// The `timeout` parameter of a `Keep-Alive` header (`timeout=5, max=100`), in seconds;
+/// `None` when it is absent or not a number.
+fn keep_alive_timeout(value: &[u8]) -> Option<u32> {
+    std::str::from_utf8(value).ok()?.split(',').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("timeout")
+            .then(|| v.trim().trim_matches('"').parse().ok())
+            .flatten()
+    })
 }
 
 /// True when `data` plausibly starts a request (a method token and a space).
@@ -229,6 +246,21 @@ mod tests {
         assert_eq!(h.server.as_deref(), Some("Caddy"));
         assert!(h.chunked);
         assert!(!h.closes());
+    }
+
+    #[test]
+    fn keep_alive_timeout_is_read_from_its_header() {
+        let node = parse_response(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(node.keep_alive_timeout_s, Some(5));
+        let apache =
+            parse_response(b"HTTP/1.1 200 OK\r\nkeep-alive: max=100, Timeout = 15\r\n\r\n")
+                .unwrap();
+        assert_eq!(apache.keep_alive_timeout_s, Some(15));
+        let odd = parse_response(b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=soon\r\n\r\n").unwrap();
+        assert_eq!(odd.keep_alive_timeout_s, None);
     }
 
     #[test]

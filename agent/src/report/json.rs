@@ -17,6 +17,19 @@ struct Report<'a> {
     timeouts: Vec<JTimeout>,
     advice: Vec<JAdvice<'a>>,
     capture: JCapture,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_side: Option<JClientSide>,
+}
+
+/// Present when the proxy's client side was encrypted (unreadable) in the capture.
+#[derive(Serialize)]
+struct JClientSide {
+    encrypted: bool,
+    listeners: Vec<String>,
+    connections: u64,
+    errors_from_upstream_leg: usize,
+    linked_by_timing: u64,
+    summary: String,
 }
 
 #[derive(Serialize)]
@@ -161,6 +174,14 @@ fn report(a: &Analysis, capture: CaptureSummary) -> Report<'_> {
             evicted_connections: a.flow.evicted,
             sparse: capture.sparse,
         },
+        client_side: a.encrypted.as_ref().map(|e| JClientSide {
+            encrypted: true,
+            listeners: e.listeners.iter().map(ToString::to_string).collect(),
+            connections: e.connections,
+            errors_from_upstream_leg: e.from_upstream_leg,
+            linked_by_timing: e.linked,
+            summary: e.describe(),
+        }),
     }
 }
 

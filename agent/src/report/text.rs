@@ -45,6 +45,9 @@ pub fn render(a: &Analysis, capture: CaptureSummary, verbose: bool) -> String {
             a.flow.unparseable_connections
         );
     }
+    if let Some(e) = &a.encrypted {
+        let _ = writeln!(s, "note: {}", e.describe());
+    }
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for v in &a.verdicts {
         let k = match v.subcause {
@@ -135,7 +138,12 @@ pub fn verdict(v: &crate::verdict::Verdict, verbose: bool) -> String {
     let _ = writeln!(s, "{line}");
     let _ = writeln!(s, "      {}", v.summary);
     if let Some(r) = &v.reason {
-        let _ = writeln!(s, "      unexplained: {r}");
+        let label = if v.cause == crate::verdict::Cause::Unexplained {
+            "unexplained"
+        } else {
+            "not proven"
+        };
+        let _ = writeln!(s, "      {label}: {r}");
     }
     if verbose {
         for e in &v.evidence {

@@ -57,21 +57,26 @@ pub fn parse_line(line: &str) -> Option<CaddyEntry> {
 }
 
 /// The cause a Go reverse proxy's transport error shows when the upstream closes idle
-/// keep-alive connections: `(cause, subcause)`, or `None` for other errors.
+/// keep-alive connections: `(cause, subcause)`, the subcause where the message tells it,
+/// or `None` for other errors.
 ///
 /// Go's transport says `server closed idle connection` when the connection it took from
-/// its pool was already closed and it wrote nothing of the request; `EOF` or a reset when
-/// it had written the request and the upstream's FIN/RST came back instead of a response.
-pub fn race_cause(msg: &str) -> Option<(&'static str, &'static str)> {
+/// its pool was already closed and it wrote nothing of the request; `EOF` when it had
+/// written the request and the upstream's FIN came back instead of a response (the FIN is
+/// read before the RST that answers the request); `connection reset by peer` when an RST
+/// came with no FIN before it — the upstream closed the connection with the request
+/// unread in its buffer, so its kernel sent RST instead of FIN. A write that failed
+/// (`use of closed network connection`, `broken pipe`: the connection died while the
+/// request's body was still going out) is a race too, but does not say which way it died.
+pub fn race_cause(msg: &str) -> Option<(&'static str, Option<&'static str>)> {
     if msg.contains("server closed idle connection") {
-        Some(("keepalive_race", "request_never_sent"))
-    } else if msg == "EOF"
-        || msg.ends_with(": EOF")
-        || msg.contains("connection reset by peer")
-        || msg.contains("broken pipe")
-        || msg.contains("use of closed network connection")
-    {
-        Some(("keepalive_race", "fin_crossed"))
+        Some(("keepalive_race", Some("request_never_sent")))
+    } else if msg.contains("connection reset by peer") {
+        Some(("keepalive_race", Some("closed_unread")))
+    } else if msg == "EOF" || msg.ends_with(": EOF") {
+        Some(("keepalive_race", Some("fin_crossed")))
+    } else if msg.contains("broken pipe") || msg.contains("use of closed network connection") {
+        Some(("keepalive_race", None))
     } else {
         None
     }
@@ -113,12 +118,19 @@ mod tests {
     fn go_transport_errors_map_to_race_subcauses() {
         assert_eq!(
             race_cause("http: server closed idle connection"),
-            Some(("keepalive_race", "request_never_sent"))
+            Some(("keepalive_race", Some("request_never_sent")))
         );
-        assert_eq!(race_cause("EOF"), Some(("keepalive_race", "fin_crossed")));
+        assert_eq!(
+            race_cause("EOF"),
+            Some(("keepalive_race", Some("fin_crossed")))
+        );
         assert_eq!(
             race_cause("read tcp 198.18.2.1:4000->198.18.2.2:9000: read: connection reset by peer"),
-            Some(("keepalive_race", "fin_crossed"))
+            Some(("keepalive_race", Some("closed_unread")))
+        );
+        assert_eq!(
+            race_cause("readfrom tcp 198.18.2.1:39318->198.18.2.2:9000: write tcp 198.18.2.1:39318->198.18.2.2:9000: use of closed network connection"),
+            Some(("keepalive_race", None))
         );
         assert_eq!(
             race_cause("dial tcp 198.18.2.2:9009: connect: connection refused"),

@@ -83,6 +83,22 @@ pub enum ErrorKind {
     Other,
 }
 
+impl ErrorEntry {
+    /// How a keep-alive race shows in this line: `closed_unread` when nginx's read of the
+    /// response head met a reset with no FIN before it (`recv() failed (104: …)`: the
+    /// upstream closed with the request unread), `fin_crossed` when it read EOF (the FIN
+    /// arrived first); `None` for other lines.
+    pub fn race_subcause(&self) -> Option<&'static str> {
+        match self.kind {
+            ErrorKind::Reset if self.message.starts_with("recv() failed (104") => {
+                Some("closed_unread")
+            }
+            ErrorKind::PrematureClose => Some("fin_crossed"),
+            _ => None,
+        }
+    }
+}
+
 /// One error-log line that names a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorEntry {

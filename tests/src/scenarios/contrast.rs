@@ -133,6 +133,7 @@ impl Scenario for Contrast {
             },
             path: self.path(),
             body_len: 120,
+            tls: false,
         }
     }
 

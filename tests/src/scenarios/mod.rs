@@ -2,19 +2,36 @@
 
 use crate::scenario::Scenario;
 
+pub mod caddy;
+pub mod caddy_node;
 pub mod contrast;
+pub mod haproxy;
 pub mod haproxy_gunicorn;
+pub mod haproxy_node;
 pub mod nginx;
 pub mod nginx_node;
+pub mod node;
 pub mod seed;
 
 /// All scenarios.
 pub fn all() -> Vec<Box<dyn Scenario>> {
     vec![
-        Box::new(seed::CaddyUwsgi { fixed: false }),
-        Box::new(seed::CaddyUwsgi { fixed: true }),
+        Box::new(seed::CaddyUwsgi {
+            fixed: false,
+            tls: false,
+        }),
+        Box::new(seed::CaddyUwsgi {
+            fixed: true,
+            tls: false,
+        }),
+        Box::new(seed::CaddyUwsgi {
+            fixed: false,
+            tls: true,
+        }),
         Box::new(nginx_node::NginxNode),
         Box::new(haproxy_gunicorn::HaproxyGunicorn),
+        Box::new(haproxy_node::HaproxyNode),
+        Box::new(caddy_node::CaddyNode),
         Box::new(contrast::Contrast(contrast::Kind::Refused)),
         Box::new(contrast::Contrast(contrast::Kind::Crash)),
         Box::new(contrast::Contrast(contrast::Kind::Timeout)),

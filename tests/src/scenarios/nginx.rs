@@ -133,12 +133,16 @@ pub fn ground_truth(logs: &Logs, results: &[ClientResult], loss: UpstreamLoss) -
             if access.is_some_and(|a| a.attempts() > 1) {
                 evidence.push_str("\n(nginx retried this request upstream)");
             }
+            let subcause = error
+                .filter(|_| cause == "keepalive_race")
+                .and_then(ErrorEntry::race_subcause)
+                .map(str::to_owned);
             TruthRow {
                 rid: r.rid,
                 client: outcome_key(&r.outcome),
                 proxy_status: access.and_then(|a| a.status),
                 cause: cause.to_owned(),
-                subcause: None,
+                subcause,
                 evidence,
                 capture_lost: false,
             }
@@ -218,6 +222,7 @@ mod tests {
         let logs = Logs::parse(ACCESS, ERRORS);
         let race = ground_truth(&logs, &[result(57, 502)], UpstreamLoss::KeepaliveRace);
         assert_eq!(race[0].cause, "keepalive_race");
+        assert_eq!(race[0].subcause.as_deref(), Some("closed_unread"));
         assert_eq!(race[0].proxy_status, Some(502));
         assert!(
             race[0].evidence.starts_with("2026/11/25 20:35:25 [error]"),

@@ -6,25 +6,16 @@
 //! connection and the POST, which nginx does not retry, ends in 502.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::load::{ClientResult, LoadProfile, Pacing};
-use crate::scenario::{require_program, Expectation, Launcher, Scenario, UPSTREAM_PORT};
+use crate::load::{ClientResult, LoadProfile};
+use crate::scenario::{Expectation, Launcher, Scenario, UPSTREAM_PORT};
 use crate::scenarios::nginx::{self, Logs, UpstreamLoss};
+use crate::scenarios::node;
 use crate::truth::TruthRow;
 
-/// The Node server, shipped with the lab.
-const SERVER_JS: &str = include_str!("../../lab/node/server.js");
-
-/// Node's `server.keepAliveTimeout`, in ms: it closes idle sockets 1 s later.
-const KEEPALIVE_MS: u32 = 1;
-/// Node answers on this clock (see `server.js`). Longer than a client's pause, so every
-/// client answered on one tick comes back before the next and is answered on it: one burst
-/// per tick, one upstream connection per request, all released in the same instant.
-const TICK_MS: u32 = 1100;
 /// Concurrent clients; nginx keeps at least this many idle upstream connections.
 const CLIENTS: u32 = 48;
 
@@ -40,37 +31,14 @@ impl Scenario for NginxNode {
     }
 
     fn start(&self, l: &mut dyn Launcher) -> Result<()> {
-        let h = l.hosts().clone();
-        std::fs::write(l.dir().join("server.js"), SERVER_JS)?;
-        let mut node = Command::new(require_program("node", "nodejs")?);
-        node.arg("server.js")
-            .arg(h.upstream_ip.to_string())
-            .arg(UPSTREAM_PORT.to_string())
-            .arg(KEEPALIVE_MS.to_string())
-            .arg(TICK_MS.to_string());
-        l.spawn(&h.upstream_ns, "node", node)?;
-        l.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
-        let upstream = format!("{}:{UPSTREAM_PORT}", h.upstream_ip);
+        node::start(l)?;
+        let upstream = format!("{}:{UPSTREAM_PORT}", l.hosts().upstream_ip);
         nginx::start(l, &upstream, 2 * CLIENTS, "")
     }
 
     fn load(&self) -> LoadProfile {
-        LoadProfile {
-            requests: 1800,
-            concurrency: CLIENTS,
-            // The pause after an answer is the idle time of the upstream connection that
-            // carried it: centred on Node's close, 1 s + keepAliveTimeout.
-            pacing: Pacing::Gap {
-                min: Duration::from_micros(995_000),
-                max: Duration::from_micros(1_005_000),
-            },
-            max_duration: Duration::from_secs(50),
-            client_timeout: Duration::from_secs(5),
-            path: "/api/orders".into(),
-            body_len: 120,
-        }
+        node::race_load(1800, CLIENTS, Duration::from_secs(50))
     }
-
     fn ground_truth(&self, dir: &Path, results: &[ClientResult]) -> Result<Vec<TruthRow>> {
         Ok(nginx::ground_truth(
             &Logs::read(dir)?,
