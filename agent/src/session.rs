@@ -351,6 +351,8 @@ impl LiveSession {
             sparse,
         });
         engine.set_max_connections(opts.max_connections);
+        // A long-running session hands its idle samples out (the agent's histograms).
+        engine.stream_samples(!opts.keep_verdicts);
         let session = LiveSession {
             live,
             probe,
@@ -408,6 +410,12 @@ impl LiveSession {
     #[must_use]
     pub fn opener_of(&self, remote: SocketAddr) -> Option<u32> {
         self.opened.get(&remote).copied()
+    }
+
+    /// The idle samples observed since the last call (a session that keeps its verdicts
+    /// for a final report streams none).
+    pub fn take_samples(&mut self) -> Vec<crate::correlate::Sample> {
+        self.engine.take_samples()
     }
 
     /// The timeouts inferred so far, per upstream.
