@@ -48,11 +48,12 @@ pub struct Args {
     /// The proxy's process id: capture in its network namespace and follow its sockets.
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
-    /// Stop after this long (`30s`, `5m`, `1h`); default: until Ctrl-C.
+    /// Stop after this long (`30s`, `5m`, `1h`); default: until Ctrl-C, SIGTERM or SIGHUP,
+    /// which all end the capture the same way (report printed, bundle finished).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
-    /// Stop once this many client-facing 5xx have verdicts.
-    #[arg(long, value_name = "N")]
+    /// Stop once this many client-facing 5xx have verdicts (1 or more).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub until: Option<usize>,
     /// Capture filter in tcpdump syntax, instead of the kernel's selection; every matching
     /// segment is copied (as with --all-data).
@@ -84,16 +85,23 @@ pub struct Args {
     /// Only these TCP ports (repeatable), for the capture filter and the probe.
     #[arg(long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
-    /// Bytes kept of each packet (enough for HTTP message heads).
-    #[arg(long, default_value_t = 512)]
+    /// Bytes kept of each packet (enough for HTTP message heads); at least 134, what a
+    /// status line behind the longest link, IP and TCP headers needs.
+    #[arg(long, default_value_t = 512, value_parser = parse_snaplen)]
     pub snaplen: u32,
     /// Packets only: do not load the kernel probe.
     #[arg(long)]
     pub no_probe: bool,
     /// Write the evidence bundle here: capture.pcap, events.jsonl, evidence.pcap,
-    /// report.json (`tracer analyze DIR` reads it again).
+    /// report.json (`tracer analyze DIR` reads it again). The pcaps keep full packets by
+    /// design (headers, cookies, query strings): a new directory is made 0700, the files
+    /// 0600; packets reach the disk every second, so a kill loses at most the last one.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// With --out: write into a directory that already holds files (tracer's own files
+    /// there are replaced, nothing else is touched).
+    #[arg(long, requires = "out")]
+    pub force: bool,
     /// The proxy's address (IP or IP:PORT of its listener); inferred when absent.
     #[arg(long, value_name = "ADDR[:PORT]")]
     pub proxy: Option<Endpoint>,
@@ -106,20 +114,72 @@ pub struct Args {
     /// Show each verdict's evidence timeline.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Show query values (`?token=…`) and user information of request targets in the
+    /// reports; by default they read `<redacted>`, as they often carry secrets.
+    #[arg(long)]
+    pub show_query: bool,
 }
+
+/// The shortest `--snaplen` that still shows an HTTP status line behind the longest headers
+/// tracer decodes: Ethernet with two VLAN tags (22), IPv6 (40), TCP with every option (60),
+/// `HTTP/1.1 502` (12).
+const MIN_SNAPLEN: u32 = 22 + 40 + 60 + 12;
 
 pub fn run(args: &Args) -> ExitCode {
     match capture(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tracer capture: {e:#}");
+            note!("tracer capture: {e:#}");
             ExitCode::from(2)
         }
     }
 }
 
-/// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
+/// `--snaplen`: from [`MIN_SNAPLEN`] to what a pcap file holds.
+fn parse_snaplen(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    if n < MIN_SNAPLEN {
+        return Err(format!(
+            "{n} bytes cannot hold an HTTP status line: behind the link, IP and TCP headers \
+             it needs at least {MIN_SNAPLEN} (the default 512 also keeps the headers tracer \
+             reads)"
+        ));
+    }
+    if n > tracer::capture::WRITE_SNAPLEN {
+        return Err(format!(
+            "{n} bytes is more than a pcap file holds per packet ({})",
+            tracer::capture::WRITE_SNAPLEN
+        ));
+    }
+    Ok(n)
+}
+
+/// `--until`: 1 or more (0 would stop before anything was seen).
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("0 would stop before anything was captured: give 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a count")),
+    }
+}
+
+/// A duration that is not zero (a zero `--duration` would stop before anything was seen,
+/// a zero selection window would keep nothing whole).
 fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_any_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "`{s}` is zero: give a duration such as 30s, 5m, 1h"
+        ));
+    }
+    Ok(d)
+}
+
+/// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
+fn parse_any_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(
         s.find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -237,7 +297,7 @@ fn start_selector(
     match loaded {
         Ok(s) => Some(s),
         Err(e) => {
-            eprintln!("warning: the kernel's packet selection did not load ({e}); copying every data segment instead (as --all-data)");
+            note!("warning: the kernel's packet selection did not load ({e}); copying every data segment instead (as --all-data)");
             None
         }
     }
@@ -249,30 +309,30 @@ fn start_probe(args: &Args, netns: Option<&Path>) -> Option<ProbeSource> {
                   race cannot be shown as fin_unread (the proxy wrote with the FIN already \
                   in its kernel)";
     if args.no_probe {
-        eprintln!("note: --no-probe: {weaker}");
+        note!("note: --no-probe: {weaker}");
         return None;
     }
     let config = probe_config(args, netns);
     let probe = match Probe::load(&config) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("warning: kernel probe not loaded: {e}");
-            eprintln!("note: {weaker}");
+            note!("warning: kernel probe not loaded: {e}");
+            note!("note: {weaker}");
             return None;
         }
     };
     for w in probe.warnings() {
-        eprintln!("warning: {w}");
+        note!("warning: {w}");
     }
     for a in probe.attached().iter().filter(|a| a.error.is_some()) {
-        eprintln!(
+        note!(
             "warning: tracepoint {} not attached: {}",
             a.tracepoint,
             a.error.as_deref().unwrap_or("")
         );
     }
     let Some(clock) = ClockAlignment::sample(64) else {
-        eprintln!("warning: cannot align the kernel's clock with the capture's; probe not used");
+        note!("warning: cannot align the kernel's clock with the capture's; probe not used");
         return None;
     };
     Some(ProbeSource {
@@ -295,6 +355,18 @@ struct Progress {
     reason = "one loop: sources in, verdicts out; split it and the data flow hides"
 )]
 fn capture(args: &Args) -> Result<()> {
+    // Ctrl-C, SIGTERM (timeout, systemd, Docker, Kubernetes) and SIGHUP (a dropped SSH
+    // session) all end the capture the same way: the report and the bundle are finished.
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        if let Err(e) = ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed)) {
+            note!("warning: cannot handle Ctrl-C, SIGTERM and SIGHUP ({e}): they will end tracer without its report");
+        }
+    }
+    if let Some(out) = &args.out {
+        tracer::bundle::check_dir(out, args.force)?;
+    }
     let netns = netns_path(args)?;
     let interfaces = if args.interfaces.is_empty() {
         vec!["any".to_owned()]
@@ -326,16 +398,19 @@ fn capture(args: &Args) -> Result<()> {
         batch_ms: Some(BATCH_MS),
     })
     .context("cannot start the capture")?;
-    let mut bundle = args.out.as_deref().map(BundleWriter::create).transpose()?;
+    let mut bundle = args
+        .out
+        .as_deref()
+        .map(|dir| BundleWriter::create(dir, args.force))
+        .transpose()?;
     if let (Some(b), true) = (&bundle, sparse) {
         b.mark_sparse()?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed));
-    }
-    eprintln!(
+    let opts = report::Options {
+        verbose: args.verbose,
+        show_query: args.show_query,
+    };
+    note!(
         "tracer capture: {} in {}{}; Ctrl-C to stop",
         interfaces.join(", "),
         netns.as_ref().map_or_else(
@@ -349,7 +424,7 @@ fn capture(args: &Args) -> Result<()> {
         }
     );
     if sparse {
-        eprintln!(
+        note!(
             "tracer capture: sparse: the kernel keeps control segments, new connections' first \
              exchange, reuses after {:?} quiet, 5xx heads and closing connections",
             args.sparse_idle
@@ -415,13 +490,16 @@ fn capture(args: &Args) -> Result<()> {
             }
             p.verdicts += 1;
             if tty {
-                eprint!("\r\x1b[K");
+                note_raw!("\r\x1b[K");
             }
-            let line = report::text::verdict(&shown, args.verbose);
+            let line = report::text::verdict_with(&shown, opts);
             // stdout carries the report; in JSON it must stay one JSON document.
             match args.format {
-                Format::Text => print!("{line}"),
-                Format::Json => eprint!("{line}"),
+                Format::Text => {
+                    use std::io::Write as _;
+                    let _ = write!(std::io::stdout(), "{line}");
+                }
+                Format::Json => note_raw!("{line}"),
             }
         }
         if last_evict.elapsed() >= Duration::from_secs(10) {
@@ -436,7 +514,7 @@ fn capture(args: &Args) -> Result<()> {
                 .map(|s| s.dropped + s.if_dropped + s.backlog_dropped)
                 .sum();
             let lost = probe.as_mut().map_or(0, ProbeSource::lost);
-            eprint!(
+            note_raw!(
                 "\r\x1b[K{:>6.1}s  {} packets, {} connections, {} kernel events, {} verdicts, capture drops {drops}, probe lost {lost}",
                 started.elapsed().as_secs_f64(),
                 p.packets,
@@ -450,7 +528,7 @@ fn capture(args: &Args) -> Result<()> {
         }
     }
     if tty {
-        eprint!("\r\x1b[K");
+        note_raw!("\r\x1b[K");
     }
     live.stop();
     let stats = live.stats();
@@ -471,35 +549,38 @@ fn capture(args: &Args) -> Result<()> {
         packets: p.packets,
         dropped_or_missing: analysis.flow.gaps + dropped,
         sparse,
+        one_side: None,
     };
     for s in &stats {
         if s.dropped + s.if_dropped + s.backlog_dropped > 0 {
-            eprintln!(
+            note!(
                 "warning: {}: {} packets dropped by the kernel, {} by the interface, {} while tracer was behind",
                 s.interface, s.dropped, s.if_dropped, s.backlog_dropped
             );
         }
     }
-    eprintln!(
+    note!(
         "tracer capture: done: {} packets, {} kernel events, {probe_lost} kernel events lost",
-        p.packets, p.events
+        p.packets,
+        p.events
     );
     if probe_lost > 0 {
-        eprintln!("warning: the kernel probe lost {probe_lost} events (ring buffer full): kernel evidence may be incomplete");
+        note!("warning: the kernel probe lost {probe_lost} events (ring buffer full): kernel evidence may be incomplete");
     }
-    super::print_report(&analysis, capture, args.format, args.verbose)?;
+    // The bundle is finished even when the report cannot be printed (its terminal gone).
+    let printed = super::print_report(&analysis, capture, args.format, opts);
     if let Some(b) = bundle {
         let dir = b.finish(
             &analysis.verdicts,
-            &report::json::render(&analysis, capture),
+            &report::json::render_with(&analysis, capture, opts),
         )?;
-        eprintln!(
+        note!(
             "evidence bundle: {} (tracer analyze {} reads it again)",
             dir.display(),
             dir.display()
         );
     }
-    Ok(())
+    printed.context("cannot print the report")
 }
 
 /// Moves the probe's waiting events into the ledger (and the bundle), telling the engine
@@ -535,6 +616,33 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn zero_stops_nothing_and_is_refused() {
+        for zero in ["0", "0s", "0ms", "0.0m"] {
+            assert!(parse_duration(zero).unwrap_err().contains("zero"), "{zero}");
+        }
+        assert!(parse_count("0").is_err());
+        assert_eq!(parse_count("3"), Ok(3));
+        assert!(parse(&["--until", "0"]).is_err());
+        assert!(parse(&["--duration", "0s"]).is_err());
+        assert!(parse(&["--sparse-hot", "0ms"]).is_err());
+    }
+
+    #[test]
+    fn a_snaplen_must_hold_a_status_line() {
+        assert!(parse_snaplen("10").unwrap_err().contains("status line"));
+        assert!(parse_snaplen(&(MIN_SNAPLEN - 1).to_string()).is_err());
+        assert_eq!(parse_snaplen(&MIN_SNAPLEN.to_string()), Ok(MIN_SNAPLEN));
+        assert_eq!(parse(&[]).unwrap().snaplen, 512);
+        assert!(parse_snaplen("1000000").is_err());
+    }
+
+    #[test]
+    fn force_needs_an_output_directory() {
+        assert!(parse(&["--force"]).is_err());
+        assert!(parse(&["--out", "x", "--force"]).unwrap().force);
     }
 
     #[derive(clap::Parser)]
