@@ -16,11 +16,16 @@ fi
 #              the bpfel target needs) and llvm-22-dev (bpf-linker links against it)
 #  lab:        iproute2 tcpdump tshark + the real proxies and upstreams
 #  benchmarks: wrk (bench-capture), tshark (bench-analyze's baseline)
+#  dashboards: prometheus (prometheus and promtool: the rules' unit tests, and a real
+#              Prometheus that evaluates every panel query; tests start their own on a free port)
+#  deploy/:    python3-venv (kubernetes-validate, below)
 PACKAGES="
   ca-certificates pkg-config gcc libc6-dev libpcap-dev
   rustc-web rust-web-src cargo-web llvm-22-dev
   iproute2 tcpdump tshark
   nginx haproxy caddy uwsgi uwsgi-plugin-python3 gunicorn python3 nodejs wrk
+  prometheus
+  python3-venv
 "
 missing=""
 for p in $PACKAGES; do
@@ -41,6 +46,11 @@ if [ -n "$missing" ]; then
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # The package enables a Prometheus service on port 9090 (policy-rc.d kept it from starting
+    # now): the tests run their own, so keep it from starting at the next boot too.
+    case " $missing " in
+        *" prometheus "*) systemctl disable prometheus >/dev/null 2>&1 || true ;;
+    esac
 else
     say "Debian packages: all present"
 fi
@@ -67,6 +77,21 @@ else
     say "building bpf-linker $BPF_LINKER_VERSION against LLVM 22 (about a minute)"
     LLVM_PREFIX=/usr/lib/llvm-22 "$CARGO" install --quiet "bpf-linker@$BPF_LINKER_VERSION" \
         --no-default-features --features llvm-22 --locked
+fi
+
+# The Kubernetes manifests in deploy/ are validated offline against the API's schemas by
+# kubernetes-validate (PyPI; the schemas ship inside it), in a virtualenv under the build
+# directory rather than on the machine (agent/tests/deploy_manifests.rs finds it there).
+K8S_VALIDATE_VERSION=1.37.0
+K8S_VENV="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")" && pwd)/target}/tools/kubernetes-validate"
+if [ "$("$K8S_VENV/bin/kubernetes-validate" --version 2>/dev/null)" = "$K8S_VALIDATE_VERSION" ]; then
+    say "kubernetes-validate: present"
+else
+    say "installing kubernetes-validate $K8S_VALIDATE_VERSION into $K8S_VENV"
+    rm -rf "$K8S_VENV"
+    /usr/bin/python3 -m venv "$K8S_VENV"
+    "$K8S_VENV/bin/pip" install --quiet --disable-pip-version-check \
+        "kubernetes-validate==$K8S_VALIDATE_VERSION"
 fi
 
 # Classic tracepoints need tracefs.

@@ -93,6 +93,20 @@ impl Engine {
         new
     }
 
+    /// Verdicts made since the last call, handed over and forgotten: a long-running
+    /// session (the node agent) must not keep every verdict it ever made. After this,
+    /// [`Engine::finish`] returns only the verdicts made since.
+    pub fn take_verdicts(&mut self) -> Vec<Verdict> {
+        self.handed_out = 0;
+        std::mem::take(&mut self.verdicts)
+    }
+
+    /// The timeouts inferred from what was seen so far.
+    #[must_use]
+    pub fn timeouts(&self) -> Vec<UpstreamTimeouts> {
+        infer(&self.corr.obs)
+    }
+
     /// Connections tracked right now.
     #[must_use]
     pub fn open_connections(&self) -> usize {

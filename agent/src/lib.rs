@@ -5,6 +5,7 @@
 //! that failed, and emits verdicts with evidence.
 
 pub mod advice;
+pub mod agent;
 pub mod bundle;
 pub mod capture;
 pub mod correlate;
@@ -13,8 +14,10 @@ pub mod flow;
 pub mod http;
 pub mod kernel;
 pub mod live;
+pub mod pod;
 pub mod probe;
 pub mod report;
 pub mod segment;
+pub mod session;
 pub mod timeouts;
 pub mod verdict;

@@ -20,6 +20,9 @@ enum Command {
     Capture(cli::capture::Args),
     /// Check that this node can run the kernel probe: load, attach, see one connection.
     Check(cli::check::Args),
+    /// The node agent: follow every proxy on this node, serve Prometheus metrics and
+    /// stream verdicts as JSON lines, until SIGTERM.
+    Agent(cli::agent::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,5 +31,6 @@ fn main() -> std::process::ExitCode {
         Command::Analyze(args) => cli::analyze::run(&args),
         Command::Check(args) => cli::check::run(&args),
         Command::Capture(args) => cli::capture::run(&args),
+        Command::Agent(args) => cli::agent::run(&args),
     }
 }

@@ -338,6 +338,8 @@ pub mod names {
     pub const SOCKS: &str = "SOCKS";
     pub const CONFIG: &str = "CONFIG";
     pub const FLOWS: &str = "FLOWS";
+    /// Responses counted by `select`, by sender and status class.
+    pub const RESPONSES: &str = "RESPONSES";
     /// The sparse-capture socket filter program.
     pub const SELECT: &str = "select";
 }

@@ -15,13 +15,13 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_skb_load_bytes, bpf_skb_load_bytes_relative,
     },
     macros::{map, raw_tracepoint, socket_filter, tracepoint},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::{RawTracePointContext, SkBuffContext, TracePointContext},
     Global,
 };
 use tracer_common::select::{
-    decide, is_5xx_head, slot, FlowKey, FlowMark, SegmentFacts, FLOW_SLOTS,
-    HEAD_PREFIX, V6_MAX_EXTENSIONS,
+    decide, slot, status_class, FlowKey, FlowMark, ResponseKey, SegmentFacts, FLOW_SLOTS,
+    HEAD_PREFIX, RESPONSE_SLOTS, V6_MAX_EXTENSIONS,
 };
 use tracer_common::{
     flags, ipv6, kind, tcp_state, tp, Config, RawSockEvent, SockInfo, AF_INET6, EVENTS_RING_BYTES,
@@ -616,6 +616,40 @@ fn try_tcp_retransmit_skb(ctx: &TracePointContext) -> Res {
 #[map]
 static FLOWS: Array<FlowMark> = Array::with_max_entries(FLOW_SLOTS, 0);
 
+/// Responses seen by `select`, by sender and status class, per CPU (userspace sums them).
+#[map]
+static RESPONSES: LruPerCpuHashMap<ResponseKey, u64> =
+    LruPerCpuHashMap::with_max_entries(RESPONSE_SLOTS, 0);
+
+/// `PACKET_OUTGOING`: a packet this host sends, as a packet socket sees it.
+const PACKET_OUTGOING: u32 = 4;
+/// The loopback interface's index, the same in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Counts one response head of class `class` sent from `(addr, port)`. On loopback a packet
+/// socket sees each packet twice, leaving and arriving: only the arriving copy counts.
+#[inline(always)]
+fn count_response(ctx: &SkBuffContext, seg: &Segment, port: u16, class: u8) {
+    // SAFETY: `__sk_buff` is the context of a socket filter, which may read these fields.
+    let (pkt_type, ifindex) = unsafe { ((*ctx.skb.skb).pkt_type, (*ctx.skb.skb).ifindex) };
+    if ifindex == LOOPBACK_IFINDEX && pkt_type == PACKET_OUTGOING {
+        return;
+    }
+    let key = ResponseKey {
+        addr: seg.src,
+        port,
+        class,
+        family: if seg.v6 { 6 } else { 4 },
+    };
+    match RESPONSES.get_ptr_mut(&key) {
+        // SAFETY: a per-CPU value, written by this CPU only while this program runs.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            let _ = RESPONSES.insert(&key, &1, 0);
+        }
+    }
+}
+
 /// `BPF_HDR_START_NET`: offsets relative to the network header, whatever the link layer
 /// (Ethernet on a named interface, none on `any`).
 const HDR_START_NET: u32 = 1;
@@ -664,6 +698,8 @@ struct Segment {
     l4: u32,
     /// IP payload bytes (TCP header and data).
     ip_payload: u32,
+    /// IPv6 (else IPv4).
+    v6: bool,
 }
 
 impl Segment {
@@ -675,7 +711,7 @@ impl Segment {
 /// Reads a TCP segment's addresses and header, `None` for anything else. The common case,
 /// IPv4 without options, takes one load; options and IPv6 take more (IPv6 extension
 /// headers one each). The headers are always in the skb's linear part; the data, as a
-/// rule, is not (see [`head_is_5xx`]).
+/// rule, is not (see [`head_class`]).
 #[inline(always)]
 fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
     let mut sm = core::mem::MaybeUninit::<Segment>::uninit();
@@ -709,6 +745,7 @@ fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
         load(ctx, 0, &mut h[..40])?;
         seg.src.copy_from_slice(&h[8..24]);
         seg.dst.copy_from_slice(&h[24..40]);
+        seg.v6 = true;
         // Extension headers (rare on TCP) sit between the IPv6 and the TCP header.
         let mut next = h[6];
         let mut l4 = 40u32;
@@ -738,20 +775,20 @@ fn read_segment(ctx: &SkBuffContext) -> Result<Option<Segment>, i64> {
     Ok(Some(*seg))
 }
 
-/// Whether the data starts with a 5xx status line, wherever its first [`HEAD_PREFIX`]
-/// bytes sit. A TCP sender's data is usually in page fragments, not in the linear part
-/// that [`load`] (relative to the network header) can read; `bpf_skb_load_bytes` reads
-/// fragments too, but counts from `skb->data`: the link-layer header on a raw packet
-/// socket, the network header on a cooked one (`any`). The difference is what `skb->len`
-/// holds beyond the IP packet.
+/// The status class (1-5) of the status line the data starts with, 0 for none, wherever
+/// its first [`HEAD_PREFIX`] bytes sit. A TCP sender's data is usually in page fragments,
+/// not in the linear part that [`load`] (relative to the network header) can read;
+/// `bpf_skb_load_bytes` reads fragments too, but counts from `skb->data`: the link-layer
+/// header on a raw packet socket, the network header on a cooked one (`any`). The
+/// difference is what `skb->len` holds beyond the IP packet.
 #[inline(always)]
-fn head_is_5xx(ctx: &SkBuffContext, seg: &Segment, doff: u32) -> bool {
+fn head_class(ctx: &SkBuffContext, seg: &Segment, doff: u32) -> u8 {
     let ip_len = seg.l4.saturating_add(seg.ip_payload);
     let Some(net_off) = ctx.len().checked_sub(ip_len) else {
-        return false;
+        return 0;
     };
     if net_off > MAX_LINK_HEADER {
-        return false;
+        return 0;
     }
     // Not zeroed (see `read_segment`): the helper fills it, or clears it and fails.
     let mut mb = core::mem::MaybeUninit::<[u8; HEAD_PREFIX]>::uninit();
@@ -767,7 +804,11 @@ fn head_is_5xx(ctx: &SkBuffContext, seg: &Segment, doff: u32) -> bool {
             HEAD_PREFIX as u32,
         )
     };
-    rc == 0 && is_5xx_head(buf)
+    if rc == 0 {
+        status_class(buf)
+    } else {
+        0
+    }
 }
 
 /// Zeroes `v` in place, as 8-byte words, and hands it back initialised. The toolchain
@@ -792,7 +833,7 @@ fn zero_fill<T: Copy>(v: &mut core::mem::MaybeUninit<T>) -> &mut T {
     unsafe { v.assume_init_mut() }
 }
 
-/// The longest link-layer header [`head_is_5xx`] accepts in front of the network header
+/// The longest link-layer header [`head_class`] accepts in front of the network header
 /// (Ethernet with two VLAN tags is 22).
 const MAX_LINK_HEADER: u32 = 64;
 
@@ -838,8 +879,12 @@ fn try_select(ctx: &SkBuffContext) -> Result<bool, i64> {
     let stored = unsafe { *ptr };
     let mark = (stored.tag == tag).then_some(stored);
     if payload_len >= HEAD_PREFIX as u32 {
+        let class = head_class(ctx, &seg, doff);
+        if class != 0 {
+            count_response(ctx, &seg, sport, class);
+        }
         // A 5xx head is kept, and starts a longer hot window, whatever else holds.
-        facts.head_5xx = head_is_5xx(ctx, &seg, doff);
+        facts.head_5xx = class == 5;
     }
     let d = decide(mark, now, facts, &cfg.select());
     if let Some(mut m) = d.mark {

@@ -9,10 +9,12 @@
 //! down on every exit path (drop, panic, Ctrl-C).
 
 pub mod capture;
+pub mod grafana;
 pub mod load;
 pub mod logs;
 pub mod net;
 pub mod procs;
+pub mod prom;
 pub mod run;
 pub mod scenario;
 pub mod scenarios;

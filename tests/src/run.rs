@@ -18,9 +18,25 @@ use crate::truth::{disagreements, TruthFile};
 /// How long to let the last packets and log lines land before stopping the servers.
 const SETTLE: Duration = Duration::from_millis(800);
 
+/// Something to do once the servers run and before the load starts (e.g. wait until a
+/// node agent follows the new proxy); an error aborts the run.
+#[derive(Clone)]
+pub struct BeforeLoad(pub std::sync::Arc<BeforeLoadFn>);
+
+/// What [`BeforeLoad`] calls.
+pub type BeforeLoadFn = dyn Fn(&crate::scenario::Hosts) -> Result<()> + Send + Sync;
+
+impl std::fmt::Debug for BeforeLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeLoad(..)")
+    }
+}
+
 /// Options of a run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// Called once the servers and captures run, before the load.
+    pub before_load: Option<BeforeLoad>,
     /// Override the scenario's request count (smaller runs for fixtures).
     pub requests: Option<u32>,
     /// Run this `tracer` binary's `capture` live on the proxy's namespace during the load;
@@ -129,6 +145,9 @@ pub fn run(scenario: &dyn Scenario, dir: &Path, opts: &RunOptions) -> Result<Run
         None => None,
     };
 
+    if let Some(BeforeLoad(f)) = &opts.before_load {
+        f(&h).context("before the load")?;
+    }
     let mut profile: LoadProfile = scenario.load();
     if let Some(n) = opts.requests {
         profile.requests = n;

@@ -57,7 +57,7 @@ pub fn run(args: &LabArgs) -> Result<()> {
             &RunOptions {
                 requests: args.requests,
                 tracer: tracer.clone(),
-                tracer_args: Vec::new(),
+                ..RunOptions::default()
             },
         )
         .with_context(|| format!("lab {}", s.name()))?;
@@ -113,8 +113,7 @@ pub fn fixtures(names: &[String]) -> Result<()> {
             &dir,
             &RunOptions {
                 requests: Some(requests),
-                tracer: None,
-                tracer_args: Vec::new(),
+                ..RunOptions::default()
             },
         )?;
         println!("{}", out.summary());

@@ -9,31 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Context;
+use anyhow::{bail, Result};
 use tracer::bundle::BundleWriter;
 use tracer::correlate::Endpoint;
-use tracer::engine::{Config, Engine};
-use tracer::kernel::{self, KernelEvent, Ledger};
-use tracer::live::{default_filter, full_filter, LiveCapture, LiveOptions, LivePacket};
-use tracer::probe::{ClockAlignment, Probe, ProbeConfig, Selector};
+use tracer::pod::{Node, Pod, PodError, PodRef};
 use tracer::report::{self, CaptureSummary};
+use tracer::session::{CopyMode, LiveSession, SessionOptions};
 
 use super::Format;
-
-/// Packets are held this long (capture time) so that the interfaces' streams can be merged
-/// in time order before the engine sees them.
-const REORDER_NS: i64 = 20_000_000;
-/// The kernel hands packets over in blocks at most this late (ms): far fewer wake-ups
-/// than one per packet on a busy proxy, and shorter than [`REORDER_NS`], so the
-/// interfaces' blocks still merge in time order.
-const BATCH_MS: u32 = 10;
-/// Destroyed sockets' kernel records are kept this long (a verdict can come up to a few
-/// minutes after its connection closed), longer when a verdict names them.
-const KERNEL_KEEP_NS: i64 = 600_000_000_000;
-/// Kernel capture buffer per interface.
-const BUFFER_BYTES: u32 = 64 << 20;
-/// The same when the kernel selects the packets (the default), handing over a fraction.
-const SPARSE_BUFFER_BYTES: u32 = 8 << 20;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,6 +32,14 @@ pub struct Args {
     /// The proxy's process id: capture in its network namespace and follow its sockets.
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
+    /// The proxy's Kubernetes pod, found on this node (no API server needed): capture in its
+    /// network namespace and follow its sockets (a hostNetwork pod: in the host's, its
+    /// process's sockets). The report names the pod, its containers and processes.
+    #[arg(long, value_name = "[NAMESPACE/]NAME", conflicts_with_all = ["pid", "netns"])]
+    pub pod: Option<String>,
+    /// Where the kubelet keeps pod logs, which name this node's pods (with --pod).
+    #[arg(long, value_name = "DIR", default_value = "/var/log/pods")]
+    pub pods_dir: PathBuf,
     /// Stop after this long (`30s`, `5m`, `1h`); default: until Ctrl-C, SIGTERM or SIGHUP,
     /// which all end the capture the same way (report printed, bundle finished).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
@@ -120,6 +112,16 @@ pub struct Args {
     pub show_query: bool,
 }
 
+impl Args {
+    /// How the reports are written.
+    fn report_options(&self) -> report::Options {
+        report::Options {
+            verbose: self.verbose,
+            show_query: self.show_query,
+        }
+    }
+}
+
 /// The shortest `--snaplen` that still shows an HTTP status line behind the longest headers
 /// tracer decodes: Ethernet with two VLAN tags (22), IPv6 (40), TCP with every option (60),
 /// `HTTP/1.1 502` (12).
@@ -136,7 +138,7 @@ pub fn run(args: &Args) -> ExitCode {
 }
 
 /// `--snaplen`: from [`MIN_SNAPLEN`] to what a pcap file holds.
-fn parse_snaplen(s: &str) -> Result<u32, String> {
+pub fn parse_snaplen(s: &str) -> Result<u32, String> {
     let n: u32 = s
         .trim()
         .parse()
@@ -168,7 +170,7 @@ fn parse_count(s: &str) -> Result<usize, String> {
 
 /// A duration that is not zero (a zero `--duration` would stop before anything was seen,
 /// a zero selection window would keep nothing whole).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = parse_any_duration(s)?;
     if d.is_zero() {
         return Err(format!(
@@ -222,138 +224,100 @@ fn netns_path(args: &Args) -> Result<Option<PathBuf>> {
     Ok(Some(p))
 }
 
-fn netns_inode(path: Option<&Path>) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let p = path.map_or_else(|| PathBuf::from("/proc/self/ns/net"), Path::to_path_buf);
-    std::fs::metadata(p)
-        .ok()
-        .and_then(|m| u32::try_from(m.ino()).ok())
+/// What to capture in and follow: from `--pod`, else `--pid` or `--netns`.
+struct Target {
+    netns: Option<PathBuf>,
+    /// The one process whose sockets the probe follows.
+    pid: Option<u32>,
+    pod: Option<Pod>,
 }
 
-/// The loaded probe and its clock, its ring buffer drained by the capture loop itself just
-/// before it hands packets to the engine. The kernel writes each event synchronously, so
-/// every event up to the packets' release time is in the ring by then and verdicts find
-/// their kernel evidence; and no thread wakes on a timer to read it (a reader thread
-/// polling every 20 ms was half of tracer's wake-ups on a busy proxy).
-struct ProbeSource {
-    probe: Probe,
-    clock: ClockAlignment,
-    /// The last count of events the kernel could not queue.
-    lost: u64,
-}
-
-impl ProbeSource {
-    /// Every event waiting now, on the pcap clock.
-    fn drain(&mut self) -> impl Iterator<Item = KernelEvent> + '_ {
-        let clock = &self.clock;
-        self.probe.drain().into_iter().map(|ev| KernelEvent {
-            ts_ns: clock.to_unix_ns(ev.ktime_ns),
-            event: ev,
-        })
+fn target(args: &Args) -> Result<Target> {
+    let Some(wanted) = &args.pod else {
+        return Ok(Target {
+            netns: netns_path(args)?,
+            pid: args.pid,
+            pod: None,
+        });
+    };
+    let wanted = PodRef::parse(wanted).map_err(PodError::BadName)?;
+    let pod = Node::with_pods_dir(&args.pods_dir).resolve(&wanted)?;
+    let follow = pod.follow();
+    note!("tracer capture: {}", pod.describe());
+    if let Some(note) = &follow.note {
+        note!("note: {note}");
     }
+    Ok(Target {
+        netns: Some(follow.netns_path),
+        pid: follow.pid,
+        pod: Some(pod),
+    })
+}
 
-    /// Events the kernel could not queue since load (a map read: call it now and then).
-    fn lost(&mut self) -> u64 {
-        if let Ok(n) = self.probe.lost() {
-            self.lost = n;
+/// The JSON report with the pod added as its last field, `pod`.
+fn with_pod(report: String, pod: Option<&Pod>) -> Result<String> {
+    let Some(pod) = pod else {
+        return Ok(report);
+    };
+    let body = report
+        .trim_end()
+        .strip_suffix('}')
+        .context("the JSON report is not an object")?
+        .trim_end();
+    let pod = serde_json::to_string_pretty(pod)?.replace('\n', "\n  ");
+    Ok(format!("{body},\n  \"pod\": {pod}\n}}"))
+}
+
+/// The report on stdout; with `--pod`, the pod first (text) or as the field `pod` (JSON).
+fn print_report(
+    args: &Args,
+    pod: Option<&Pod>,
+    analysis: &tracer::engine::Analysis,
+    capture: CaptureSummary,
+) -> Result<()> {
+    use std::io::Write as _;
+    let opts = args.report_options();
+    match (pod, args.format) {
+        (None, _) => super::print_report(analysis, capture, args.format, opts)?,
+        (Some(pod), Format::Text) => {
+            writeln!(std::io::stdout(), "{}", pod.describe())?;
+            super::print_report(analysis, capture, args.format, opts)?;
         }
-        self.lost
+        (Some(pod), Format::Json) => writeln!(
+            std::io::stdout(),
+            "{}",
+            with_pod(
+                report::json::render_with(analysis, capture, opts),
+                Some(pod)
+            )?
+        )?,
     }
+    Ok(())
 }
 
-fn probe_config(args: &Args, netns: Option<&Path>) -> ProbeConfig {
-    ProbeConfig {
-        ports: args.ports.clone(),
-        netns: netns_inode(netns),
-        pid: args.pid,
-        // Reuse after a short idle is what races; writes in CLOSE_WAIT are always reported.
-        idle_threshold: Duration::from_millis(1),
-        sparse_idle: args.sparse_idle,
-        sparse_hot: args.sparse_hot,
+/// Which packets the kernel copies, from the flags.
+fn copy_mode(args: &Args) -> CopyMode {
+    if let Some(f) = &args.filter {
+        CopyMode::Filter(f.clone())
+    } else if args.full {
+        CopyMode::Full
+    } else if args.all_data {
+        CopyMode::AllData
+    } else {
+        CopyMode::Sparse {
+            idle: args.sparse_idle,
+            hot: args.sparse_hot,
+        }
     }
 }
 
 /// Whether the kernel selects the packets (the default; `--all-data`, `--full` and
 /// `--filter` copy every matching segment instead).
+#[cfg(test)]
 fn wants_sparse(args: &Args) -> bool {
-    !(args.all_data || args.full || args.filter.is_some())
+    matches!(copy_mode(args), CopyMode::Sparse { .. })
 }
 
-/// The kernel's selection unless told otherwise: from the probe's object when it loaded,
-/// else loaded on its own. `None` (with a warning) falls back to the ordinary capture
-/// filter.
-fn start_selector(
-    args: &Args,
-    netns: Option<&Path>,
-    probe: Option<&mut ProbeSource>,
-) -> Option<Selector> {
-    if !wants_sparse(args) {
-        return None;
-    }
-    let loaded = match probe {
-        Some(p) => p.probe.selector(),
-        None => Selector::load(&probe_config(args, netns)),
-    };
-    match loaded {
-        Ok(s) => Some(s),
-        Err(e) => {
-            note!("warning: the kernel's packet selection did not load ({e}); copying every data segment instead (as --all-data)");
-            None
-        }
-    }
-}
-
-/// Loads the probe unless told not to; without it, says which proofs are weaker.
-fn start_probe(args: &Args, netns: Option<&Path>) -> Option<ProbeSource> {
-    let weaker = "packets only: verdicts cannot name the proxy's process, and a keep-alive \
-                  race cannot be shown as fin_unread (the proxy wrote with the FIN already \
-                  in its kernel)";
-    if args.no_probe {
-        note!("note: --no-probe: {weaker}");
-        return None;
-    }
-    let config = probe_config(args, netns);
-    let probe = match Probe::load(&config) {
-        Ok(p) => p,
-        Err(e) => {
-            note!("warning: kernel probe not loaded: {e}");
-            note!("note: {weaker}");
-            return None;
-        }
-    };
-    for w in probe.warnings() {
-        note!("warning: {w}");
-    }
-    for a in probe.attached().iter().filter(|a| a.error.is_some()) {
-        note!(
-            "warning: tracepoint {} not attached: {}",
-            a.tracepoint,
-            a.error.as_deref().unwrap_or("")
-        );
-    }
-    let Some(clock) = ClockAlignment::sample(64) else {
-        note!("warning: cannot align the kernel's clock with the capture's; probe not used");
-        return None;
-    };
-    Some(ProbeSource {
-        probe,
-        clock,
-        lost: 0,
-    })
-}
-
-#[derive(Default)]
-struct Progress {
-    packets: u64,
-    events: u64,
-    errors: usize,
-    verdicts: usize,
-}
-
-#[allow(
-    clippy::too_many_lines,
-    reason = "one loop: sources in, verdicts out; split it and the data flow hides"
-)]
 fn capture(args: &Args) -> Result<()> {
     // Ctrl-C, SIGTERM (timeout, systemd, Docker, Kubernetes) and SIGHUP (a dropped SSH
     // session) all end the capture the same way: the report and the bundle are finished.
@@ -367,49 +331,34 @@ fn capture(args: &Args) -> Result<()> {
     if let Some(out) = &args.out {
         tracer::bundle::check_dir(out, args.force)?;
     }
-    let netns = netns_path(args)?;
+    let target = target(args)?;
+    let netns = target.netns.clone();
     let interfaces = if args.interfaces.is_empty() {
         vec!["any".to_owned()]
     } else {
         args.interfaces.clone()
     };
-    let filter = args.filter.clone().unwrap_or_else(|| {
-        if args.full {
-            full_filter(&args.ports)
-        } else {
-            default_filter(&args.ports)
-        }
-    });
-    let mut probe = start_probe(args, netns.as_deref());
-    let selector = start_selector(args, netns.as_deref(), probe.as_mut());
-    let sparse = selector.is_some();
-    let mut live = LiveCapture::start(&LiveOptions {
-        interfaces: interfaces.clone(),
-        netns: netns.clone(),
-        snaplen: args.snaplen,
-        buffer_bytes: if sparse {
-            SPARSE_BUFFER_BYTES
-        } else {
-            BUFFER_BYTES
-        },
-        filter,
-        selector,
-        keep_frames: args.out.is_some(),
-        batch_ms: Some(BATCH_MS),
-    })
-    .context("cannot start the capture")?;
-    let mut bundle = args
+    let bundle = args
         .out
         .as_deref()
         .map(|dir| BundleWriter::create(dir, args.force))
         .transpose()?;
-    if let (Some(b), true) = (&bundle, sparse) {
-        b.mark_sparse()?;
+    let (mut session, notices) = LiveSession::start(SessionOptions {
+        interfaces: interfaces.clone(),
+        netns: netns.clone(),
+        pid: target.pid,
+        ports: args.ports.clone(),
+        snaplen: args.snaplen,
+        copy: copy_mode(args),
+        probe: !args.no_probe,
+        proxy: args.proxy,
+        upstream: args.upstream,
+        bundle,
+        keep_verdicts: true,
+    })?;
+    for n in &notices {
+        note!("{n}");
     }
-    let opts = report::Options {
-        verbose: args.verbose,
-        show_query: args.show_query,
-    };
     note!(
         "tracer capture: {} in {}{}; Ctrl-C to stop",
         interfaces.join(", "),
@@ -417,13 +366,13 @@ fn capture(args: &Args) -> Result<()> {
             || "this network namespace".to_owned(),
             |p| p.display().to_string()
         ),
-        if probe.is_some() {
+        if session.has_probe() {
             ", kernel probe attached"
         } else {
             ""
         }
     );
-    if sparse {
+    if session.is_sparse() {
         note!(
             "tracer capture: sparse: the kernel keeps control segments, new connections' first \
              exchange, reuses after {:?} quiet, 5xx heads and closing connections",
@@ -434,65 +383,22 @@ fn capture(args: &Args) -> Result<()> {
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
-    let mut engine = Engine::new(Config {
-        proxy: args.proxy,
-        upstream: args.upstream,
-        sparse,
-    });
-    let mut ledger = Ledger::new();
-    let mut pinned = std::collections::HashSet::new();
-    let mut last_evict = Instant::now();
-    let mut held: Vec<LivePacket> = Vec::new();
-    let mut newest = i64::MIN;
-    let mut p = Progress::default();
+    let mut errors = 0usize;
     loop {
         let ending = stop.load(Ordering::Relaxed)
             || args.duration.is_some_and(|d| started.elapsed() >= d)
-            || args.until.is_some_and(|n| p.errors >= n);
-        // Packets: wait a little for the first, then take what is there.
-        if let Ok(first) = live.packets().recv_timeout(Duration::from_millis(50)) {
-            newest = newest.max(first.segment.ts_ns);
-            held.push(first);
-            while let Ok(next) = live.packets().try_recv() {
-                newest = newest.max(next.segment.ts_ns);
-                held.push(next);
-                if held.len() >= 65_536 {
-                    break;
-                }
-            }
+            || args.until.is_some_and(|n| errors >= n);
+        if ending {
+            break;
         }
-        // Kernel events first: a verdict made below may need them.
-        if let Some(pr) = &mut probe {
-            take_events(pr, &mut bundle, &mut ledger, &mut engine, &mut p)?;
-        }
-        // Release packets old enough that no other interface can still deliver earlier ones.
-        held.sort_by_key(|lp| lp.segment.ts_ns);
-        let cut = if ending {
-            held.len()
-        } else {
-            held.partition_point(|lp| lp.segment.ts_ns <= newest - REORDER_NS)
-        };
-        for lp in held.drain(..cut) {
-            if let (Some(b), Some(raw)) = (&mut bundle, &lp.raw) {
-                b.packet(raw)?;
+        for v in session.step(Duration::from_millis(50))? {
+            if v.downstream.is_some() && v.status.is_some_and(|s| s >= 500) {
+                errors += 1;
             }
-            engine.push(&lp.segment);
-            p.packets += 1;
-        }
-        for v in engine.new_verdicts() {
-            if let Some(u) = &v.upstream {
-                pinned.insert((u.proxy, u.server));
-            }
-            let mut shown = v.clone();
-            kernel::enrich(&mut shown, &ledger);
-            if shown.downstream.is_some() && shown.status.is_some_and(|s| s >= 500) {
-                p.errors += 1;
-            }
-            p.verdicts += 1;
             if tty {
                 note_raw!("\r\x1b[K");
             }
-            let line = report::text::verdict_with(&shown, opts);
+            let line = report::text::verdict_with(&v, args.report_options());
             // stdout carries the report; in JSON it must stay one JSON document.
             match args.format {
                 Format::Text => {
@@ -502,56 +408,26 @@ fn capture(args: &Args) -> Result<()> {
                 Format::Json => note_raw!("{line}"),
             }
         }
-        if last_evict.elapsed() >= Duration::from_secs(10) {
-            last_evict = Instant::now();
-            ledger.evict(newest, KERNEL_KEEP_NS, &pinned);
-        }
         if tty && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
-            let drops: u64 = live
-                .stats()
-                .iter()
-                .map(|s| s.dropped + s.if_dropped + s.backlog_dropped)
-                .sum();
-            let lost = probe.as_mut().map_or(0, ProbeSource::lost);
+            let s = session.stats();
             note_raw!(
-                "\r\x1b[K{:>6.1}s  {} packets, {} connections, {} kernel events, {} verdicts, capture drops {drops}, probe lost {lost}",
+                "\r\x1b[K{:>6.1}s  {} packets, {} connections, {} kernel events, {} verdicts, capture drops {}, probe lost {}",
                 started.elapsed().as_secs_f64(),
-                p.packets,
-                engine.open_connections(),
-                p.events,
-                p.verdicts,
+                s.packets,
+                s.connections,
+                s.events,
+                s.verdicts,
+                s.packets_dropped,
+                s.events_lost,
             );
-        }
-        if ending && held.is_empty() {
-            break;
         }
     }
     if tty {
         note_raw!("\r\x1b[K");
     }
-    live.stop();
-    let stats = live.stats();
-    // The events of the last moments, for the verdicts `finish` still makes.
-    if let Some(pr) = &mut probe {
-        take_events(pr, &mut bundle, &mut ledger, &mut engine, &mut p)?;
-    }
-    let probe_lost = probe.as_mut().map_or(0, ProbeSource::lost);
-    let mut analysis = engine.finish();
-    for v in &mut analysis.verdicts {
-        kernel::enrich(v, &ledger);
-    }
-    let dropped: u64 = stats
-        .iter()
-        .map(|s| s.dropped + s.if_dropped + s.backlog_dropped)
-        .sum();
-    let capture = CaptureSummary {
-        packets: p.packets,
-        dropped_or_missing: analysis.flow.gaps + dropped,
-        sparse,
-        one_side: None,
-    };
-    for s in &stats {
+    let end = session.finish()?;
+    for s in &end.interfaces {
         if s.dropped + s.if_dropped + s.backlog_dropped > 0 {
             note!(
                 "warning: {}: {} packets dropped by the kernel, {} by the interface, {} while tracer was behind",
@@ -559,20 +435,24 @@ fn capture(args: &Args) -> Result<()> {
             );
         }
     }
+    let lost = end.stats.events_lost;
     note!(
-        "tracer capture: done: {} packets, {} kernel events, {probe_lost} kernel events lost",
-        p.packets,
-        p.events
+        "tracer capture: done: {} packets, {} kernel events, {lost} kernel events lost",
+        end.stats.packets,
+        end.stats.events
     );
-    if probe_lost > 0 {
-        note!("warning: the kernel probe lost {probe_lost} events (ring buffer full): kernel evidence may be incomplete");
+    if lost > 0 {
+        note!("warning: the kernel probe lost {lost} events (ring buffer full): kernel evidence may be incomplete");
     }
     // The bundle is finished even when the report cannot be printed (its terminal gone).
-    let printed = super::print_report(&analysis, capture, args.format, opts);
-    if let Some(b) = bundle {
+    let printed = print_report(args, target.pod.as_ref(), &end.analysis, end.capture);
+    if let Some(b) = end.bundle {
         let dir = b.finish(
-            &analysis.verdicts,
-            &report::json::render_with(&analysis, capture, opts),
+            &end.analysis.verdicts,
+            &with_pod(
+                report::json::render_with(&end.analysis, end.capture, args.report_options()),
+                target.pod.as_ref(),
+            )?,
         )?;
         note!(
             "evidence bundle: {} (tracer analyze {} reads it again)",
@@ -581,27 +461,6 @@ fn capture(args: &Args) -> Result<()> {
         );
     }
     printed.context("cannot print the report")
-}
-
-/// Moves the probe's waiting events into the ledger (and the bundle), telling the engine
-/// of the writes after an idle gap.
-fn take_events(
-    pr: &mut ProbeSource,
-    bundle: &mut Option<BundleWriter>,
-    ledger: &mut Ledger,
-    engine: &mut Engine,
-    p: &mut Progress,
-) -> Result<()> {
-    for ke in pr.drain() {
-        if let Some(b) = bundle {
-            b.event(&ke)?;
-        }
-        if let Some(idle) = ledger.push(ke) {
-            engine.kernel_send_idle(idle);
-        }
-        p.events += 1;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -654,6 +513,42 @@ mod tests {
     fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
         use clap::Parser;
         Cli::try_parse_from(std::iter::once("capture").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn a_pod_replaces_pid_and_netns() {
+        let a = parse(&["--pod", "shop/web-0"]).unwrap();
+        assert_eq!(a.pod.as_deref(), Some("shop/web-0"));
+        assert_eq!(a.pods_dir, Path::new("/var/log/pods"));
+        assert!(parse(&["--pod", "web-0", "--pid", "7"]).is_err());
+        assert!(parse(&["--pod", "web-0", "--netns", "x"]).is_err());
+    }
+
+    #[test]
+    fn the_pod_is_the_json_reports_last_field() {
+        let pod = Pod {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "6f1c2b8e-3d4a-4f5b-9c8d-0123456789ab".into(),
+            qos: tracer::pod::Qos::Burstable,
+            cgroup_driver: tracer::pod::Driver::Systemd,
+            containers: vec!["nginx".into()],
+            processes: Vec::new(),
+            netns: 4_026_532_000,
+            host_network: false,
+            netns_path: PathBuf::from("/proc/1/ns/net"),
+        };
+        let report = "{\n  \"schema\": \"tracer.report/v1\",\n  \"verdicts\": []\n}".to_owned();
+        assert_eq!(with_pod(report.clone(), None).unwrap(), report);
+        let out = with_pod(report, Some(&pod)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["schema"], "tracer.report/v1");
+        assert_eq!(v["pod"]["name"], "web-0");
+        assert_eq!(v["pod"]["containers"][0], "nginx");
+        assert_eq!(v["pod"]["host_network"], false);
+        assert!(out.starts_with("{\n  \"schema\""), "{out}");
+        assert!(out.ends_with("\n  }\n}"), "{out}");
+        assert!(with_pod("[]".into(), Some(&pod)).is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ macro_rules! note_raw {
     }};
 }
 
+pub mod agent;
 pub mod analyze;
 pub mod capture;
 pub mod check;

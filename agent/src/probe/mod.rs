@@ -29,7 +29,7 @@ use tracer_common::{names, Config, Tracepoint, MAX_FILTER_PORTS, TRACEPOINTS};
 pub use check::{check, CheckItem, CheckReport, CheckStatus};
 pub use clock::{monotonic_now_ns, ClockAlignment, ClockSample};
 pub use event::{decode, decode_raw, from_raw, DecodeError, SockEvent, SockEventKind};
-pub use select::{SelectTestRun, Selector};
+pub use select::{ResponseCount, SelectTestRun, Selector};
 pub use sys::{missing_caps, Tracefs};
 pub use tracer_common::{kind, tcp_state, RawSockEvent};
 

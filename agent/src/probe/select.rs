@@ -2,20 +2,65 @@
 //! each capture socket so the kernel copies only the segments that can explain a 5xx
 //! (the rule is `tracer_common::select`).
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aya::maps::{MapData, PerCpuHashMap};
 use aya::programs::{SocketFilter, TestRun, TestRunOptions, TestRunResult};
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::names;
+use tracer_common::select::RESPONSE_KEY_SIZE;
 
 use super::{built_with_probe, sys, PodConfig, ProbeConfig, ProbeError, OBJECT};
 
 /// A loaded `select` program; cheap to clone, attachable to any number of sockets.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Selector {
     fd: Arc<OwnedFd>,
+    /// Its count of responses by sender and status class (`None` where the object has no
+    /// such map).
+    responses: Option<Arc<Mutex<ResponseMap>>>,
+}
+
+impl std::fmt::Debug for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Selector")
+            .field("fd", &self.fd)
+            .finish_non_exhaustive()
+    }
+}
+
+type ResponseMap = PerCpuHashMap<MapData, [u8; RESPONSE_KEY_SIZE], u64>;
+
+/// How many responses of one status class one sender sent, since `select` was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseCount {
+    /// Who sent them (the server side of their connection).
+    pub sender: SocketAddr,
+    /// 1 to 5.
+    pub class: u8,
+    pub count: u64,
+}
+
+/// A `RESPONSES` key (`tracer_common::select::ResponseKey`'s bytes) and its per-CPU
+/// counts, summed.
+fn response_count(key: &[u8; RESPONSE_KEY_SIZE], per_cpu: &[u64]) -> Option<ResponseCount> {
+    let mut addr = [0u8; 16];
+    addr.copy_from_slice(&key[..16]);
+    let port = u16::from_ne_bytes([key[16], key[17]]);
+    let (class, family) = (key[18], key[19]);
+    let ip = match family {
+        4 => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+        6 => IpAddr::V6(Ipv6Addr::from(addr)),
+        _ => return None,
+    };
+    Some(ResponseCount {
+        sender: SocketAddr::new(ip, port),
+        class,
+        count: per_cpu.iter().sum(),
+    })
 }
 
 /// The kernel object loaded on its own (no tracepoints), with `config`, for a capture
@@ -80,7 +125,30 @@ impl Selector {
             .as_fd()
             .try_clone_to_owned()
             .map_err(ProbeError::Dup)?;
-        Ok(Self { fd: Arc::new(fd) })
+        let responses = ebpf
+            .take_map(names::RESPONSES)
+            .and_then(|m| ResponseMap::try_from(m).ok())
+            .map(|m| Arc::new(Mutex::new(m)));
+        Ok(Self {
+            fd: Arc::new(fd),
+            responses,
+        })
+    }
+
+    /// Every response counted so far (totals since load, by sender and status class).
+    /// Empty when the counts cannot be read.
+    #[must_use]
+    pub fn responses(&self) -> Vec<ResponseCount> {
+        let Some(map) = &self.responses else {
+            return Vec::new();
+        };
+        let Ok(map) = map.lock() else {
+            return Vec::new();
+        };
+        map.iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| response_count(&k, &v))
+            .collect()
     }
 
     /// Replaces `socket`'s filter with this program (`SO_ATTACH_BPF`).
@@ -149,5 +217,30 @@ impl SelectTestRun {
             ..TestRunOptions::default()
         };
         prog.test_run(opts).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_keys_decode_both_families() {
+        let mut k = [0u8; RESPONSE_KEY_SIZE];
+        k[..4].copy_from_slice(&[10, 0, 0, 3]);
+        k[16..18].copy_from_slice(&9000u16.to_ne_bytes());
+        k[18] = 5;
+        k[19] = 4;
+        let c = response_count(&k, &[2, 3]).unwrap();
+        assert_eq!(c.sender, "10.0.0.3:9000".parse().unwrap());
+        assert_eq!((c.class, c.count), (5, 5));
+        k[..16].copy_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        k[19] = 6;
+        assert_eq!(
+            response_count(&k, &[1]).unwrap().sender,
+            "[::1]:9000".parse().unwrap()
+        );
+        k[19] = 0;
+        assert!(response_count(&k, &[1]).is_none());
     }
 }

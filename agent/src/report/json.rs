@@ -170,6 +170,14 @@ fn report(a: &Analysis, capture: CaptureSummary, opts: Options) -> Report<'_> {
     }
 }
 
+/// One verdict as the report's `verdicts` array holds it (query values redacted), as a
+/// JSON value (for a stream of JSON lines, where the caller adds what the report's
+/// envelope would say).
+#[must_use]
+pub fn verdict_value(v: &Verdict) -> serde_json::Value {
+    serde_json::to_value(verdict(v, Options::default())).unwrap_or_default()
+}
+
 /// Writes the report as pretty JSON to `w` as it is serialized (no copy of it in memory).
 ///
 /// # Errors
