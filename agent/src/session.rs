@@ -464,6 +464,7 @@ impl LiveSession {
             packets: stats.packets,
             dropped_or_missing: analysis.flow.gaps + stats.packets_dropped,
             sparse: self.sparse,
+            one_side: None,
         };
         let bundle = self.bundle.take();
         Ok(SessionEnd {
