@@ -300,6 +300,11 @@ pub struct LiveSession {
     keep_verdicts: bool,
     /// Remote endpoint → the process that last opened a connection to it (probe).
     opened: std::collections::HashMap<SocketAddr, u32>,
+    /// The server ends seen, to tell a capture of one side of the proxy (a session that
+    /// keeps its verdicts for a report; a long-running one keeps none).
+    sides: Option<crate::report::sides::Sides>,
+    /// What the user said of the roles.
+    roles: (Option<Endpoint>, Option<Endpoint>),
 }
 
 impl std::fmt::Debug for LiveSession {
@@ -375,6 +380,10 @@ impl LiveSession {
             stats: SessionStats::default(),
             keep_verdicts: opts.keep_verdicts,
             opened: std::collections::HashMap::new(),
+            sides: opts
+                .keep_verdicts
+                .then(crate::report::sides::Sides::new),
+            roles: (opts.proxy, opts.upstream),
         };
         Ok((session, notices))
     }
@@ -471,7 +480,10 @@ impl LiveSession {
             packets: stats.packets,
             dropped_or_missing: analysis.flow.gaps + stats.packets_dropped,
             sparse: self.sparse,
-            one_side: None,
+            one_side: self
+                .sides
+                .as_ref()
+                .and_then(|s| s.one_side(self.roles.0, self.roles.1)),
         };
         let bundle = self.bundle.take();
         Ok(SessionEnd {
@@ -534,6 +546,9 @@ impl LiveSession {
         for lp in self.held.drain(..cut) {
             if let (Some(b), Some(raw)) = (&mut self.bundle, &lp.raw) {
                 b.packet(raw)?;
+            }
+            if let Some(sides) = &mut self.sides {
+                sides.push(&lp.segment);
             }
             self.engine.push(&lp.segment);
             self.stats.packets += 1;
