@@ -6,12 +6,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_agent;
 mod bench_analyze;
 mod bench_paired;
 mod bench_probe;
 mod ebpf;
 mod lab;
 mod rate;
+mod soak;
 
 #[derive(Parser)]
 #[command(about = "Build and development tasks for tracer")]
@@ -39,12 +41,15 @@ enum Task {
     Test,
     /// Benchmark: tracer analyze on a large capture, against tshark (packets/s, memory).
     BenchAnalyze(bench_analyze::BenchArgs),
-    /// Benchmark: a busy proxy's throughput and p99 with and without `tracer capture`.
+    /// Benchmark: a busy proxy's throughput and p99 with and without `tracer capture` or
+    /// `tracer agent` (and `tcpdump`), optionally beside unrelated busy traffic.
     BenchCapture(bench::BenchArgs),
     /// Benchmark: bench-capture's question on two stacks loaded at once, cancelling host noise.
     BenchPaired(bench_paired::PairedArgs),
     /// Benchmark: the kernel side's cost per system call and per packet (loopback, no proxy).
     BenchProbe(bench_probe::BenchArgs),
+    /// Soak: `tracer agent` under lab load for many minutes, its memory sampled (slope).
+    SoakAgent(soak::SoakArgs),
     /// An open-loop load at a fixed rate, one JSON line of results (used by bench-capture).
     #[command(hide = true)]
     RateLoad(rate::RateArgs),
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
         Task::BenchAnalyze(args) => bench_analyze::bench_analyze(&args),
         Task::BenchProbe(args) => bench_probe::bench_probe(&args),
         Task::BenchPaired(args) => bench_paired::bench_paired(&args),
+        Task::SoakAgent(args) => soak::soak_agent(&args),
         Task::RateLoad(args) => rate::run(&args),
         Task::BuildEbpf { debug } => ebpf::build_ebpf(!debug),
     };
