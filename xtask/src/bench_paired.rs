@@ -124,16 +124,9 @@ impl Attached {
             }
             Kind::Agent => {
                 // Both stacks' proxies have the same name: the namespace picks this one.
-                let mut args: Vec<String> = [
-                    "--netns",
-                    &st.h.proxy_ns,
-                    "--name",
-                    proxy.comm(),
-                    "--rescan",
-                    "200ms",
-                ]
-                .map(str::to_owned)
-                .into();
+                let mut args: Vec<String> = ["--netns", &st.h.proxy_ns, "--name", proxy.comm()]
+                    .map(str::to_owned)
+                    .into();
                 args.extend(extra.iter().map(|s| (*s).to_owned()));
                 let mut agent = AgentRun::start(tracer, &args, &err)?;
                 let front: Vec<u32> = st.procs.pid("front").into_iter().collect();

@@ -32,6 +32,7 @@ use tracer_lab::net::Net;
 use tracer_lab::procs::Procs;
 use tracer_lab::scenario::PROXY_PORT;
 
+use crate::bench::median;
 use crate::bench_agent::{http_get, metric_sum, AgentRun};
 
 #[derive(clap::Args)]
@@ -52,10 +53,12 @@ pub struct SoakArgs {
     /// Seconds of pause between two loads (the machine is shared).
     #[arg(long, default_value_t = 5)]
     pause_seconds: u32,
-    /// Minutes left out of the fitted slope at the start.
-    #[arg(long, default_value_t = 10)]
+    /// Minutes at the start of each cycle left out of its steady state (the session's
+    /// capture buffer fills, the kernel records it keeps for a minute reach their level).
+    #[arg(long, default_value_t = 2)]
     warmup_minutes: u32,
-    /// RSS is called flat when its slope after the warm-up is at most this (KiB/min).
+    /// RSS is called flat when it grows by at most this (KiB/min) within the cycles' steady
+    /// states and from one cycle of a scenario to its next.
     #[arg(long, default_value_t = 10.0)]
     flat_kib_per_min: f64,
     /// Also write every sample to this CSV file.
@@ -76,10 +79,14 @@ struct Sample {
     hwm_kib: u64,
     threads: u64,
     fds: u64,
+    /// CPU seconds so far (user and system).
+    cpu_s: f64,
     /// From its /metrics.
     followed: f64,
     tracked: f64,
     verdicts: f64,
+    dropped: f64,
+    lost: f64,
     series: usize,
 }
 
@@ -93,6 +100,9 @@ struct Cycle {
     /// Growth of `tracer_verdicts_total` from before the servers started to after the agent
     /// let them go.
     verdicts: f64,
+    /// When the agent followed the servers, and when they stopped (seconds into the soak).
+    start_s: f64,
+    end_s: f64,
 }
 
 pub fn soak_agent(args: &SoakArgs) -> Result<()> {
@@ -160,12 +170,12 @@ pub fn soak_agent(args: &SoakArgs) -> Result<()> {
             scenario.as_ref(),
             &dir.join(format!("cycle-{n}")),
             n,
-            until,
+            (began, until),
             args,
         ) {
             Ok(c) => {
                 eprintln!(
-                    "cycle {n} ({}): {} loads, {} requests, client failures {:?}, agent verdicts +{}",
+                    "cycle {n} ({}): {} loads, {} requests, client failures {:?}, agent verdicts +{:.0}",
                     c.scenario, c.loads, c.requests, c.failures, c.verdicts
                 );
                 cycles.push(c);
@@ -205,7 +215,7 @@ fn cycle(
     scenario: &dyn tracer_lab::scenario::Scenario,
     dir: &std::path::Path,
     n: usize,
-    until: Instant,
+    (began, until): (Instant, Instant),
     args: &SoakArgs,
 ) -> Result<Cycle> {
     std::fs::create_dir_all(dir)?;
@@ -221,6 +231,8 @@ fn cycle(
         requests: 0,
         failures: BTreeMap::new(),
         verdicts: 0.0,
+        start_s: began.elapsed().as_secs_f64(),
+        end_s: 0.0,
     };
     let target = SocketAddr::from((h.proxy_front_ip, PROXY_PORT));
     let profile = scenario.load();
@@ -238,6 +250,7 @@ fn cycle(
         let pause = Duration::from_secs(u64::from(args.pause_seconds));
         std::thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
     }
+    c.end_s = began.elapsed().as_secs_f64();
     procs.stop_all();
     drop(procs);
     wait(agent, "let the proxy go", |a| a.follow_counts().1 > n)?;
@@ -278,14 +291,32 @@ fn sample(pid: u32, addr: SocketAddr, t_s: f64) -> Sample {
         hwm_kib: field("VmHWM:"),
         threads: field("Threads:"),
         fds,
+        cpu_s: cpu_s(pid),
         followed: metric_sum(&metrics, "tracer_proxies_followed"),
         tracked: metric_sum(&metrics, "tracer_connections_tracked"),
         verdicts: metric_sum(&metrics, "tracer_verdicts_total"),
+        dropped: metric_sum(&metrics, "tracer_packets_dropped_total"),
+        lost: metric_sum(&metrics, "tracer_events_lost_total"),
         series: metrics
             .lines()
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .count(),
     }
+}
+
+/// CPU seconds (user and system) of process `pid` so far, from `/proc/PID/stat`.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is the 3rd field,
+    // utime and stime the 14th and 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: f64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
 }
 
 /// The number in a `/proc/PID/status` line such as `VmRSS:     1234 kB`.
@@ -299,24 +330,32 @@ fn status_field(status: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-/// Least-squares slope of `y` over `x`, with its standard error (`None` below 3 points).
-fn fit(points: &[(f64, f64)]) -> Option<(f64, f64)> {
-    let n = points.len() as f64;
-    if points.len() < 3 {
+/// Least-squares slope of `y` over `x` shared by several groups of points, each with a
+/// level of its own (the slope within the groups, whatever the jumps between them), with
+/// its standard error; `None` without enough points.
+fn fit(groups: &[Vec<(f64, f64)>]) -> Option<(f64, f64)> {
+    let groups: Vec<&Vec<(f64, f64)>> = groups.iter().filter(|g| !g.is_empty()).collect();
+    let n: usize = groups.iter().map(|g| g.len()).sum();
+    if n < groups.len() + 2 {
         return None;
     }
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let centred: Vec<(f64, f64)> = groups
+        .iter()
+        .flat_map(|g| {
+            let len = g.len() as f64;
+            let mx = g.iter().map(|p| p.0).sum::<f64>() / len;
+            let my = g.iter().map(|p| p.1).sum::<f64>() / len;
+            g.iter().map(move |p| (p.0 - mx, p.1 - my))
+        })
+        .collect();
+    let sxx: f64 = centred.iter().map(|p| p.0 * p.0).sum();
     if sxx == 0.0 {
         return None;
     }
-    let slope = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / sxx;
-    let residual: f64 = points
-        .iter()
-        .map(|p| (p.1 - my - slope * (p.0 - mx)).powi(2))
-        .sum();
-    Some((slope, (residual / (n - 2.0) / sxx).sqrt()))
+    let slope = centred.iter().map(|p| p.0 * p.1).sum::<f64>() / sxx;
+    let residual: f64 = centred.iter().map(|p| (p.1 - slope * p.0).powi(2)).sum();
+    let dof = (n - groups.len() - 1) as f64;
+    Some((slope, (residual / dof / sxx).sqrt()))
 }
 
 fn report(args: &SoakArgs, cycles: &[Cycle], samples: &[Sample]) {
@@ -329,28 +368,20 @@ fn report(args: &SoakArgs, cycles: &[Cycle], samples: &[Sample]) {
         args.sample_seconds,
         samples.len()
     );
-    for (i, c) in cycles.iter().enumerate() {
-        let failed: u64 = c.failures.values().sum();
-        println!(
-            "  cycle {i} ({}): {} loads, {} requests, {failed} failed at the client ({}); the agent counted {} verdicts",
-            c.scenario,
-            c.loads,
-            c.requests,
-            c.failures
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" "),
-            c.verdicts
-        );
-    }
-    println!("  | minute | RSS KiB | of it anon KiB | peak KiB | threads | fds | followed | connections tracked | verdicts | series |");
-    println!("  |---|---|---|---|---|---|---|---|---|---|");
+    println!("  | minute | RSS KiB | of it anon KiB | peak KiB | CPU % since the last line | threads | fds | followed | connections tracked | verdicts | packets dropped | events lost | series |");
+    println!("  |---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let per_minute = (60 / args.sample_seconds).max(1) as usize;
+    let mut prev: Option<&Sample> = None;
     for (i, s) in samples.iter().enumerate() {
         if i % per_minute == 0 || i + 1 == samples.len() {
+            let cpu = prev.map_or(String::new(), |p| {
+                format!(
+                    "{:.1}",
+                    (s.cpu_s - p.cpu_s) / (s.t_s - p.t_s).max(1e-9) * 100.0
+                )
+            });
             println!(
-                "  | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "  | {:.1} | {} | {} | {} | {cpu} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
                 s.t_s / 60.0,
                 s.rss_kib,
                 s.anon_kib,
@@ -360,43 +391,104 @@ fn report(args: &SoakArgs, cycles: &[Cycle], samples: &[Sample]) {
                 s.followed,
                 s.tracked,
                 s.verdicts,
+                s.dropped,
+                s.lost,
                 s.series
             );
+            prev = Some(s);
         }
     }
-    let points = |from_min: f64| -> Vec<(f64, f64)> {
-        samples
-            .iter()
-            .filter(|s| s.t_s / 60.0 >= from_min)
-            .map(|s| (s.t_s / 60.0, s.rss_kib as f64))
-            .collect()
-    };
+    // Each cycle's steady state: its samples after the warm-up, while its servers ran.
+    let warmup_s = f64::from(args.warmup_minutes) * 60.0;
+    let steady: Vec<Vec<(f64, f64)>> = cycles
+        .iter()
+        .map(|c| {
+            samples
+                .iter()
+                .filter(|s| s.t_s >= c.start_s + warmup_s && s.t_s <= c.end_s)
+                .map(|s| (s.t_s / 60.0, s.rss_kib as f64))
+                .collect()
+        })
+        .collect();
+    let level = |g: &[(f64, f64)]| median(&g.iter().map(|p| p.1).collect::<Vec<_>>());
+    println!("  | cycle | scenario | minutes | requests | failed at the client | verdicts | steady RSS KiB (median) | slope in it KiB/min |");
+    println!("  |---|---|---|---|---|---|---|---|");
+    for (i, (c, g)) in cycles.iter().zip(&steady).enumerate() {
+        let failed: u64 = c.failures.values().sum();
+        println!(
+            "  | {i} | {} | {:.1} to {:.1} | {} | {failed} ({}) | {:.0} | {:.0} | {} |",
+            c.scenario,
+            c.start_s / 60.0,
+            c.end_s / 60.0,
+            c.requests,
+            c.failures
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            c.verdicts,
+            level(g),
+            fit(std::slice::from_ref(g)).map_or("-".to_owned(), |(s, _)| format!("{s:+.1}"))
+        );
+    }
     let rss: Vec<u64> = samples.iter().map(|s| s.rss_kib).collect();
     println!(
-        "  RSS: first {} KiB, min {} KiB, max {} KiB, last {} KiB",
+        "  RSS: first {} KiB, min {} KiB, max {} KiB, last {} KiB (nothing followed)",
         rss.first().copied().unwrap_or(0),
         rss.iter().min().copied().unwrap_or(0),
         rss.iter().max().copied().unwrap_or(0),
         rss.last().copied().unwrap_or(0)
     );
-    if let Some((slope, se)) = fit(&points(0.0)) {
-        println!("  RSS slope over the whole soak: {slope:+.1} KiB/min (standard error {se:.1})");
+    let whole: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|s| (s.t_s / 60.0, s.rss_kib as f64))
+        .collect();
+    if let Some((slope, se)) = fit(&[whole]) {
+        println!(
+            "  RSS slope over the whole soak, sessions' starts and ends included: {slope:+.1} KiB/min (standard error {se:.1})"
+        );
     }
-    let warmup = f64::from(args.warmup_minutes);
-    match fit(&points(warmup)) {
+    let limit = args.flat_kib_per_min;
+    let mut flat = true;
+    match fit(&steady) {
         Some((slope, se)) => {
-            let flat = slope <= args.flat_kib_per_min;
+            flat &= slope <= limit;
             println!(
-                "  RSS slope after the {warmup:.0}-minute warm-up: {slope:+.1} KiB/min (standard error {se:.1}; {:+.1} MiB a day at that rate): {} (flat means at most {} KiB/min)",
-                slope * 60.0 * 24.0 / 1024.0,
-                if flat { "flat" } else { "GROWING" },
-                args.flat_kib_per_min
+                "  RSS slope within the sessions' steady states (after each one's first {} min): {slope:+.1} KiB/min (standard error {se:.1}; {:+.1} MiB a day at that rate)",
+                args.warmup_minutes,
+                slope * 60.0 * 24.0 / 1024.0
             );
         }
-        None => println!(
-            "  RSS slope after the {warmup:.0}-minute warm-up: too few samples (soak longer than the warm-up)"
-        ),
+        None => {
+            flat = false;
+            println!("  RSS slope within the sessions: too few samples (cycles longer than the warm-up, please)");
+        }
     }
+    // From one session of a scenario to its last: what a session leaves behind.
+    for name in &args.scenarios {
+        let runs: Vec<(f64, f64)> = cycles
+            .iter()
+            .zip(&steady)
+            .filter(|(c, g)| &c.scenario == name && !g.is_empty())
+            .map(|(c, g)| ((c.start_s + c.end_s) / 120.0, level(g)))
+            .collect();
+        if let (Some(first), Some(last)) = (runs.first(), runs.last()) {
+            if runs.len() > 1 {
+                let per_min = (last.1 - first.1) / (last.0 - first.0);
+                flat &= per_min <= limit;
+                println!(
+                    "  {name}: steady RSS {:.0} KiB in its first session, {:.0} KiB in its last ({} sessions): {per_min:+.1} KiB/min",
+                    first.1,
+                    last.1,
+                    runs.len()
+                );
+            }
+        }
+    }
+    println!(
+        "  RSS: {} (flat means growing by at most {limit} KiB/min in both)",
+        if flat { "flat" } else { "GROWING" }
+    );
 }
 
 fn write_csv(path: &std::path::Path, samples: &[Sample]) -> Result<()> {
@@ -405,21 +497,24 @@ fn write_csv(path: &std::path::Path, samples: &[Sample]) -> Result<()> {
     );
     writeln!(
         f,
-        "t_s,rss_kib,anon_kib,hwm_kib,threads,fds,followed,connections_tracked,verdicts,series"
+        "t_s,rss_kib,anon_kib,hwm_kib,cpu_s,threads,fds,followed,connections_tracked,verdicts,packets_dropped,events_lost,series"
     )?;
     for s in samples {
         writeln!(
             f,
-            "{:.1},{},{},{},{},{},{},{},{},{}",
+            "{:.1},{},{},{},{:.2},{},{},{},{},{},{},{},{}",
             s.t_s,
             s.rss_kib,
             s.anon_kib,
             s.hwm_kib,
+            s.cpu_s,
             s.threads,
             s.fds,
             s.followed,
             s.tracked,
             s.verdicts,
+            s.dropped,
+            s.lost,
             s.series
         )?;
     }
@@ -431,24 +526,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slope_of_a_line_is_found_with_no_error() {
-        let pts: Vec<(f64, f64)> = (0..10)
+    fn slope_is_found_within_groups_whatever_their_levels() {
+        let line: Vec<(f64, f64)> = (0..10)
             .map(|i| (f64::from(i), 3.0 * f64::from(i) + 7.0))
             .collect();
-        let (slope, se) = fit(&pts).unwrap();
+        let (slope, se) = fit(std::slice::from_ref(&line)).unwrap();
         assert!((slope - 3.0).abs() < 1e-9);
         assert!(se < 1e-9);
+        // Two flat groups at different levels: no slope within them, though a line through
+        // all the points would climb.
+        let low: Vec<(f64, f64)> = (0..5).map(|i| (f64::from(i), 100.0)).collect();
+        let high: Vec<(f64, f64)> = (10..15).map(|i| (f64::from(i), 500.0)).collect();
+        let (slope, _) = fit(&[low.clone(), high.clone()]).unwrap();
+        assert!(slope.abs() < 1e-9);
+        let all: Vec<(f64, f64)> = low.into_iter().chain(high).collect();
+        assert!(fit(&[all]).unwrap().0 > 10.0);
         // Noise around a flat line: a slope near zero, with a standard error.
-        let pts = [
+        let noisy = vec![
             (0.0, 10.0),
             (1.0, 12.0),
             (2.0, 10.0),
             (3.0, 12.0),
             (4.0, 10.0),
         ];
-        let (slope, se) = fit(&pts).unwrap();
+        let (slope, se) = fit(std::slice::from_ref(&noisy)).unwrap();
         assert!(slope.abs() < 0.5 && se > 0.0);
-        assert_eq!(fit(&pts[..2]), None);
+        assert_eq!(fit(&[noisy[..2].to_vec()]), None);
     }
 
     #[test]
