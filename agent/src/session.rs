@@ -36,6 +36,13 @@ const BATCH_MS: u32 = 10;
 /// Destroyed sockets' kernel records are kept this long (a verdict can come up to a few
 /// minutes after its connection closed), longer when a verdict names them.
 const KERNEL_KEEP_NS: i64 = 600_000_000_000;
+/// The same in a session that hands each verdict out once (`tracer agent`), where a record
+/// serves only the verdicts still to be made about its connection: the engine forgets a
+/// closed connection after a few seconds and judges an attempt within 30 s, so a minute
+/// covers them twice over. At 10 minutes the records of every connection of a busy proxy
+/// made the agent's memory grow by tens of MiB a minute for its first 10 minutes (about
+/// 2 KiB per socket).
+const HANDED_OUT_KERNEL_KEEP_NS: i64 = 60_000_000_000;
 /// How often the kernel ledger is trimmed.
 const EVICT_EVERY: Duration = Duration::from_secs(10);
 /// Kernel capture buffer per interface.
@@ -289,7 +296,8 @@ pub struct LiveSession {
     ledger: Ledger,
     bundle: Option<BundleWriter>,
     sparse: bool,
-    /// Upstream connections that verdicts name: their kernel records outlive eviction.
+    /// Upstream connections that kept verdicts name: their kernel records outlive eviction
+    /// (for [`LiveSession::finish`], which enriches the kept verdicts again).
     pinned: HashSet<(SocketAddr, SocketAddr)>,
     last_evict: Instant,
     held: Vec<LivePacket>,
@@ -380,9 +388,7 @@ impl LiveSession {
             stats: SessionStats::default(),
             keep_verdicts: opts.keep_verdicts,
             opened: std::collections::HashMap::new(),
-            sides: opts
-                .keep_verdicts
-                .then(crate::report::sides::Sides::new),
+            sides: opts.keep_verdicts.then(crate::report::sides::Sides::new),
             roles: (opts.proxy, opts.upstream),
         };
         Ok((session, notices))
@@ -555,7 +561,12 @@ impl LiveSession {
         }
         if self.last_evict.elapsed() >= EVICT_EVERY {
             self.last_evict = Instant::now();
-            self.ledger.evict(self.newest, KERNEL_KEEP_NS, &self.pinned);
+            let keep = if self.keep_verdicts {
+                KERNEL_KEEP_NS
+            } else {
+                HANDED_OUT_KERNEL_KEEP_NS
+            };
+            self.ledger.evict(self.newest, keep, &self.pinned);
         }
         Ok(())
     }
@@ -606,7 +617,9 @@ impl LiveSession {
             &taken[..]
         };
         for v in new {
-            if let Some(u) = &v.upstream {
+            // A verdict handed out once is enriched now and never again: pinning its
+            // connection would only keep the record (of every race, for ever) in memory.
+            if let (Some(u), true) = (&v.upstream, self.keep_verdicts) {
                 if self.pinned.len() >= MAX_PINNED {
                     self.pinned.clear();
                 }
