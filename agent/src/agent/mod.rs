@@ -489,6 +489,7 @@ fn follow(
         }
         Err(e) => eprintln!("tracer agent: {who}: could not finish: {e}"),
     }
+    shared.metrics.forget_timeouts(&labels);
     eprintln!("tracer agent: stopped following {who}");
     release_freed_memory();
 }
