@@ -13,6 +13,7 @@ pub mod flow;
 pub mod http;
 pub mod kernel;
 pub mod live;
+pub mod plaintext;
 pub mod probe;
 pub mod report;
 pub mod segment;

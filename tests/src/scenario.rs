@@ -74,6 +74,11 @@ pub trait Scenario: Send + Sync {
     /// join them with the client's results by request id, one row per non-2xx result.
     fn ground_truth(&self, dir: &Path, results: &[ClientResult]) -> anyhow::Result<Vec<TruthRow>>;
     fn expect(&self) -> Expectation;
+    /// How the client talks to the proxy: plain HTTP/1.1 unless the scenario says (TLS,
+    /// kept-alive connections, HTTP/2; see [`crate::load_tls`]).
+    fn client(&self) -> crate::load_tls::Client {
+        crate::load_tls::Client::Plain
+    }
 }
 
 /// Where Debian keeps a program, or an error naming the package to install.

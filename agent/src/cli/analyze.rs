@@ -62,6 +62,13 @@ fn analyze(args: &Args) -> Result<()> {
     for idle in ledger.iter().flat_map(Ledger::send_idles) {
         engine.kernel_send_idle(idle);
     }
+    for dir in args.files.iter().filter(|p| bundle::is_bundle(p)) {
+        let copies = tracer::plaintext::read_bundle(dir)
+            .with_context(|| format!("cannot read the bundle {}", dir.display()))?;
+        for rec in copies {
+            engine.plaintext(rec);
+        }
+    }
     for seg in segments.by_ref() {
         engine.push(&seg);
     }

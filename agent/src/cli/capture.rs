@@ -210,6 +210,7 @@ fn probe_config(args: &Args, netns: Option<&Path>) -> ProbeConfig {
         idle_threshold: Duration::from_millis(1),
         sparse_idle: args.sparse_idle,
         sparse_hot: args.sparse_hot,
+        tls: true,
     }
 }
 
@@ -263,6 +264,10 @@ fn start_probe(args: &Args, netns: Option<&Path>) -> Option<ProbeSource> {
     };
     for w in probe.warnings() {
         eprintln!("warning: {w}");
+    }
+    for t in probe.tls() {
+        let tag = if t.error.is_some() { "warning" } else { "note" };
+        eprintln!("{tag}: TLS: {t}");
     }
     for a in probe.attached().iter().filter(|a| a.error.is_some()) {
         eprintln!(
@@ -515,10 +520,13 @@ fn take_events(
         if let Some(b) = bundle {
             b.event(&ke)?;
         }
+        p.events += 1;
+        if engine.kernel_plaintext(&ke) {
+            continue;
+        }
         if let Some(idle) = ledger.push(ke) {
             engine.kernel_send_idle(idle);
         }
-        p.events += 1;
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::truth::TruthRow;
 const APP: &str = include_str!("../../lab/gunicorn/app.py");
 
 /// HAProxy logs to its stdout, which the launcher writes here.
-const LOG: &str = "haproxy.out";
+pub const LOG: &str = "haproxy.out";
 
 /// gunicorn's `--keep-alive`, in seconds.
 const KEEPALIVE_S: u32 = 1;
@@ -43,68 +43,11 @@ impl Scenario for HaproxyGunicorn {
     }
 
     fn start(&self, l: &mut dyn Launcher) -> Result<()> {
-        let h = l.hosts().clone();
-        let dir = l.dir().to_path_buf();
-        std::fs::write(dir.join("app.py"), APP)?;
-        let mut gunicorn = Command::new(require_program("gunicorn", "gunicorn")?);
-        gunicorn
-            .args(["--bind", &format!("{}:{UPSTREAM_PORT}", h.upstream_ip)])
-            .args(["--worker-class", "gthread", "--workers", "1"])
-            .args(["--threads", &(2 * CLIENTS).to_string()])
-            .args(["--keep-alive", &KEEPALIVE_S.to_string()])
-            .args(["--graceful-timeout", "1", "--chdir"])
-            .arg(&dir)
-            .arg("app:application")
-            .env("TICK_MS", TICK_MS.to_string());
-        l.spawn(&h.upstream_ns, "gunicorn", gunicorn)?;
-        l.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
-
-        let cfg = format!(
-            "# Written by the tracer lab.\n\
-             global\n\
-             \x20 log stdout format raw local0\n\
-             \x20 nbthread 1\n\
-             \x20 pidfile {pid}\n\
-             defaults\n\
-             \x20 mode http\n\
-             \x20 log global\n\
-             \x20 timeout connect 5s\n\
-             \x20 timeout client 30s\n\
-             \x20 timeout server 30s\n\
-             frontend lab\n\
-             \x20 bind {front}:{PROXY_PORT}\n\
-             \x20 http-request capture req.hdr(X-Request-Id) len 24\n\
-             \x20 log-format \"{format}\"\n\
-             \x20 default_backend app\n\
-             backend app\n\
-             \x20 http-reuse always\n\
-             \x20 server gunicorn {up}:{UPSTREAM_PORT}\n",
-            pid = dir.join("haproxy.pid").display(),
-            front = h.proxy_front_ip,
-            format = haproxy::LOG_FORMAT,
-            up = h.upstream_ip,
-        );
-        std::fs::write(dir.join("haproxy.cfg"), cfg)?;
-        let mut cmd = Command::new(require_program("haproxy", "haproxy")?);
-        cmd.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
-        l.spawn(&h.proxy_ns, "haproxy", cmd)?;
-        l.wait_listening(&h.proxy_ns, h.proxy_front_ip, PROXY_PORT)
+        start_with(l, "")
     }
 
     fn load(&self) -> LoadProfile {
-        LoadProfile {
-            requests: 1800,
-            concurrency: CLIENTS,
-            // Around gunicorn's expiry: the pause after an answer is the connection's idle time.
-            pacing: Pacing::Gap {
-                min: Duration::from_millis(995),
-                max: Duration::from_millis(1010),
-            },
-            max_duration: Duration::from_secs(55),
-            client_timeout: Duration::from_secs(5),
-            path: "/api/orders".into(),
-            body_len: 120,
-        }
+        load()
     }
 
     fn ground_truth(&self, dir: &Path, results: &[ClientResult]) -> Result<Vec<TruthRow>> {
@@ -118,6 +61,73 @@ impl Scenario for HaproxyGunicorn {
             rate_502: (0.01, 0.6),
             only_cause: None,
         }
+    }
+}
+
+/// Starts gunicorn, then HAProxy with `bind` appended to its `bind` line (` ssl crt …`).
+pub fn start_with(l: &mut dyn Launcher, bind: &str) -> Result<()> {
+    let h = l.hosts().clone();
+    let dir = l.dir().to_path_buf();
+    std::fs::write(dir.join("app.py"), APP)?;
+    let mut gunicorn = Command::new(require_program("gunicorn", "gunicorn")?);
+    gunicorn
+        .args(["--bind", &format!("{}:{UPSTREAM_PORT}", h.upstream_ip)])
+        .args(["--worker-class", "gthread", "--workers", "1"])
+        .args(["--threads", &(2 * CLIENTS).to_string()])
+        .args(["--keep-alive", &KEEPALIVE_S.to_string()])
+        .args(["--graceful-timeout", "1", "--chdir"])
+        .arg(&dir)
+        .arg("app:application")
+        .env("TICK_MS", TICK_MS.to_string());
+    l.spawn(&h.upstream_ns, "gunicorn", gunicorn)?;
+    l.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
+
+    let cfg = format!(
+        "# Written by the tracer lab.\n\
+             global\n\
+             \x20 log stdout format raw local0\n\
+             \x20 nbthread 1\n\
+             \x20 pidfile {pid}\n\
+             defaults\n\
+             \x20 mode http\n\
+             \x20 log global\n\
+             \x20 timeout connect 5s\n\
+             \x20 timeout client 30s\n\
+             \x20 timeout server 30s\n\
+             frontend lab\n\
+             \x20 bind {front}:{PROXY_PORT}{bind}\n\
+             \x20 http-request capture req.hdr(X-Request-Id) len 24\n\
+             \x20 log-format \"{format}\"\n\
+             \x20 default_backend app\n\
+             backend app\n\
+             \x20 http-reuse always\n\
+             \x20 server gunicorn {up}:{UPSTREAM_PORT}\n",
+        pid = dir.join("haproxy.pid").display(),
+        front = h.proxy_front_ip,
+        format = haproxy::LOG_FORMAT,
+        up = h.upstream_ip,
+    );
+    std::fs::write(dir.join("haproxy.cfg"), cfg)?;
+    let mut cmd = Command::new(require_program("haproxy", "haproxy")?);
+    cmd.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
+    l.spawn(&h.proxy_ns, "haproxy", cmd)?;
+    l.wait_listening(&h.proxy_ns, h.proxy_front_ip, PROXY_PORT)
+}
+
+/// The load: clients pausing about as long as gunicorn keeps an idle connection.
+pub fn load() -> LoadProfile {
+    LoadProfile {
+        requests: 1800,
+        concurrency: CLIENTS,
+        // Around gunicorn's expiry: the pause after an answer is the connection's idle time.
+        pacing: Pacing::Gap {
+            min: Duration::from_millis(995),
+            max: Duration::from_millis(1010),
+        },
+        max_duration: Duration::from_secs(55),
+        client_timeout: Duration::from_secs(5),
+        path: "/api/orders".into(),
+        body_len: 120,
     }
 }
 

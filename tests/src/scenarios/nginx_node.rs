@@ -40,35 +40,12 @@ impl Scenario for NginxNode {
     }
 
     fn start(&self, l: &mut dyn Launcher) -> Result<()> {
-        let h = l.hosts().clone();
-        std::fs::write(l.dir().join("server.js"), SERVER_JS)?;
-        let mut node = Command::new(require_program("node", "nodejs")?);
-        node.arg("server.js")
-            .arg(h.upstream_ip.to_string())
-            .arg(UPSTREAM_PORT.to_string())
-            .arg(KEEPALIVE_MS.to_string())
-            .arg(TICK_MS.to_string());
-        l.spawn(&h.upstream_ns, "node", node)?;
-        l.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
-        let upstream = format!("{}:{UPSTREAM_PORT}", h.upstream_ip);
-        nginx::start(l, &upstream, 2 * CLIENTS, "")
+        let upstream = start_node(l)?;
+        nginx::start(l, &upstream, NGINX_KEEPALIVE, "")
     }
 
     fn load(&self) -> LoadProfile {
-        LoadProfile {
-            requests: 1800,
-            concurrency: CLIENTS,
-            // The pause after an answer is the idle time of the upstream connection that
-            // carried it: centred on Node's close, 1 s + keepAliveTimeout.
-            pacing: Pacing::Gap {
-                min: Duration::from_micros(995_000),
-                max: Duration::from_micros(1_005_000),
-            },
-            max_duration: Duration::from_secs(50),
-            client_timeout: Duration::from_secs(5),
-            path: "/api/orders".into(),
-            body_len: 120,
-        }
+        load()
     }
 
     fn ground_truth(&self, dir: &Path, results: &[ClientResult]) -> Result<Vec<TruthRow>> {
@@ -84,5 +61,41 @@ impl Scenario for NginxNode {
             rate_502: (0.01, 0.5),
             only_cause: None,
         }
+    }
+}
+
+/// nginx's keep-alive pool size for this scenario's clients.
+pub const NGINX_KEEPALIVE: u32 = 2 * CLIENTS;
+
+/// Starts the Node upstream; returns its `host:port`.
+pub fn start_node(l: &mut dyn Launcher) -> Result<String> {
+    let h = l.hosts().clone();
+    std::fs::write(l.dir().join("server.js"), SERVER_JS)?;
+    let mut node = Command::new(require_program("node", "nodejs")?);
+    node.arg("server.js")
+        .arg(h.upstream_ip.to_string())
+        .arg(UPSTREAM_PORT.to_string())
+        .arg(KEEPALIVE_MS.to_string())
+        .arg(TICK_MS.to_string());
+    l.spawn(&h.upstream_ns, "node", node)?;
+    l.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
+    Ok(format!("{}:{UPSTREAM_PORT}", h.upstream_ip))
+}
+
+/// The load: clients pausing about as long as Node keeps an idle connection.
+pub fn load() -> LoadProfile {
+    LoadProfile {
+        requests: 1800,
+        concurrency: CLIENTS,
+        // The pause after an answer is the idle time of the upstream connection that
+        // carried it: centred on Node's close, 1 s + keepAliveTimeout.
+        pacing: Pacing::Gap {
+            min: Duration::from_micros(995_000),
+            max: Duration::from_micros(1_005_000),
+        },
+        max_duration: Duration::from_secs(50),
+        client_timeout: Duration::from_secs(5),
+        path: "/api/orders".into(),
+        body_len: 120,
     }
 }

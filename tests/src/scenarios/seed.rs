@@ -25,18 +25,38 @@ const APP: &str = include_str!("../../lab/uwsgi/app.py");
 pub struct CaddyUwsgi {
     /// Run uwsgi with `--http-keepalive` (the fix).
     pub fixed: bool,
+    /// How clients reach Caddy.
+    pub front: Front,
+}
+
+/// Caddy's client side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// Plain HTTP/1.1 (the field report's lab).
+    Plain,
+    /// TLS with Caddy's own certificate (`tls internal`), HTTP/1.1 clients.
+    Tls,
+    /// TLS, HTTP/2 clients (`curl --http2`), every request on one connection.
+    Http2,
 }
 
 impl Scenario for CaddyUwsgi {
     fn name(&self) -> &'static str {
-        if self.fixed {
-            "fixed"
-        } else {
-            "seed"
+        match (self.fixed, self.front) {
+            (true, _) => "fixed",
+            (false, Front::Plain) => "seed",
+            (false, Front::Tls) => "seed-tls",
+            (false, Front::Http2) => "seed-h2",
         }
     }
 
     fn about(&self) -> &'static str {
+        if self.front == Front::Tls {
+            return "caddy (tls internal) -> uwsgi without http-keepalive: the seed behind TLS";
+        }
+        if self.front == Front::Http2 {
+            return "caddy (tls internal, HTTP/2 clients) -> uwsgi without http-keepalive: the seed over h2";
+        }
         if self.fixed {
             "caddy -> uwsgi --http --http-keepalive: the seed with the fix applied, no 502"
         } else {
@@ -73,9 +93,19 @@ impl Scenario for CaddyUwsgi {
         l.spawn(&h.upstream_ns, "uwsgi", uwsgi)?;
         l.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
 
+        // Behind TLS: Caddy's own certificate for the name the clients ask for, and no
+        // attempt to install its root in the system's trust store.
+        let (https, site, tls) = match self.front {
+            Front::Plain => ("auto_https off", format!("http://:{PROXY_PORT}"), ""),
+            Front::Tls | Front::Http2 => (
+                "auto_https disable_redirects\n\tskip_install_trust",
+                format!("https://{}:{PROXY_PORT}", crate::load_tls::SERVER_NAME),
+                "\ttls internal\n",
+            ),
+        };
         let caddyfile = format!(
-            "{{\n\tadmin off\n\tauto_https off\n\tlog default {{\n\t\toutput file {dir}/caddy-error.log\n\t\tformat json\n\t}}\n}}\n\
-             http://:{PROXY_PORT} {{\n\tbind {front}\n\tlog {{\n\t\toutput file {dir}/caddy-access.log\n\t\tformat json\n\t}}\n\
+            "{{\n\tadmin off\n\t{https}\n\tlog default {{\n\t\toutput file {dir}/caddy-error.log\n\t\tformat json\n\t}}\n}}\n\
+             {site} {{\n\tbind {front}\n{tls}\tlog {{\n\t\toutput file {dir}/caddy-access.log\n\t\tformat json\n\t}}\n\
              \treverse_proxy {up}:{UPSTREAM_PORT}\n}}\n",
             dir = dir.display(),
             front = h.proxy_front_ip,
@@ -158,6 +188,14 @@ impl Scenario for CaddyUwsgi {
         Expectation {
             rate_502: if self.fixed { (0.0, 0.0) } else { (0.05, 1.0) },
             only_cause: None,
+        }
+    }
+
+    fn client(&self) -> crate::load_tls::Client {
+        match self.front {
+            Front::Plain => crate::load_tls::Client::Plain,
+            Front::Tls => crate::load_tls::Client::Tls { keep_alive: false },
+            Front::Http2 => crate::load_tls::Client::Http2,
         }
     }
 }
