@@ -101,7 +101,8 @@ pub struct Plaintext {
     /// (client, server) of every open connection, from the flow tracker.
     ids: FxHashMap<(SocketAddr, SocketAddr), ConnId>,
     conns: FxHashMap<ConnId, PlainConn>,
-    out: Vec<Event>,
+    /// Copies whose connection the packets have not shown yet, by (local, remote).
+    waiting: FxHashMap<(SocketAddr, SocketAddr), Vec<PlainRecord>>,
     pub stats: PlainStats,
 }
 
@@ -133,24 +134,44 @@ impl Plaintext {
                 self.apply(rec, until_ns, out);
             }
         }
+        if until_ns == i64::MAX {
+            self.expire_waiting(until_ns);
+        }
+    }
+
+    /// Drops copies that waited too long for their connection.
+    fn expire_waiting(&mut self, now: i64) {
+        if self.waiting.len() < 64 && now != i64::MAX {
+            return;
+        }
+        let before: usize = self.waiting.values().map(Vec::len).sum();
+        self.waiting.retain(|_, v| {
+            v.retain(|r| now != i64::MAX && now - r.ts_ns < UNMATCHED_KEEP_NS);
+            !v.is_empty()
+        });
+        let after: usize = self.waiting.values().map(Vec::len).sum();
+        self.stats.unmatched += (before - after) as u64;
     }
 
     fn apply(&mut self, rec: PlainRecord, now: i64, out: &mut Vec<Event>) {
+        if let Some(w) = self.waiting.get_mut(&(rec.local, rec.remote)) {
+            // earlier copies of this connection still wait for it
+            w.push(rec);
+            return;
+        }
         // The proxy accepted the connection (its socket is the server end), or opened it.
         let (id, from_client) = if let Some(&id) = self.ids.get(&(rec.remote, rec.local)) {
             (id, !rec.write)
         } else if let Some(&id) = self.ids.get(&(rec.local, rec.remote)) {
             (id, rec.write)
         } else {
-            if now - rec.ts_ns < UNMATCHED_KEEP_NS && now != i64::MAX {
-                // not seen yet: wait for the packets a little longer
-                self.seq += 1;
-                self.held
-                    .push(Reverse((rec.ts_ns + UNMATCHED_KEEP_NS / 4, self.seq)));
-                self.records.insert(self.seq, rec);
-            } else {
-                self.stats.unmatched += 1;
-            }
+            // Not seen yet (its SYN may come a little out of order): wait for it, keeping
+            // this connection's copies in order.
+            self.waiting
+                .entry((rec.local, rec.remote))
+                .or_default()
+                .push(rec);
+            self.expire_waiting(now);
             return;
         };
         self.stats.matched += 1;
@@ -221,9 +242,20 @@ impl Plaintext {
             }
             return;
         }
-        let mut out = std::mem::take(&mut self.out);
+        let mut out = Vec::with_capacity(events.len());
         for mut ev in events.drain(..) {
             self.learn(&ev);
+            if let Event::Opened(info) = &ev {
+                let (client, server) = (info.client, info.server);
+                out.push(ev);
+                for key in [(server, client), (client, server)] {
+                    for rec in self.waiting.remove(&key).unwrap_or_default() {
+                        let ts = rec.ts_ns;
+                        self.apply(rec, ts, &mut out);
+                    }
+                }
+                continue;
+            }
             let mut keep = true;
             match &mut ev {
                 Event::Http {

@@ -109,6 +109,45 @@ fn a_copy_for_a_connection_never_seen_is_counted_and_dropped() {
 }
 
 #[test]
+fn a_copy_that_comes_before_its_connections_syn_waits_for_it_in_order() {
+    let mut p = Plaintext::default();
+    p.push(record(100, false, REQUEST, REQUEST.len() as u64 + 10));
+    p.push(record(300, true, RESPONSE, RESPONSE.len() as u64 + 151));
+    let mut out = Vec::new();
+    p.release(150, &mut out);
+    assert!(out.is_empty());
+    let mut evs = vec![opened(1)];
+    p.filter(&mut evs);
+    p.release(400, &mut evs);
+    let kinds: Vec<&str> = evs
+        .iter()
+        .map(|e| match e {
+            Event::Opened(_) => "opened",
+            Event::Http {
+                ev: HttpEvent::Request { index: 1, .. },
+                ..
+            } => "request 1",
+            Event::Http {
+                ev: HttpEvent::Response { index: 1, .. },
+                ..
+            } => "response 1",
+            Event::Http { .. } => "other http",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "opened",
+            "request 1",
+            "other http",
+            "response 1",
+            "other http"
+        ]
+    );
+}
+
+#[test]
 fn the_proxys_own_tls_to_an_upstream_is_the_client_side() {
     // The proxy opened this connection: its writes are requests.
     let mut p = Plaintext::default();
