@@ -39,6 +39,8 @@ pub struct PlainRecord {
     pub remote: SocketAddr,
     /// The proxy wrote (else it read).
     pub write: bool,
+    /// The proxy ended the TLS session instead (no data): its close_notify.
+    pub close: bool,
     /// Bytes the call carried; `data` holds the first of them.
     pub len: u64,
     pub data: Vec<u8>,
@@ -48,7 +50,11 @@ impl PlainRecord {
     /// The copy a kernel event carries, if it is one and names its socket's addresses.
     pub fn of(ke: &KernelEvent) -> Option<Self> {
         let SockEventKind::TlsData {
-            write, len, data, ..
+            write,
+            close,
+            len,
+            data,
+            ..
         } = &ke.event.kind
         else {
             return None;
@@ -58,6 +64,7 @@ impl PlainRecord {
             local: ke.event.local?,
             remote: ke.event.remote?,
             write: *write,
+            close: *close,
             len: *len,
             data: data.clone(),
         })
@@ -77,6 +84,8 @@ struct PlainConn {
     proto: Option<Proto>,
     /// When the last response ended (for a request's idle time).
     quiet_since: Option<i64>,
+    /// The proxy ended the TLS session: (time, whether the proxy is the client side).
+    closed: Option<(i64, bool)>,
 }
 
 /// Counters for the report and the tests.
@@ -178,7 +187,18 @@ impl Plaintext {
         let c = self.conns.entry(id).or_insert(PlainConn {
             proto: None,
             quiet_since: None,
+            closed: None,
         });
+        if rec.close {
+            // The proxy's close_notify is the close HTTP sees; on TLS its FIN may come after
+            // the client, which read the alert, already closed. It stands for that FIN.
+            let by_client = from_client;
+            if c.closed.is_none() {
+                c.closed = Some((rec.ts_ns, by_client));
+                out.extend(close_events(id, c, rec.ts_ns, by_client));
+            }
+            return;
+        }
         let proto = c.proto.get_or_insert_with(|| {
             if crate::http::h2::starts_h2(from_client, &rec.data) {
                 Proto::H2(Box::default())
@@ -279,27 +299,22 @@ impl Plaintext {
                     responding,
                 } => {
                     if let Some(c) = self.conns.get_mut(conn) {
-                        let mut evs = Vec::new();
-                        match &mut c.proto {
-                            Some(Proto::Http1(h)) => {
-                                if !*from_client {
-                                    h.server_closed(*ts, &mut evs);
-                                }
-                                *outstanding = h.outstanding();
-                                *responding = h.responding().is_some();
+                        if c.closed.is_some_and(|(_, side)| side == *from_client) {
+                            // already closed at the TLS layer (close_notify)
+                            keep = false;
+                        } else {
+                            let mut closing = close_events(*conn, c, *ts, *from_client);
+                            if let Some(Event::Fin {
+                                outstanding: o,
+                                responding: r,
+                                ..
+                            }) = closing.pop()
+                            {
+                                *outstanding = o;
+                                *responding = r;
                             }
-                            Some(Proto::H2(h2)) => {
-                                *outstanding = h2.outstanding();
-                                *responding = h2.responding();
-                            }
-                            None => {}
+                            out.extend(closing);
                         }
-                        out.extend(evs.into_iter().map(|e| Event::Http {
-                            conn: *conn,
-                            ev: e,
-                            idle_ns: None,
-                            busy: false,
-                        }));
                     }
                 }
                 Event::Closed { conn, .. } => {
@@ -327,6 +342,40 @@ impl Plaintext {
             _ => {}
         }
     }
+}
+
+/// What a close by one side means for a connection's plaintext: the end of a response
+/// delimited by the close (when the server closed), then a FIN carrying what was still
+/// outstanding — the flow's own count knows nothing of encrypted requests.
+fn close_events(id: ConnId, c: &mut PlainConn, ts: i64, from_client: bool) -> Vec<Event> {
+    let mut evs = Vec::new();
+    let (outstanding, responding) = match &mut c.proto {
+        Some(Proto::Http1(h)) => {
+            if !from_client {
+                h.server_closed(ts, &mut evs);
+            }
+            (h.outstanding(), h.responding().is_some())
+        }
+        Some(Proto::H2(h2)) => (h2.outstanding(), h2.responding()),
+        None => (0, false),
+    };
+    let mut out: Vec<Event> = evs
+        .into_iter()
+        .map(|ev| Event::Http {
+            conn: id,
+            ev,
+            idle_ns: None,
+            busy: false,
+        })
+        .collect();
+    out.push(Event::Fin {
+        conn: id,
+        ts,
+        from_client,
+        outstanding,
+        responding,
+    });
+    out
 }
 
 /// The plaintext copies among a bundle's kernel events (`events.jsonl`, written by

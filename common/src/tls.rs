@@ -33,6 +33,9 @@ pub mod op {
     /// teaches the probe the socket of the `SSL *` (the request that follows the handshake
     /// in the same flight is read from OpenSSL's buffer, without a socket read of its own).
     pub const LEARN_UNTIL_RETURN: u32 = 4;
+    /// The proxy ended the TLS session (`SSL_shutdown`: its close_notify): on an encrypted
+    /// connection, the close that HTTP sees, which the socket's FIN may follow late.
+    pub const CLOSE: u32 = 5;
 }
 
 /// Bits of [`RawTlsEvent::flags`].
@@ -65,6 +68,8 @@ pub mod site {
     pub const OPENSSL_HANDSHAKE: u64 = 8;
     /// OpenSSL `SSL_free(ssl)`: the object's socket is forgotten (its address is reused).
     pub const OPENSSL_FREE: u64 = 9;
+    /// OpenSSL `SSL_shutdown(ssl)`: the proxy closes the session ([`super::op::CLOSE`]).
+    pub const OPENSSL_SHUTDOWN: u64 = 10;
 }
 
 /// One plaintext copy, as written to the `EVENTS` ring buffer. Its first three fields sit
@@ -82,7 +87,7 @@ pub struct RawTlsEvent {
     /// The calling process (tgid) and thread.
     pub pid: u32,
     pub tid: u32,
-    /// [`op::WRITE`] or [`op::READ`].
+    /// [`op::WRITE`], [`op::READ`] or [`op::CLOSE`] (no data).
     pub dir: u32,
     /// Plaintext bytes the call carried (written: asked to write; read: returned).
     pub len: u64,

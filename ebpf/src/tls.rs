@@ -142,6 +142,17 @@ fn try_entry(ctx: &ProbeContext) -> Result<(), i64> {
             let p = pending(op::LEARN_UNTIL_RETURN, r.rdi, 0, 0, 0, now);
             TLS_PENDING.insert(tid, p, 0).map_err(i64::from)?;
         }
+        site::OPENSSL_SHUTDOWN => {
+            let key = TlsConnKey {
+                pid,
+                _pad0: 0,
+                conn: r.rdi,
+            };
+            // SAFETY: the value is copied at once.
+            if let Some(skaddr) = unsafe { TLS_CONNS.get(key) }.copied() {
+                emit(op::CLOSE, skaddr, r.rdi, 0, 0, tls_flags::SOCKET_BY_CONN, now);
+            }
+        }
         site::OPENSSL_FREE => {
             let key = TlsConnKey {
                 pid,

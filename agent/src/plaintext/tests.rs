@@ -22,6 +22,7 @@ fn record(ts: i64, write: bool, data: &[u8], len: u64) -> PlainRecord {
         local: addr("198.18.0.1:8443"),
         remote: addr("198.18.0.2:40000"),
         write,
+        close: false,
         len,
         data: data.to_vec(),
     }
@@ -99,6 +100,51 @@ fn a_close_carries_the_plaintexts_outstanding_request_and_sparse_gaps_are_ignore
 }
 
 #[test]
+fn the_proxys_close_notify_is_its_close_and_its_late_fin_is_not_a_second_one() {
+    // HAProxy's silent close: the request is read, the proxy ends the session, the client
+    // (which read the alert) closes, and only then does the proxy's FIN leave.
+    let mut p = Plaintext::default();
+    let mut evs = vec![opened(1)];
+    p.filter(&mut evs);
+    p.push(record(100, false, REQUEST, REQUEST.len() as u64 + 10));
+    p.push(PlainRecord {
+        close: true,
+        ..record(200, true, b"", 0)
+    });
+    let mut out = Vec::new();
+    p.release(250, &mut out);
+    assert_eq!(
+        out.last(),
+        Some(&Event::Fin {
+            conn: ConnId(1),
+            ts: 200,
+            from_client: false,
+            outstanding: 1,
+            responding: false,
+        })
+    );
+    let fin = |ts, from_client| Event::Fin {
+        conn: ConnId(1),
+        ts,
+        from_client,
+        outstanding: 0,
+        responding: false,
+    };
+    let mut evs = vec![fin(300, true), fin(310, false)];
+    p.filter(&mut evs);
+    assert_eq!(
+        evs,
+        [Event::Fin {
+            conn: ConnId(1),
+            ts: 300,
+            from_client: true,
+            outstanding: 1,
+            responding: false,
+        }]
+    );
+}
+
+#[test]
 fn a_copy_for_a_connection_never_seen_is_counted_and_dropped() {
     let mut p = Plaintext::default();
     p.push(record(100, true, RESPONSE, RESPONSE.len() as u64));
@@ -165,6 +211,7 @@ fn the_proxys_own_tls_to_an_upstream_is_the_client_side() {
         local: addr("198.18.0.1:50000"),
         remote: addr("198.18.2.2:443"),
         write: true,
+        close: false,
         len: REQUEST.len() as u64 + 10,
         data: REQUEST.to_vec(),
     });

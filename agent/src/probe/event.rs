@@ -37,9 +37,12 @@ pub enum SockEventKind {
     /// The process handed its TLS library plaintext to send (`write`) or got plaintext
     /// from it (a read): `len` bytes, of which `data` holds the first (a message head).
     /// `conn` is the library's connection object; `by_conn` says the socket was named by
-    /// that object's last socket, not by the call's own socket operation.
+    /// that object's last socket, not by the call's own socket operation. `close`: the
+    /// process ended the TLS session instead (no data).
     TlsData {
         write: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        close: bool,
         len: u64,
         conn: u64,
         by_conn: bool,
@@ -162,6 +165,7 @@ pub fn from_raw_tls(raw: &RawTlsEvent) -> SockEvent {
         skaddr: raw.skaddr,
         kind: SockEventKind::TlsData {
             write: raw.dir == op::WRITE,
+            close: raw.dir == op::CLOSE,
             len: raw.len,
             conn: raw.conn,
             by_conn: raw.flags & tls_flags::SOCKET_BY_CONN != 0,
@@ -428,6 +432,7 @@ mod tests {
             e.kind,
             SockEventKind::TlsData {
                 write: true,
+                close: false,
                 len: 4096,
                 conn: 0xc000_1000,
                 by_conn: false,

@@ -95,6 +95,7 @@ pub fn openssl_sites(elf: &Elf<'_>) -> Result<Sites, SitesError> {
     add("SSL_read", site::OPENSSL_READ, true, true)?;
     add("SSL_do_handshake", site::OPENSSL_HANDSHAKE, true, true)?;
     add("SSL_free", site::OPENSSL_FREE, false, true)?;
+    add("SSL_shutdown", site::OPENSSL_SHUTDOWN, false, true)?;
     add("SSL_write_ex", site::OPENSSL_WRITE, false, false)?;
     add("SSL_read_ex", site::OPENSSL_READ_EX, true, false)?;
     Ok(Sites {
@@ -497,7 +498,7 @@ mod tests {
             return;
         };
         let s = openssl_sites(&Elf::parse(&data).unwrap()).unwrap();
-        assert_eq!(s.sites.len(), 9);
+        assert_eq!(s.sites.len(), 10);
         assert_eq!(s.sites.iter().filter(|s| s.ret).count(), 3);
         assert!(s.sites.iter().filter(|s| s.ret).all(|s| [
             site::OPENSSL_READ,
