@@ -6,8 +6,10 @@ use std::collections::VecDeque;
 use crate::flow::{ConnId, ConnInfo};
 use crate::http::{RequestHead, ResponseHead};
 
-/// Exchanges kept per connection (older ones are dropped).
-pub const KEEP_EXCHANGES: usize = 64;
+/// Exchanges kept per connection (older ones are dropped). An error is judged a second
+/// after it happened (`GRACE_NS`): a connection must keep what it carried in that time, and
+/// one HTTP/2 connection carries every request of a client (a thousand a second and more).
+pub const KEEP_EXCHANGES: usize = 4096;
 
 /// Reference to one exchange.
 pub type ExRef = (ConnId, u32);
