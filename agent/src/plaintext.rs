@@ -334,10 +334,10 @@ impl Plaintext {
             Event::Opened(info) => {
                 self.ids.insert((info.client, info.server), info.id);
             }
-            Event::Closed { info, .. } => {
-                if self.ids.get(&(info.client, info.server)) == Some(&info.id) {
-                    self.ids.remove(&(info.client, info.server));
-                }
+            Event::Closed { info, .. }
+                if self.ids.get(&(info.client, info.server)) == Some(&info.id) =>
+            {
+                self.ids.remove(&(info.client, info.server));
             }
             _ => {}
         }

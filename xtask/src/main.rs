@@ -9,6 +9,7 @@ mod bench;
 mod bench_analyze;
 mod bench_paired;
 mod bench_probe;
+mod bench_tls;
 mod ebpf;
 mod lab;
 mod rate;
@@ -45,6 +46,9 @@ enum Task {
     BenchPaired(bench_paired::PairedArgs),
     /// Benchmark: the kernel side's cost per system call and per packet (loopback, no proxy).
     BenchProbe(bench_probe::BenchArgs),
+    /// What the TLS uprobes cost a TLS-terminating nginx per request, against nginx alone
+    /// and the probe without uprobes, in the same run.
+    BenchTls(bench_tls::BenchArgs),
     /// An open-loop load at a fixed rate, one JSON line of results (used by bench-capture).
     #[command(hide = true)]
     RateLoad(rate::RateArgs),
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Task::BenchCapture(args) => bench::bench_capture(&args),
         Task::BenchAnalyze(args) => bench_analyze::bench_analyze(&args),
         Task::BenchProbe(args) => bench_probe::bench_probe(&args),
+        Task::BenchTls(args) => bench_tls::bench_tls(&args),
         Task::BenchPaired(args) => bench_paired::bench_paired(&args),
         Task::RateLoad(args) => rate::run(&args),
         Task::BuildEbpf { debug } => ebpf::build_ebpf(!debug),

@@ -55,7 +55,7 @@ pub fn starts_h2(from_client: bool, data: &[u8]) -> bool {
         data.len() >= FRAME_HEADER
             && data[3] == frame::SETTINGS
             && data[5..9] == [0, 0, 0, 0]
-            && u32::from_be_bytes([0, data[0], data[1], data[2]]) % 6 == 0
+            && u32::from_be_bytes([0, data[0], data[1], data[2]]).is_multiple_of(6)
     }
 }
 
