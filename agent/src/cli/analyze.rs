@@ -69,6 +69,13 @@ fn analyze(args: &Args) -> Result<()> {
     for open in ledger.iter().flat_map(Ledger::opens) {
         engine.kernel_socket(open);
     }
+    for dir in args.files.iter().filter(|p| bundle::is_bundle(p)) {
+        let copies = tracer::plaintext::read_bundle(dir)
+            .with_context(|| format!("cannot read the bundle {}", dir.display()))?;
+        for rec in copies {
+            engine.plaintext(rec);
+        }
+    }
     for seg in segments.by_ref() {
         engine.push(&seg);
     }

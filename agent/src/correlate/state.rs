@@ -6,8 +6,15 @@ use std::collections::VecDeque;
 use crate::flow::{ConnId, ConnInfo};
 use crate::http::{RequestHead, ResponseHead};
 
-/// Exchanges kept per connection (older ones are dropped).
+/// Settled exchanges kept per connection (see [`Ex::settled`]); the oldest settled one
+/// goes first.
 pub const KEEP_EXCHANGES: usize = 64;
+
+/// Exchanges kept per connection at most, settled or not. An error is judged a second
+/// after it happened and one HTTP/2 connection carries every request of a client, a
+/// thousand a second and more: those still to be judged are kept past [`KEEP_EXCHANGES`],
+/// and this bounds what one connection can hold when nothing settles.
+pub const MAX_EXCHANGES: usize = 1024;
 
 /// Reference to one exchange.
 pub type ExRef = (ConnId, u32);
@@ -39,6 +46,15 @@ impl Ex {
     #[must_use]
     pub fn status(&self) -> Option<u16> {
         self.res.as_ref().map(|r| r.status)
+    }
+
+    /// Nothing is left to judge: a verdict was made, or its response came whole and is not
+    /// an error, or it is a number the connection skipped (no request, no response).
+    #[must_use]
+    pub fn settled(&self) -> bool {
+        self.judged
+            || (self.res_end_ns.is_some() && self.status().is_some_and(|s| s < 500))
+            || (self.req.is_none() && self.res.is_none())
     }
 }
 
@@ -100,40 +116,59 @@ impl CConn {
         }
     }
 
+    /// Where the exchange numbered `index` is kept, or where it would go (exchanges are kept
+    /// in order of their numbers, with gaps where some were dropped).
+    fn position(&self, index: u32) -> Result<usize, usize> {
+        match self.exchanges.back() {
+            None => Err(0),
+            Some(last) if last.index == index => Ok(self.exchanges.len() - 1),
+            Some(last) if last.index < index => Err(self.exchanges.len()),
+            Some(_) => self.exchanges.binary_search_by_key(&index, |e| e.index),
+        }
+    }
+
     #[must_use]
     pub fn ex(&self, index: u32) -> Option<&Ex> {
-        let first = self.exchanges.front()?.index;
-        self.exchanges.get(index.checked_sub(first)? as usize)
+        self.position(index).ok().map(|p| &self.exchanges[p])
     }
 
     pub fn ex_mut(&mut self, index: u32) -> Option<&mut Ex> {
-        let first = self.exchanges.front()?.index;
-        self.exchanges.get_mut(index.checked_sub(first)? as usize)
+        self.position(index).ok().map(|p| &mut self.exchanges[p])
     }
 
-    /// The exchange numbered `index`, created (with any skipped numbers) if new.
+    /// The exchange numbered `index`, created if new; then the oldest settled exchanges
+    /// (never this one) are dropped down to [`KEEP_EXCHANGES`], and any beyond
+    /// [`MAX_EXCHANGES`].
     pub fn ex_entry(&mut self, index: u32) -> &mut Ex {
-        let next = self.exchanges.back().map_or(index, |e| e.index + 1);
-        for i in next..=index {
-            self.exchanges.push_back(Ex {
-                index: i,
-                ..Ex::default()
-            });
-            if self.exchanges.len() > KEEP_EXCHANGES {
-                self.exchanges.pop_front();
-            }
+        if let Err(p) = self.position(index) {
+            self.exchanges.insert(
+                p,
+                Ex {
+                    index,
+                    ..Ex::default()
+                },
+            );
+            self.trim(index);
         }
-        if self.ex(index).is_none() {
-            // older than what is kept: reuse a scratch slot at the back
-            self.exchanges.push_back(Ex {
-                index,
-                ..Ex::default()
-            });
+        let p = self.position(index).expect("just kept");
+        &mut self.exchanges[p]
+    }
+
+    fn trim(&mut self, keep: u32) {
+        while self.exchanges.len() > KEEP_EXCHANGES {
+            let settled = self
+                .exchanges
+                .iter()
+                .position(|e| e.index != keep && e.settled());
+            let drop = match settled {
+                Some(p) => p,
+                None if self.exchanges.len() > MAX_EXCHANGES => {
+                    usize::from(self.exchanges.front().is_some_and(|e| e.index == keep))
+                }
+                None => break,
+            };
+            self.exchanges.remove(drop);
         }
-        let first = self.exchanges.front().map_or(index, |e| e.index);
-        let pos = (index - first) as usize;
-        let last = self.exchanges.len() - 1;
-        self.exchanges.get_mut(pos.min(last)).expect("not empty")
     }
 
     /// The upstream side (server) closed first: its FIN or RST time, whichever came first.
