@@ -9,10 +9,11 @@
 //!   (the proxy's process), every contrast its own cause, and no verdict names another
 //!   cause than the logs (zero misattributions);
 //! - the probe lost no event; capture drops are reported;
-//! - where the clients speak TLS, the report says the client side is encrypted. With the TLS
-//!   uprobes attached (the default), every race is seen, also those the proxy never sent
-//!   upstream; with `--no-tls` (checked on `seed-tls` with `--all-data`) a race the proxy
-//!   never sent leaves nothing readable, and is counted as unseen.
+//! - where the clients speak TLS: with the TLS uprobes attached (the default) the client side
+//!   is read from the proxy's plaintext, and every race is seen, also those the proxy never
+//!   sent upstream; with `--no-tls` (checked on `seed-tls` with `--all-data`) the report
+//!   says the client side is encrypted, and a race the proxy never sent leaves nothing
+//!   readable: it is counted as unseen.
 //!
 //! Needs root; skips with a printed reason otherwise.
 
@@ -140,11 +141,19 @@ fn check_every_scenario(label: &str, args: &[&str], uprobes: bool) {
         }
         // Without the uprobes a race the proxy never sent upstream leaves nothing readable.
         let blind = encrypted && !uprobes;
-        if encrypted && report["client_side"]["encrypted"] != true {
+        if blind && report["client_side"]["encrypted"] != true {
             mine.push(
                 "the clients spoke TLS but the report does not say the client side is encrypted"
                     .into(),
             );
+        }
+        // With the uprobes the client side is read from the proxy's plaintext: no client
+        // connection may be left unreadable.
+        if encrypted && uprobes && !report["client_side"].is_null() {
+            mine.push(format!(
+                "the TLS uprobes were attached, yet the report says client connections were unreadable: {}",
+                report["client_side"]["summary"]
+            ));
         }
         let (mut right, mut with_kernel, mut unseen) = (0, 0, 0);
         for row in &out.truth.rows {

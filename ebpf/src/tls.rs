@@ -41,6 +41,12 @@ static TLS_CONNS: LruHashMap<TlsConnKey, u64> = LruHashMap::with_max_entries(65_
 #[map]
 static GO_READS: LruHashMap<GoKey, TlsPending> = LruHashMap::with_max_entries(16_384, 0);
 
+/// The last socket each thread read data from, and when: `[skaddr, ns]`. A Go read whose
+/// `*tls.Conn` has no known socket yet (its handshake's write ran on another thread than
+/// the one it began on) takes the socket its own thread read during the call.
+#[map]
+static LAST_RECV: LruHashMap<u32, [u64; 2]> = LruHashMap::with_max_entries(16_384, 0);
+
 /// Whether the uprobes are attached, set by userspace before load.
 #[no_mangle]
 static TLS_CONFIG: Global<TlsConfig> = Global::new(TlsConfig::OFF);
@@ -206,11 +212,32 @@ fn try_entry(ctx: &ProbeContext) -> Result<(), i64> {
                     tls_flags::SOCKET_BY_CONN,
                     now,
                 );
+            } else if let Some(skaddr) = read_during(tid, p.start_ns) {
+                // The socket this thread read during the call: the call's own (a goroutine
+                // moves to another thread only where it blocks, before its read).
+                let _ = TLS_CONNS.insert(ck, skaddr, 0);
+                emit(
+                    op::READ,
+                    skaddr,
+                    p.conn,
+                    p.buf,
+                    n as u64,
+                    tls_flags::SOCKET_BY_THREAD,
+                    now,
+                );
             }
         }
         _ => {}
     }
     Ok(())
+}
+
+/// The socket thread `tid` last read data from, if it did so since `since`.
+#[inline(always)]
+fn read_during(tid: u32, since: u64) -> Option<u64> {
+    // SAFETY: the value is copied at once.
+    let [skaddr, at] = unsafe { LAST_RECV.get(tid) }.copied()?;
+    (skaddr != 0 && at >= since).then_some(skaddr)
 }
 
 fn try_openssl_ret(ctx: &RetProbeContext) -> Result<(), i64> {
@@ -264,6 +291,9 @@ fn try_openssl_ret(ctx: &RetProbeContext) -> Result<(), i64> {
 pub fn on_socket_op(skaddr: u64, send: bool, ret: i32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
+    if !send && ret > 0 {
+        let _ = LAST_RECV.insert(tid, [skaddr, now_ns()], 0);
+    }
     let Some(ptr) = TLS_PENDING.get_ptr_mut(tid) else {
         return;
     };

@@ -8,6 +8,12 @@
 //! worker's own CPU per request (from `/proc/PID/schedstat`, in nanoseconds: uprobes run in
 //! the traced task) and the throughput; the uprobes' cost is the difference between the last
 //! two, measured in the same run.
+//!
+//! Where that time goes: the kernel counts the TLS programs' runs (BPF run-time statistics,
+//! enabled for the run), which gives the uprobe hits per request, entry and return; and
+//! what one hit costs this machine is measured in the same run on a function of this
+//! program ([`crate::bench_tls_hit`]). Hits × cost per hit should account for the
+//! difference; what the BPF programs themselves take is printed too.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -153,8 +159,8 @@ fn cpu_ns(pid: u32) -> Result<u64> {
         .context("reading schedstat")
 }
 
-/// One round of load: (requests per second, worker CPU ns per request).
-fn round(port: u16, worker: u32, args: &BenchArgs) -> Result<(f64, f64)> {
+/// One round of load: (requests per second, worker CPU ns per request, requests).
+fn round(port: u16, worker: u32, args: &BenchArgs) -> Result<(f64, f64, f64)> {
     let before = cpu_ns(worker)?;
     let out = Command::new("wrk")
         .args(["-t1", "-c", &args.connections.to_string()])
@@ -177,7 +183,27 @@ fn round(port: u16, worker: u32, args: &BenchArgs) -> Result<(f64, f64)> {
     Ok((
         requests / f64::from(args.seconds),
         (after - before) as f64 / requests,
+        requests,
     ))
+}
+
+/// The TLS programs' (runs, ns) so far, entry and return.
+fn tls_runs(p: &tracer::probe::Probe) -> [(u64, u64); 2] {
+    let mut out = [(0, 0); 2];
+    for (name, runs, time) in p.tls_program_stats() {
+        let i = usize::from(name != tracer_common::tls::tls_names::ENTRY);
+        out[i] = (runs, u64::try_from(time.as_nanos()).unwrap_or(u64::MAX));
+    }
+    out
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn bench_tls(args: &BenchArgs) -> Result<()> {
@@ -185,10 +211,18 @@ pub fn bench_tls(args: &BenchArgs) -> Result<()> {
     let master = nginx.child.id();
     let worker = worker_of(master)?;
     println!(
-        "bench-tls: nginx (TLS, keep-alive, `return 200`) on 127.0.0.1:{}, wrk -c{} for {} s a round, {} rounds of each kind",
-        nginx.port, args.connections, args.seconds, args.rounds
+        "bench-tls: nginx (TLS, keep-alive, `return 200`) on 127.0.0.1:{}, wrk -c{} for {} s a round, {} rounds of each kind; load average {} at the start",
+        nginx.port, args.connections, args.seconds, args.rounds, loadavg()
     );
+    // Run-time statistics of BPF programs (the TLS programs' hits), while this is open.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| eprintln!("warning: BPF run-time statistics unavailable: {e}"))
+        .ok();
+    let tracefs = tracer::probe::ensure_tracefs().context("finding tracefs")?;
+    let mut hit = Vec::new();
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); Mode::ALL.len()];
+    // (entry hits, return hits, BPF ns) per request, of each TLS round
+    let mut hits: Vec<(f64, f64, f64)> = Vec::new();
     for r in 0..args.rounds {
         for (i, mode) in Mode::ALL.iter().enumerate() {
             let probe = match mode {
@@ -209,11 +243,27 @@ pub fn bench_tls(args: &BenchArgs) -> Result<()> {
                 }
             }
             let mut probe = probe;
-            let res = round(nginx.port, worker, args)?;
+            let runs0 = probe.as_ref().map(tls_runs);
+            let (rps, cpu, requests) = round(nginx.port, worker, args)?;
+            let res = (rps, cpu);
+            if let (Some(p), Some(r0)) = (&probe, runs0) {
+                let r1 = tls_runs(p);
+                if *mode == Mode::ProbeTls && r1[0].0 > r0[0].0 {
+                    hits.push((
+                        (r1[0].0 - r0[0].0) as f64 / requests,
+                        (r1[1].0 - r0[1].0) as f64 / requests,
+                        ((r1[0].1 - r0[0].1) + (r1[1].1 - r0[1].1)) as f64 / requests,
+                    ));
+                }
+            }
             if let Some(p) = &mut probe {
                 let _ = p.drain(); // what the kernel queued, read as a capture would
             }
             drop(probe);
+            if *mode == Mode::Nothing {
+                // one uprobe hit on this machine, now (between rounds, as loaded as they are)
+                hit.push(crate::bench_tls_hit::uprobe_hit_us(tracefs.path(), 1)?);
+            }
             eprintln!(
                 "round {}: {:<32} {:>9.0} req/s {:>8.2} µs nginx CPU/request",
                 r + 1,
@@ -249,5 +299,24 @@ pub fn bench_tls(args: &BenchArgs) -> Result<()> {
         uprobes / base_cpu * 100.0,
         (med(2, |r| r.0) / base_rps - 1.0) * 100.0
     );
+    let entry_us = median(&hit.iter().map(|h| h.0).collect::<Vec<_>>());
+    let both_us = median(&hit.iter().map(|h| h.1).collect::<Vec<_>>());
+    println!(
+        "one uprobe hit on this machine: {entry_us:.2} µs (entry probe), {both_us:.2} µs (entry and return probe)"
+    );
+    if hits.is_empty() {
+        println!("uprobe hits per request: not counted (no BPF run-time statistics)");
+    } else {
+        let entries = median(&hits.iter().map(|h| h.0).collect::<Vec<_>>());
+        let returns = median(&hits.iter().map(|h| h.1).collect::<Vec<_>>());
+        let bpf_ns = median(&hits.iter().map(|h| h.2).collect::<Vec<_>>());
+        let expected = entries * entry_us + returns * (both_us - entry_us).max(0.0);
+        println!(
+            "uprobe hits per request: {entries:.2} entry, {returns:.2} return; their BPF programs {:.2} µs per request; hits × cost per hit = {expected:.2} µs of the {:.2} µs measured",
+            bpf_ns / 1e3,
+            uprobes / 1e3
+        );
+    }
+    println!("load average {} at the end", loadavg());
     Ok(())
 }

@@ -11,6 +11,7 @@ mod bench_flood;
 mod bench_paired;
 mod bench_probe;
 mod bench_tls;
+mod bench_tls_hit;
 mod ebpf;
 mod lab;
 mod rate;

@@ -234,3 +234,72 @@ pub fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
         (None, y) => y,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::ConnId;
+
+    fn conn() -> CConn {
+        let a: std::net::SocketAddr = "198.18.1.1:40000".parse().unwrap();
+        let b: std::net::SocketAddr = "198.18.1.2:8443".parse().unwrap();
+        CConn::new(ConnInfo {
+            id: ConnId(1),
+            client: a,
+            server: b,
+            opener_known: true,
+            first_ns: 0,
+            syn_ns: None,
+        })
+    }
+
+    fn request(c: &mut CConn, i: u32) {
+        c.ex_entry(i).req = Some(RequestHead::default());
+    }
+
+    fn answer(c: &mut CConn, i: u32, status: u16) {
+        let e = c.ex_entry(i);
+        e.res = Some(ResponseHead {
+            status,
+            ..ResponseHead::default()
+        });
+        e.res_end_ns = Some(1);
+    }
+
+    #[test]
+    fn an_error_still_to_judge_outlives_thousands_of_answered_exchanges() {
+        let mut c = conn();
+        request(&mut c, 1);
+        answer(&mut c, 1, 502);
+        for i in 2..5000 {
+            request(&mut c, i);
+            answer(&mut c, i, 200);
+        }
+        assert_eq!(c.exchanges.len(), KEEP_EXCHANGES);
+        assert_eq!(c.ex(1).and_then(Ex::status), Some(502));
+        assert!(c.ex(2).is_none(), "the oldest answered one went first");
+        assert_eq!(c.ex(4999).and_then(Ex::status), Some(200));
+        // judged, it may go too
+        c.ex_mut(1).unwrap().judged = true;
+        request(&mut c, 5000);
+        assert!(c.ex(1).is_none());
+    }
+
+    #[test]
+    fn nothing_settling_is_still_bounded() {
+        let mut c = conn();
+        for i in 1..3000 {
+            request(&mut c, i);
+        }
+        assert_eq!(c.exchanges.len(), MAX_EXCHANGES);
+        assert!(c.ex(2999).is_some() && c.ex(1).is_none());
+        // an old number comes back: kept in order, found again
+        request(&mut c, 1);
+        assert!(c.ex(1).is_some_and(|e| e.req.is_some()));
+        assert!(c
+            .exchanges
+            .iter()
+            .zip(c.exchanges.iter().skip(1))
+            .all(|(a, b)| a.index < b.index));
+    }
+}

@@ -37,7 +37,7 @@ pub use event::{
     SockEventKind,
 };
 pub use select::{ResponseCount, SelectTestRun, Selector};
-pub use sys::{missing_caps, Tracefs};
+pub use sys::{ensure_tracefs, missing_caps, Tracefs};
 pub use tls::{Library, TlsAttachment};
 pub use tracer_common::{kind, tcp_state, RawSockEvent};
 
@@ -367,6 +367,19 @@ impl Probe {
     /// The TLS uprobes, per followed process (empty unless [`ProbeConfig::tls`] found one).
     pub fn tls(&self) -> &[TlsAttachment] {
         &self.tls
+    }
+
+    /// How often the TLS programs ran and for how long, per program name: the kernel counts
+    /// only while BPF run-time statistics are enabled (`aya::sys::enable_stats`), so this is
+    /// for benchmarks. One entry per loaded TLS program.
+    pub fn tls_program_stats(&self) -> Vec<(&'static str, u64, Duration)> {
+        [tls_names::ENTRY, tls_names::OPENSSL_RET]
+            .into_iter()
+            .filter_map(|name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some((name, info.run_count(), info.run_time()))
+            })
+            .collect()
     }
 
     /// Which tracepoints attached, and why the others did not.
