@@ -153,6 +153,16 @@ impl Engine {
         self.tracker.set_max_connections(n);
     }
 
+    /// Keep every idle sample for [`Engine::take_samples`] (the node agent's histograms).
+    pub fn stream_samples(&mut self, on: bool) {
+        self.corr.obs.stream_samples = on;
+    }
+
+    /// The idle samples observed since the last call (empty unless streamed).
+    pub fn take_samples(&mut self) -> Vec<crate::correlate::Sample> {
+        std::mem::take(&mut self.corr.obs.samples)
+    }
+
     /// Connections forgotten so far because the table was full.
     #[must_use]
     pub fn evicted_connections(&self) -> u64 {

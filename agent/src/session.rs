@@ -25,6 +25,10 @@ use crate::verdict::Verdict;
 /// Packets are held this long (capture time) so that the interfaces' streams can be merged
 /// in time order before the engine sees them.
 const REORDER_NS: i64 = 20_000_000;
+/// An interface that delivered nothing for this long (wall time) no longer holds the
+/// others back: it is quiet, not late. One that delivers is waited for, however far its
+/// capture thread fell behind (118 ms was seen on a loaded machine).
+const QUIET_IFACE: Duration = Duration::from_millis(500);
 /// The kernel hands packets over in blocks at most this late (ms): far fewer wake-ups
 /// than one per packet on a busy proxy, and shorter than [`REORDER_NS`], so the
 /// interfaces' blocks still merge in time order.
@@ -302,10 +306,17 @@ pub struct LiveSession {
     last_evict: Instant,
     held: Vec<LivePacket>,
     newest: i64,
+    /// Per interface: the newest packet's time, and when it was taken.
+    ifaces: Vec<(i64, Instant)>,
     stats: SessionStats,
     keep_verdicts: bool,
     /// Remote endpoint → the process that last opened a connection to it (probe).
     opened: std::collections::HashMap<SocketAddr, u32>,
+    /// The server ends seen, to tell a capture of one side of the proxy (a session that
+    /// keeps its verdicts for a report; a long-running one keeps none).
+    sides: Option<crate::report::sides::Sides>,
+    /// What the user said of the roles.
+    roles: (Option<Endpoint>, Option<Endpoint>),
 }
 
 impl std::fmt::Debug for LiveSession {
@@ -363,6 +374,8 @@ impl LiveSession {
             sparse,
         });
         engine.set_max_connections(opts.max_connections);
+        // A long-running session hands its idle samples out (the agent's histograms).
+        engine.stream_samples(!opts.keep_verdicts);
         let session = LiveSession {
             live,
             probe,
@@ -375,9 +388,14 @@ impl LiveSession {
             last_evict: Instant::now(),
             held: Vec::new(),
             newest: i64::MIN,
+            ifaces: Vec::new(),
             stats: SessionStats::default(),
             keep_verdicts: opts.keep_verdicts,
             opened: std::collections::HashMap::new(),
+            sides: opts
+                .keep_verdicts
+                .then(crate::report::sides::Sides::new),
+            roles: (opts.proxy, opts.upstream),
         };
         Ok((session, notices))
     }
@@ -420,6 +438,12 @@ impl LiveSession {
     #[must_use]
     pub fn opener_of(&self, remote: SocketAddr) -> Option<u32> {
         self.opened.get(&remote).copied()
+    }
+
+    /// The idle samples observed since the last call (a session that keeps its verdicts
+    /// for a final report streams none).
+    pub fn take_samples(&mut self) -> Vec<crate::correlate::Sample> {
+        self.engine.take_samples()
     }
 
     /// The timeouts inferred so far, per upstream.
@@ -468,6 +492,10 @@ impl LiveSession {
             packets: stats.packets,
             dropped_or_missing: analysis.flow.gaps + stats.packets_dropped,
             sparse: self.sparse,
+            one_side: self
+                .sides
+                .as_ref()
+                .and_then(|s| s.one_side(self.roles.0, self.roles.1)),
         };
         let bundle = self.bundle.take();
         Ok(SessionEnd {
@@ -489,15 +517,31 @@ impl LiveSession {
         let Some(first) = first else {
             return;
         };
-        self.newest = self.newest.max(first.segment.ts_ns);
-        self.held.push(first);
+        let now = Instant::now();
+        self.hold(first, now);
         while let Ok(next) = self.live.packets().try_recv() {
-            self.newest = self.newest.max(next.segment.ts_ns);
-            self.held.push(next);
+            self.hold(next, now);
             if self.held.len() >= MAX_BATCH {
                 break;
             }
         }
+    }
+
+    fn hold(&mut self, lp: LivePacket, now: Instant) {
+        let ts = lp.segment.ts_ns;
+        self.newest = self.newest.max(ts);
+        if self.ifaces.len() <= lp.iface {
+            self.ifaces.resize(lp.iface + 1, (i64::MIN, now));
+        }
+        let i = &mut self.ifaces[lp.iface];
+        *i = (i.0.max(ts), now);
+        self.held.push(lp);
+    }
+
+    /// The time up to which every interface that is still delivering has handed its
+    /// packets over: the oldest of their newest packets.
+    fn watermark(&self) -> i64 {
+        release_watermark(&self.ifaces, self.newest, Instant::now())
     }
 
     /// Kernel events first (a verdict made below may need them), then the packets that no
@@ -508,12 +552,15 @@ impl LiveSession {
         let cut = if all {
             self.held.len()
         } else {
-            self.held
-                .partition_point(|lp| lp.segment.ts_ns <= self.newest - REORDER_NS)
+            let mark = self.watermark().saturating_sub(REORDER_NS);
+            self.held.partition_point(|lp| lp.segment.ts_ns <= mark)
         };
         for lp in self.held.drain(..cut) {
             if let (Some(b), Some(raw)) = (&mut self.bundle, &lp.raw) {
                 b.packet(raw)?;
+            }
+            if let Some(sides) = &mut self.sides {
+                sides.push(&lp.segment);
             }
             self.engine.push(&lp.segment);
             self.stats.packets += 1;
@@ -590,10 +637,42 @@ impl LiveSession {
     }
 }
 
+/// The capture time up to which packets may go to the engine: the oldest newest packet
+/// of the interfaces heard from within [`QUIET_IFACE`] of `now`; `newest` when none is.
+fn release_watermark(ifaces: &[(i64, Instant)], newest: i64, now: Instant) -> i64 {
+    ifaces
+        .iter()
+        .filter(|(ts, heard)| *ts != i64::MIN && now.duration_since(*heard) < QUIET_IFACE)
+        .map(|(ts, _)| *ts)
+        .min()
+        .unwrap_or(newest)
+}
+
 /// Every packet lost on the way: by the kernel, the interface, or a slow engine.
 fn dropped(stats: &[IfaceStats]) -> u64 {
     stats
         .iter()
         .map(|s| s.dropped + s.if_dropped + s.backlog_dropped)
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lagging_interface_holds_the_others_back_until_it_goes_quiet() {
+        let now = Instant::now();
+        let ms = |n: i64| n * 1_000_000;
+        // interface 0 is at 1000 ms, interface 1 (its thread behind) only at 882 ms
+        let ifaces = [(ms(1000), now), (ms(882), now)];
+        assert_eq!(release_watermark(&ifaces, ms(1000), now), ms(882));
+        // interface 1 has said nothing for a second: quiet, not late
+        let long_ago = now - Duration::from_secs(1);
+        let ifaces = [(ms(1000), now), (ms(882), long_ago)];
+        assert_eq!(release_watermark(&ifaces, ms(1000), now), ms(1000));
+        // one interface (`any`): its own newest
+        assert_eq!(release_watermark(&[(ms(5), now)], ms(5), now), ms(5));
+        assert_eq!(release_watermark(&[], ms(7), now), ms(7));
+    }
 }

@@ -571,3 +571,53 @@ fn sparse_capture_links_no_skipped_5xx_when_two_attempts_failed() {
     assert_eq!(err.cause, Cause::Unexplained, "{err:#?}");
     assert_eq!(a.verdicts.len(), 3, "{:#?}", a.verdicts);
 }
+
+/// The node agent's histograms: with samples streamed, the engine hands out the idle time
+/// of each reuse of a pooled upstream connection and of the upstream's idle close.
+#[test]
+fn idle_samples_are_streamed_for_the_agent() {
+    use tracer::correlate::Sample;
+    let mut tl = Tl::default();
+    warm_up(&mut tl); // exchange 1 on upstream 50000 ends at 0.9 ms
+    let (d, u) = (client(40002), upstream(50000));
+    tl.open(2_000 * MS - 300, d);
+    tl.req(2_000 * MS - 100, d, "GET", 2);
+    tl.req(2_000 * MS, u, "GET", 2);
+    tl.res(2_000 * MS + 400, u, 200);
+    tl.res(2_000 * MS + 500, d, 200);
+    tl.fin(5_000 * MS + 400, u, false); // 3 s after its last response
+    tl.segs.sort_by_key(|s| s.ts_ns);
+    let mut e = tracer::engine::Engine::new(Config::default());
+    e.stream_samples(true);
+    for s in &tl.segs {
+        e.push(s);
+    }
+    let samples = e.take_samples();
+    let server: SocketAddr = "10.0.0.3:9000".parse().unwrap();
+    let reuse: Vec<i64> = samples
+        .iter()
+        .filter_map(|s| match s {
+            Sample::ProxyReuse { upstream, idle_ns } if *upstream == server => Some(*idle_ns),
+            _ => None,
+        })
+        .collect();
+    let closes: Vec<i64> = samples
+        .iter()
+        .filter_map(|s| match s {
+            Sample::UpstreamIdleClose { upstream, idle_ns } if *upstream == server => {
+                Some(*idle_ns)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reuse.len(), 1, "{samples:?}");
+    assert!((reuse[0] - 1_999_100_000).abs() < 1_000_000, "{reuse:?}");
+    assert_eq!(closes.len(), 1, "{samples:?}");
+    assert!((closes[0] - 3_000_000_000).abs() < 1_000_000, "{closes:?}");
+    assert!(
+        tracer::engine::Engine::new(Config::default())
+            .take_samples()
+            .is_empty(),
+        "nothing is kept unless asked for"
+    );
+}

@@ -505,6 +505,16 @@ fn publish(
 ) -> SessionStats {
     let now = session.stats();
     publish_counters(shared, last, &now);
+    for s in session.take_samples() {
+        match s {
+            crate::correlate::Sample::UpstreamIdleClose { upstream, idle_ns } => shared
+                .metrics
+                .upstream_idle_close(labels, &upstream.to_string(), idle_ns as f64 / 1e9),
+            crate::correlate::Sample::ProxyReuse { upstream, idle_ns } => shared
+                .metrics
+                .proxy_reuse_idle(labels, &upstream.to_string(), idle_ns as f64 / 1e9),
+        }
+    }
     for t in session.timeouts() {
         let up = t.upstream.to_string();
         let keepalive = if t.closes_after_every_response {

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 /// warning in [`super::FileStats::warnings`].
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    /// The operating system refused to open, read or write a file or stream.
-    #[error("{0}")]
+    /// The operating system refused to open, read or write a file or stream. Its message
+    /// is this error's own (not repeated as a source).
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 
     /// Another error, with the file it happened in (when several files are read at once).
@@ -21,6 +22,13 @@ pub enum CaptureError {
         /// What went wrong in it.
         cause: Box<CaptureError>,
     },
+
+    /// The file holds no bytes at all.
+    #[error(
+        "the file is empty (0 bytes): not even a capture header; was the capture stopped \
+         before it wrote anything?"
+    )]
+    Empty,
 
     /// The first bytes are neither a pcap nor a pcapng magic number.
     #[error(
@@ -78,8 +86,8 @@ pub enum CaptureError {
     #[error(
         "unsupported link type {linktype} ({name}): tracer decodes Ethernet (1), Linux \
          cooked SLL (113) and SLL2 (276), raw IP (101, 12, 14, 228, 229) and BSD loopback \
-         (0, 108); re-capture on an interface with one of those, or convert with \
-         `editcap -T`"
+         (0, 108); re-capture on an interface with one of those (`-i any` gives Linux \
+         cooked SLL). `editcap -T` would only relabel the frames, not convert them"
     )]
     UnsupportedLinkType {
         /// The LINKTYPE_ number from the file.

@@ -220,9 +220,9 @@ fn not_a_capture(first: &[u8]) -> CaptureError {
             " (a Kuznetzov-modified pcap: convert it with `editcap -F pcap`)"
         }
         [b'{', ..] | [b'[', ..] => " (looks like JSON text)",
-        b if b
-            .iter()
-            .all(|c| c.is_ascii_graphic() || c.is_ascii_whitespace()) =>
+        b if !b.is_empty()
+            && b.iter()
+                .all(|c| c.is_ascii_graphic() || c.is_ascii_whitespace()) =>
         {
             " (looks like text)"
         }
@@ -251,6 +251,9 @@ impl<R: Read> CaptureReader<R> {
     pub fn with_capacity(inner: R, capacity: usize) -> Result<Self, CaptureError> {
         let mut buf = Buf::new(inner, capacity);
         buf.fill(16)?;
+        if buf.bytes().is_empty() {
+            return Err(CaptureError::Empty);
+        }
         let Some(magic4) = buf
             .bytes()
             .get(..4)

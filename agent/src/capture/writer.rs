@@ -7,8 +7,9 @@
 //! [`LinkType::RAW`]: every frame is then re-encoded as its bare IP packet, which every
 //! tool opens.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::decode::ip_packet;
@@ -30,13 +31,21 @@ pub struct PcapWriter<W: Write> {
 }
 
 impl PcapWriter<BufWriter<File>> {
-    /// Creates (or truncates) `path` and writes the file header.
+    /// Creates (or truncates) `path` and writes the file header. A new file is readable by
+    /// its owner only (0600): captures hold full headers, cookies and tokens included.
     ///
     /// # Errors
-    /// When the file cannot be created or written.
+    /// When the file cannot be created or written (the error names `path`).
     pub fn create(path: &Path, linktype: LinkType) -> Result<Self, CaptureError> {
-        let file = File::create(path).map_err(|e| CaptureError::from(e).in_file(path))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| CaptureError::from(e).in_file(path))?;
         PcapWriter::new(BufWriter::with_capacity(1 << 16, file), linktype)
+            .map_err(|e| e.in_file(path))
     }
 }
 
@@ -122,6 +131,21 @@ impl<W: Write> PcapWriter<W> {
         self.out.write_all(&bytes[..caplen])?;
         self.written += 1;
         Ok(())
+    }
+
+    /// The underlying writer.
+    #[must_use]
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
+    /// Hands everything written so far to the underlying writer's destination (whole
+    /// records only: each record is written in one piece before this can run).
+    ///
+    /// # Errors
+    /// When flushing fails.
+    pub fn flush(&mut self) -> Result<(), CaptureError> {
+        Ok(self.out.flush()?)
     }
 
     /// Flushes and returns the underlying writer.

@@ -9,7 +9,7 @@ use tracer::agent::discover::Selection;
 use tracer::agent::{AgentOptions, VerdictSink, DEFAULT_LISTEN};
 use tracer::session::CopyMode;
 
-use super::capture::parse_duration;
+use super::capture::{parse_duration, parse_snaplen};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -52,8 +52,9 @@ pub struct Args {
     /// Only these TCP ports (repeatable).
     #[arg(long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
-    /// Bytes kept of each packet (enough for HTTP message heads).
-    #[arg(long, default_value_t = 512)]
+    /// Bytes kept of each packet (enough for HTTP message heads); at least 134, what a
+    /// status line behind the longest link, IP and TCP headers needs.
+    #[arg(long, default_value_t = 512, value_parser = parse_snaplen)]
     pub snaplen: u32,
     /// Packets only: do not load the kernel probe.
     #[arg(long)]

@@ -40,11 +40,12 @@ pub struct Args {
     /// Where the kubelet keeps pod logs, which name this node's pods (with --pod).
     #[arg(long, value_name = "DIR", default_value = "/var/log/pods")]
     pub pods_dir: PathBuf,
-    /// Stop after this long (`30s`, `5m`, `1h`); default: until Ctrl-C.
+    /// Stop after this long (`30s`, `5m`, `1h`); default: until Ctrl-C, SIGTERM or SIGHUP,
+    /// which all end the capture the same way (report printed, bundle finished).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
-    /// Stop once this many client-facing 5xx have verdicts.
-    #[arg(long, value_name = "N")]
+    /// Stop once this many client-facing 5xx have verdicts (1 or more).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub until: Option<usize>,
     /// Capture filter in tcpdump syntax, instead of the kernel's selection; every matching
     /// segment is copied (as with --all-data).
@@ -76,8 +77,9 @@ pub struct Args {
     /// Only these TCP ports (repeatable), for the capture filter and the probe.
     #[arg(long = "port", value_name = "PORT")]
     pub ports: Vec<u16>,
-    /// Bytes kept of each packet (enough for HTTP message heads).
-    #[arg(long, default_value_t = 512)]
+    /// Bytes kept of each packet (enough for HTTP message heads); at least 134, what a
+    /// status line behind the longest link, IP and TCP headers needs.
+    #[arg(long, default_value_t = 512, value_parser = parse_snaplen)]
     pub snaplen: u32,
     /// Packets only: do not load the kernel probe.
     #[arg(long)]
@@ -88,9 +90,15 @@ pub struct Args {
     #[arg(long)]
     pub no_tls: bool,
     /// Write the evidence bundle here: capture.pcap, events.jsonl, evidence.pcap,
-    /// report.json (`tracer analyze DIR` reads it again).
+    /// report.json (`tracer analyze DIR` reads it again). The pcaps keep full packets by
+    /// design (headers, cookies, query strings): a new directory is made 0700, the files
+    /// 0600; packets reach the disk every second, so a kill loses at most the last one.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// With --out: write into a directory that already holds files (tracer's own files
+    /// there are replaced, nothing else is touched).
+    #[arg(long, requires = "out")]
+    pub force: bool,
     /// The proxy's address (IP or IP:PORT of its listener); inferred when absent.
     #[arg(long, value_name = "ADDR[:PORT]")]
     pub proxy: Option<Endpoint>,
@@ -106,20 +114,82 @@ pub struct Args {
     /// Show each verdict's evidence timeline.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Show query values (`?token=…`) and user information of request targets in the
+    /// reports; by default they read `<redacted>`, as they often carry secrets.
+    #[arg(long)]
+    pub show_query: bool,
 }
+
+impl Args {
+    /// How the reports are written.
+    fn report_options(&self) -> report::Options {
+        report::Options {
+            verbose: self.verbose,
+            show_query: self.show_query,
+        }
+    }
+}
+
+/// The shortest `--snaplen` that still shows an HTTP status line behind the longest headers
+/// tracer decodes: Ethernet with two VLAN tags (22), IPv6 (40), TCP with every option (60),
+/// `HTTP/1.1 502` (12).
+const MIN_SNAPLEN: u32 = 22 + 40 + 60 + 12;
 
 pub fn run(args: &Args) -> ExitCode {
     match capture(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tracer capture: {e:#}");
+            note!("tracer capture: {e:#}");
             ExitCode::from(2)
         }
     }
 }
 
-/// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
+/// `--snaplen`: from [`MIN_SNAPLEN`] to what a pcap file holds.
+pub fn parse_snaplen(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    if n < MIN_SNAPLEN {
+        return Err(format!(
+            "{n} bytes cannot hold an HTTP status line: behind the link, IP and TCP headers \
+             it needs at least {MIN_SNAPLEN} (the default 512 also keeps the headers tracer \
+             reads)"
+        ));
+    }
+    if n > tracer::capture::WRITE_SNAPLEN {
+        return Err(format!(
+            "{n} bytes is more than a pcap file holds per packet ({})",
+            tracer::capture::WRITE_SNAPLEN
+        ));
+    }
+    Ok(n)
+}
+
+/// `--until`: 1 or more (0 would stop before anything was seen).
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("0 would stop before anything was captured: give 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a count")),
+    }
+}
+
+/// A duration that is not zero (a zero `--duration` would stop before anything was seen,
+/// a zero selection window would keep nothing whole).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_any_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "`{s}` is zero: give a duration such as 30s, 5m, 1h"
+        ));
+    }
+    Ok(d)
+}
+
+/// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
+fn parse_any_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(
         s.find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -181,9 +251,9 @@ fn target(args: &Args) -> Result<Target> {
     let wanted = PodRef::parse(wanted).map_err(PodError::BadName)?;
     let pod = Node::with_pods_dir(&args.pods_dir).resolve(&wanted)?;
     let follow = pod.follow();
-    eprintln!("tracer capture: {}", pod.describe());
+    note!("tracer capture: {}", pod.describe());
     if let Some(note) = &follow.note {
-        eprintln!("note: {note}");
+        note!("note: {note}");
     }
     Ok(Target {
         netns: Some(follow.netns_path),
@@ -213,16 +283,22 @@ fn print_report(
     analysis: &tracer::engine::Analysis,
     capture: CaptureSummary,
 ) -> Result<()> {
+    use std::io::Write as _;
+    let opts = args.report_options();
     match (pod, args.format) {
-        (None, _) => super::print_report(analysis, capture, args.format, args.verbose)?,
+        (None, _) => super::print_report(analysis, capture, args.format, opts)?,
         (Some(pod), Format::Text) => {
-            println!("{}", pod.describe());
-            super::print_report(analysis, capture, args.format, args.verbose)?;
+            writeln!(std::io::stdout(), "{}", pod.describe())?;
+            super::print_report(analysis, capture, args.format, opts)?;
         }
-        (Some(pod), Format::Json) => println!(
+        (Some(pod), Format::Json) => writeln!(
+            std::io::stdout(),
             "{}",
-            with_pod(report::json::render(analysis, capture), Some(pod))?
-        ),
+            with_pod(
+                report::json::render_with(analysis, capture, opts),
+                Some(pod)
+            )?
+        )?,
     }
     Ok(())
 }
@@ -251,6 +327,18 @@ fn wants_sparse(args: &Args) -> bool {
 }
 
 fn capture(args: &Args) -> Result<()> {
+    // Ctrl-C, SIGTERM (timeout, systemd, Docker, Kubernetes) and SIGHUP (a dropped SSH
+    // session) all end the capture the same way: the report and the bundle are finished.
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        if let Err(e) = ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed)) {
+            note!("warning: cannot handle Ctrl-C, SIGTERM and SIGHUP ({e}): they will end tracer without its report");
+        }
+    }
+    if let Some(out) = &args.out {
+        tracer::bundle::check_dir(out, args.force)?;
+    }
     let target = target(args)?;
     let netns = target.netns.clone();
     let interfaces = if args.interfaces.is_empty() {
@@ -258,7 +346,11 @@ fn capture(args: &Args) -> Result<()> {
     } else {
         args.interfaces.clone()
     };
-    let bundle = args.out.as_deref().map(BundleWriter::create).transpose()?;
+    let bundle = args
+        .out
+        .as_deref()
+        .map(|dir| BundleWriter::create(dir, args.force))
+        .transpose()?;
     let (mut session, notices) = LiveSession::start(SessionOptions {
         interfaces: interfaces.clone(),
         netns: netns.clone(),
@@ -275,14 +367,9 @@ fn capture(args: &Args) -> Result<()> {
         tls: !args.no_tls,
     })?;
     for n in &notices {
-        eprintln!("{n}");
+        note!("{n}");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed));
-    }
-    eprintln!(
+    note!(
         "tracer capture: {} in {}{}; Ctrl-C to stop",
         interfaces.join(", "),
         netns.as_ref().map_or_else(
@@ -296,7 +383,7 @@ fn capture(args: &Args) -> Result<()> {
         }
     );
     if session.is_sparse() {
-        eprintln!(
+        note!(
             "tracer capture: sparse: the kernel keeps control segments, new connections' first \
              exchange, reuses after {:?} quiet, 5xx heads and closing connections",
             args.sparse_idle
@@ -319,19 +406,22 @@ fn capture(args: &Args) -> Result<()> {
                 errors += 1;
             }
             if tty {
-                eprint!("\r\x1b[K");
+                note_raw!("\r\x1b[K");
             }
-            let line = report::text::verdict(&v, args.verbose);
+            let line = report::text::verdict_with(&v, args.report_options());
             // stdout carries the report; in JSON it must stay one JSON document.
             match args.format {
-                Format::Text => print!("{line}"),
-                Format::Json => eprint!("{line}"),
+                Format::Text => {
+                    use std::io::Write as _;
+                    let _ = write!(std::io::stdout(), "{line}");
+                }
+                Format::Json => note_raw!("{line}"),
             }
         }
         if tty && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             let s = session.stats();
-            eprint!(
+            note_raw!(
                 "\r\x1b[K{:>6.1}s  {} packets, {} connections, {} kernel events, {} verdicts, capture drops {}, probe lost {}",
                 started.elapsed().as_secs_f64(),
                 s.packets,
@@ -344,41 +434,43 @@ fn capture(args: &Args) -> Result<()> {
         }
     }
     if tty {
-        eprint!("\r\x1b[K");
+        note_raw!("\r\x1b[K");
     }
     let end = session.finish()?;
     for s in &end.interfaces {
         if s.dropped + s.if_dropped + s.backlog_dropped > 0 {
-            eprintln!(
+            note!(
                 "warning: {}: {} packets dropped by the kernel, {} by the interface, {} while tracer was behind",
                 s.interface, s.dropped, s.if_dropped, s.backlog_dropped
             );
         }
     }
     let lost = end.stats.events_lost;
-    eprintln!(
+    note!(
         "tracer capture: done: {} packets, {} kernel events, {lost} kernel events lost",
-        end.stats.packets, end.stats.events
+        end.stats.packets,
+        end.stats.events
     );
     if lost > 0 {
-        eprintln!("warning: the kernel probe lost {lost} events (ring buffer full): kernel evidence may be incomplete");
+        note!("warning: the kernel probe lost {lost} events (ring buffer full): kernel evidence may be incomplete");
     }
-    print_report(args, target.pod.as_ref(), &end.analysis, end.capture)?;
+    // The bundle is finished even when the report cannot be printed (its terminal gone).
+    let printed = print_report(args, target.pod.as_ref(), &end.analysis, end.capture);
     if let Some(b) = end.bundle {
         let dir = b.finish(
             &end.analysis.verdicts,
             &with_pod(
-                report::json::render(&end.analysis, end.capture),
+                report::json::render_with(&end.analysis, end.capture, args.report_options()),
                 target.pod.as_ref(),
             )?,
         )?;
-        eprintln!(
+        note!(
             "evidence bundle: {} (tracer analyze {} reads it again)",
             dir.display(),
             dir.display()
         );
     }
-    Ok(())
+    printed.context("cannot print the report")
 }
 
 #[cfg(test)]
@@ -393,6 +485,33 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn zero_stops_nothing_and_is_refused() {
+        for zero in ["0", "0s", "0ms", "0.0m"] {
+            assert!(parse_duration(zero).unwrap_err().contains("zero"), "{zero}");
+        }
+        assert!(parse_count("0").is_err());
+        assert_eq!(parse_count("3"), Ok(3));
+        assert!(parse(&["--until", "0"]).is_err());
+        assert!(parse(&["--duration", "0s"]).is_err());
+        assert!(parse(&["--sparse-hot", "0ms"]).is_err());
+    }
+
+    #[test]
+    fn a_snaplen_must_hold_a_status_line() {
+        assert!(parse_snaplen("10").unwrap_err().contains("status line"));
+        assert!(parse_snaplen(&(MIN_SNAPLEN - 1).to_string()).is_err());
+        assert_eq!(parse_snaplen(&MIN_SNAPLEN.to_string()), Ok(MIN_SNAPLEN));
+        assert_eq!(parse(&[]).unwrap().snaplen, 512);
+        assert!(parse_snaplen("1000000").is_err());
+    }
+
+    #[test]
+    fn force_needs_an_output_directory() {
+        assert!(parse(&["--force"]).is_err());
+        assert!(parse(&["--out", "x", "--force"]).unwrap().force);
     }
 
     #[derive(clap::Parser)]

@@ -38,6 +38,9 @@ const PENDING_MAX_NS: i64 = 300_000_000_000;
 pub const REORDER_NS: i64 = 1_000_000;
 /// Idle-close samples kept per upstream (enough for percentiles, bounded memory).
 const MAX_SAMPLES: usize = 4096;
+/// A kernel report of a write after idle this close to a request's packet is that
+/// request's write.
+const KERNEL_IDLE_NEAR_NS: i64 = 5_000_000;
 /// Connection troubles (refused, unanswered SYNs) and idle closes kept for matching.
 const TROUBLE_KEEP_NS: i64 = 600_000_000_000;
 /// A proxy opens its upstream connection within this time of the request that needs it.
@@ -68,9 +71,34 @@ pub struct IdleClose {
     pub claimed: bool,
 }
 
+/// One idle time observed on an upstream connection, for a live consumer (the node
+/// agent's histograms) that wants every sample as it comes, not the inference's bounded
+/// sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sample {
+    /// The upstream closed a pooled connection after this long idle.
+    UpstreamIdleClose {
+        upstream: std::net::SocketAddr,
+        idle_ns: i64,
+    },
+    /// The proxy reused a pooled connection after this long idle.
+    ProxyReuse {
+        upstream: std::net::SocketAddr,
+        idle_ns: i64,
+    },
+}
+
+/// Samples held for the consumer between two takes; beyond this many the newest are
+/// dropped (a consumer that stopped taking must not make the engine grow).
+const MAX_PENDING_SAMPLES: usize = 65_536;
+
 /// Observations the timeout inference uses.
 #[derive(Debug, Clone, Default)]
 pub struct Observations {
+    /// Every idle sample since the last take, when [`Observations::stream_samples`] is on.
+    pub samples: Vec<Sample>,
+    /// Keep [`Observations::samples`] (the node agent); off by default.
+    pub stream_samples: bool,
     /// Per upstream server: idle time before the upstream closed an idle connection.
     pub upstream_idle_closes: HashMap<std::net::SocketAddr, Vec<i64>>,
     /// Per upstream server: idle time before the proxy closed an idle connection.
@@ -144,6 +172,14 @@ fn key_of(s: &str, salt: u8) -> u64 {
     salt.hash(&mut h);
     s.hash(&mut h);
     h.finish()
+}
+
+impl Observations {
+    fn sample(&mut self, s: Sample) {
+        if self.stream_samples && self.samples.len() < MAX_PENDING_SAMPLES {
+            self.samples.push(s);
+        }
+    }
 }
 
 impl Correlator {
@@ -401,6 +437,24 @@ impl Correlator {
                             .1 += 1;
                     }
                 }
+                if role == Role::Up && index >= 2 {
+                    // The proxy reused a pooled connection: after how long idle (the
+                    // kernel's figure when a sparse capture could not time it).
+                    let idle = idle_ns.or_else(|| {
+                        c.kernel_idle
+                            .iter()
+                            .filter(|&&(t, _)| (t - ts).abs() <= KERNEL_IDLE_NEAR_NS)
+                            .min_by_key(|&&(t, _)| (t - ts).abs())
+                            .map(|&(_, i)| i)
+                    });
+                    if let Some(idle_ns) = idle {
+                        let upstream = c.info.server;
+                        self.obs.sample(Sample::ProxyReuse { upstream, idle_ns });
+                    }
+                }
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
                 let e = c.ex_entry(index);
                 e.req_ns = Some(ts);
                 e.idle_ns = idle_ns;
@@ -651,6 +705,13 @@ impl Correlator {
                     .or_default();
                 if samples.len() < MAX_SAMPLES {
                     samples.push(v);
+                }
+                if role == Role::Up {
+                    let upstream = c.info.server;
+                    self.obs.sample(Sample::UpstreamIdleClose {
+                        upstream,
+                        idle_ns: v,
+                    });
                 }
             }
             // How the upstream ends a keep-alive response: counted only on connections the

@@ -49,6 +49,7 @@ pub(super) fn run(ctx: Ctx, ready: &Sender<Result<(), LiveError>>) {
                     match decode_frame(linktype, p.data, p.header.len) {
                         Ok(view) => {
                             let packet = LivePacket {
+                                iface: ctx.index,
                                 segment: view.to_segment(ts_ns),
                                 raw: ctx.opts.keep_frames.then(|| RawPacket {
                                     ts_ns,

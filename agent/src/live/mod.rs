@@ -49,6 +49,8 @@ pub struct LiveOptions {
 /// One packet from a live interface.
 #[derive(Debug, Clone)]
 pub struct LivePacket {
+    /// Which of [`LiveOptions::interfaces`] it came from.
+    pub iface: usize,
     pub segment: Segment,
     /// The frame, when [`LiveOptions::keep_frames`] asked for it.
     pub raw: Option<RawPacket>,

@@ -1,11 +1,14 @@
 //! `--format json`: schema `tracer.report/v1`, documented in `docs/report-schema.md`.
-//! Fields are only ever added within a version.
+//! Fields are only ever added within a version. Request targets are redacted unless
+//! [`Options::show_query`] says otherwise.
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 
-use super::{rfc3339, CaptureSummary};
+use super::{rfc3339, CaptureSummary, Options};
 use crate::engine::Analysis;
-use crate::verdict::Verdict;
+use crate::verdict::{Cause, Verdict};
 
 /// The schema name and version.
 pub const SCHEMA: &str = "tracer.report/v1";
@@ -36,16 +39,17 @@ struct JClientSide {
 struct JVerdict<'a> {
     cause: &'static str,
     subcause: Option<&'static str>,
-    confidence: &'static str,
+    /// `null` for `unexplained`, which claims no cause to be sure of.
+    confidence: Option<&'static str>,
     status: Option<u16>,
     time: String,
     downstream: Option<JDown<'a>>,
     upstream: Option<JUp>,
-    summary: &'a str,
+    summary: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
+    reason: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     idempotent: Option<bool>,
     /// `comm[pid]` of the process that owned the upstream socket (kernel probe).
@@ -59,7 +63,7 @@ struct JDown<'a> {
     client: String,
     proxy: String,
     method: Option<&'a str>,
-    target: Option<&'a str>,
+    target: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize)]
@@ -75,7 +79,7 @@ struct JUp {
 struct JEvidence<'a> {
     time: String,
     connection: &'a str,
-    what: &'a str,
+    what: Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -103,20 +107,23 @@ struct JCapture {
     evicted_connections: u64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     sparse: bool,
+    /// Which side of the proxy the capture lacks, when it holds one side only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing_side: Option<&'static str>,
 }
 
-fn verdict(v: &Verdict) -> JVerdict<'_> {
+fn verdict(v: &Verdict, opts: Options) -> JVerdict<'_> {
     JVerdict {
         cause: v.cause.name(),
         subcause: v.subcause.map(|s| s.name()),
-        confidence: v.confidence.name(),
+        confidence: (v.cause != Cause::Unexplained).then(|| v.confidence.name()),
         status: v.status,
         time: rfc3339(v.ts_ns),
         downstream: v.downstream.as_ref().map(|d| JDown {
             client: d.client.to_string(),
             proxy: d.proxy.to_string(),
             method: d.method.as_deref(),
-            target: d.target.as_deref(),
+            target: d.target.as_deref().map(|t| opts.target(t)),
         }),
         upstream: v.upstream.as_ref().map(|u| JUp {
             connection: u.connection(),
@@ -125,9 +132,9 @@ fn verdict(v: &Verdict) -> JVerdict<'_> {
             fin_to_request_ms: u.fin_to_request_ms,
             close_order: u.close_order.clone(),
         }),
-        summary: &v.summary,
+        summary: opts.text(&v.summary),
         request_id: v.request_id.as_deref(),
-        reason: v.reason.as_deref(),
+        reason: v.reason.as_deref().map(|r| opts.text(r)),
         idempotent: v.idempotent,
         process: v.process.as_deref(),
         evidence: v
@@ -136,16 +143,16 @@ fn verdict(v: &Verdict) -> JVerdict<'_> {
             .map(|e| JEvidence {
                 time: rfc3339(e.ts_ns),
                 connection: &e.connection,
-                what: &e.what,
+                what: opts.text(&e.what),
             })
             .collect(),
     }
 }
 
-fn report(a: &Analysis, capture: CaptureSummary) -> Report<'_> {
+fn report(a: &Analysis, capture: CaptureSummary, opts: Options) -> Report<'_> {
     Report {
         schema: SCHEMA,
-        verdicts: a.verdicts.iter().map(verdict).collect(),
+        verdicts: a.verdicts.iter().map(|v| verdict(v, opts)).collect(),
         timeouts: a
             .timeouts
             .iter()
@@ -173,6 +180,7 @@ fn report(a: &Analysis, capture: CaptureSummary) -> Report<'_> {
             dropped_or_missing: capture.dropped_or_missing,
             evicted_connections: a.flow.evicted,
             sparse: capture.sparse,
+            missing_side: capture.one_side.map(|o| o.missing.name()),
         },
         client_side: a.encrypted.as_ref().map(|e| JClientSide {
             encrypted: true,
@@ -185,24 +193,36 @@ fn report(a: &Analysis, capture: CaptureSummary) -> Report<'_> {
     }
 }
 
-/// One verdict as the report's `verdicts` array holds it, as a JSON value (for a stream of
-/// JSON lines, where the caller adds what the report's envelope would say).
+/// One verdict as the report's `verdicts` array holds it (query values redacted), as a
+/// JSON value (for a stream of JSON lines, where the caller adds what the report's
+/// envelope would say).
 #[must_use]
 pub fn verdict_value(v: &Verdict) -> serde_json::Value {
-    serde_json::to_value(verdict(v)).unwrap_or_default()
+    serde_json::to_value(verdict(v, Options::default())).unwrap_or_default()
 }
 
 /// Writes the report as pretty JSON to `w` as it is serialized (no copy of it in memory).
 ///
 /// # Errors
 /// When writing fails.
-pub fn write(a: &Analysis, capture: CaptureSummary, w: impl std::io::Write) -> std::io::Result<()> {
-    serde_json::to_writer_pretty(w, &report(a, capture)).map_err(std::io::Error::from)
+pub fn write(
+    a: &Analysis,
+    capture: CaptureSummary,
+    opts: Options,
+    w: impl std::io::Write,
+) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(w, &report(a, capture, opts)).map_err(std::io::Error::from)
+}
+
+/// The report as pretty JSON text, query values redacted: see [`render_with`].
+#[must_use]
+pub fn render(a: &Analysis, capture: CaptureSummary) -> String {
+    render_with(a, capture, Options::default())
 }
 
 /// The report as pretty JSON text, serialized straight from the analysis (no value tree:
 /// a capture with many verdicts does not need twice their size in memory).
 #[must_use]
-pub fn render(a: &Analysis, capture: CaptureSummary) -> String {
-    serde_json::to_string_pretty(&report(a, capture)).unwrap_or_default()
+pub fn render_with(a: &Analysis, capture: CaptureSummary, opts: Options) -> String {
+    serde_json::to_string_pretty(&report(a, capture, opts)).unwrap_or_default()
 }

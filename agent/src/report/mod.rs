@@ -2,7 +2,41 @@
 //! `docs/report-schema.md`).
 
 pub mod json;
+pub mod redact;
+pub mod sides;
 pub mod text;
+
+/// How a report is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Each verdict's evidence timeline (text; JSON always carries it).
+    pub verbose: bool,
+    /// Query values and user information in request targets as captured, instead of
+    /// [`redact::REDACTED`].
+    pub show_query: bool,
+}
+
+impl Options {
+    /// `s` as this report shows it: with its request targets redacted unless asked not to.
+    #[must_use]
+    pub fn text<'a>(&self, s: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.show_query {
+            std::borrow::Cow::Borrowed(s)
+        } else {
+            redact::text(s)
+        }
+    }
+
+    /// A request target as this report shows it.
+    #[must_use]
+    pub fn target<'a>(&self, t: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.show_query {
+            std::borrow::Cow::Borrowed(t)
+        } else {
+            redact::target(t)
+        }
+    }
+}
 
 /// What the input layer says about the capture itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -13,6 +47,8 @@ pub struct CaptureSummary {
     pub dropped_or_missing: u64,
     /// The packets are a sparse capture's selection (what `tracer capture` does by default).
     pub sparse: bool,
+    /// The capture holds one side of the proxy only (see [`sides`]).
+    pub one_side: Option<sides::OneSide>,
 }
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-25T20:34:00.123456Z`.

@@ -140,6 +140,9 @@ fn pcap_unsupported_link_type_is_named() {
     let e = CaptureReader::new(&f[..]).err().unwrap();
     let msg = e.to_string();
     assert!(msg.contains("105") && msg.contains("Wi-Fi"), "{msg}");
+    // `editcap -T` relabels frames; it must not be offered as a conversion.
+    assert!(!msg.contains("convert with `editcap -T`"), "{msg}");
+    assert!(msg.contains("only relabel"), "{msg}");
 }
 
 #[test]
@@ -214,9 +217,11 @@ fn gzip_file_is_not_a_capture_with_a_hint() {
 }
 
 #[test]
-fn empty_file_is_not_a_capture() {
+fn empty_file_is_called_empty_not_text() {
     let e = CaptureReader::new(&[][..]).err().unwrap();
+    assert!(matches!(e, CaptureError::Empty), "{e}");
     assert!(e.to_string().contains("empty"), "{e}");
+    assert!(!e.to_string().contains("looks like text"), "{e}");
 }
 
 #[test]
