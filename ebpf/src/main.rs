@@ -581,6 +581,9 @@ fn try_tcp_destroy_sock(ctx: &TracePointContext) -> Res {
     if let Some(info) = info.filter(|i| passes(&cfg, i)) {
         emit(kind::DESTROY, skaddr, &info, now_ns(), info.state, 0, 0, 0);
     }
+    if tls::enabled() {
+        tls::on_socket_destroyed(skaddr);
+    }
     let _ = SOCKS.remove(skaddr);
     Ok(())
 }

@@ -37,6 +37,13 @@ static TLS_PENDING: LruHashMap<u32, TlsPending> = LruHashMap::with_max_entries(1
 #[map]
 static TLS_CONNS: LruHashMap<TlsConnKey, u64> = LruHashMap::with_max_entries(65_536, 0);
 
+/// The reverse of [`TLS_CONNS`]: which connection object a socket was learned for, so
+/// that the mapping dies with its socket. Go reuses a freed `*tls.Conn`'s memory for a new
+/// connection; without this, a new connection whose handshake was not seen on one thread
+/// kept the old one's (destroyed) socket, and its plaintext went to the wrong connection.
+#[map]
+static SOCK_CONNS: LruHashMap<u64, TlsConnKey> = LruHashMap::with_max_entries(65_536, 0);
+
 /// Go reads between their entry and their `RET`, by goroutine.
 #[map]
 static GO_READS: LruHashMap<GoKey, TlsPending> = LruHashMap::with_max_entries(16_384, 0);
@@ -215,7 +222,7 @@ fn try_entry(ctx: &ProbeContext) -> Result<(), i64> {
             } else if let Some(skaddr) = read_during(tid, p.start_ns) {
                 // The socket this thread read during the call: the call's own (a goroutine
                 // moves to another thread only where it blocks, before its read).
-                let _ = TLS_CONNS.insert(ck, skaddr, 0);
+                learn(ck, skaddr);
                 emit(
                     op::READ,
                     skaddr,
@@ -230,6 +237,28 @@ fn try_entry(ctx: &ProbeContext) -> Result<(), i64> {
         _ => {}
     }
     Ok(())
+}
+
+/// Remembers that connection object `key` uses socket `skaddr` (both ways).
+#[inline(always)]
+fn learn(key: TlsConnKey, skaddr: u64) {
+    let _ = TLS_CONNS.insert(key, skaddr, 0);
+    let _ = SOCK_CONNS.insert(skaddr, key, 0);
+}
+
+/// Called when socket `skaddr` is destroyed: the connection object learned for it no
+/// longer uses it (its memory may serve a new connection next).
+#[inline(always)]
+pub fn on_socket_destroyed(skaddr: u64) {
+    // SAFETY: the value is copied at once.
+    let Some(key) = (unsafe { SOCK_CONNS.get(skaddr) }).copied() else {
+        return;
+    };
+    let _ = SOCK_CONNS.remove(skaddr);
+    // SAFETY: the value is copied at once.
+    if unsafe { TLS_CONNS.get(key) }.copied() == Some(skaddr) {
+        let _ = TLS_CONNS.remove(key);
+    }
 }
 
 /// The socket thread `tid` last read data from, if it did so since `since`.
@@ -318,7 +347,7 @@ pub fn on_socket_op(skaddr: u64, send: bool, ret: i32) {
             let copy = *p;
             let _ = TLS_PENDING.remove(tid);
             if ret > 0 {
-                let _ = TLS_CONNS.insert(key, skaddr, 0);
+                learn(key, skaddr);
                 emit(
                     op::WRITE,
                     skaddr,
@@ -332,18 +361,18 @@ pub fn on_socket_op(skaddr: u64, send: bool, ret: i32) {
         }
         (true, op::LEARN) => {
             let _ = TLS_PENDING.remove(tid);
-            let _ = TLS_CONNS.insert(key, skaddr, 0);
+            learn(key, skaddr);
         }
         (false, op::READ) => {
             if p.skaddr != skaddr {
                 p.skaddr = skaddr;
-                let _ = TLS_CONNS.insert(key, skaddr, 0);
+                learn(key, skaddr);
             }
         }
         (_, op::LEARN_UNTIL_RETURN) => {
             if p.skaddr != skaddr {
                 p.skaddr = skaddr;
-                let _ = TLS_CONNS.insert(key, skaddr, 0);
+                learn(key, skaddr);
             }
         }
         _ => {}
