@@ -175,7 +175,10 @@ fn try_entry(ctx: &ProbeContext) -> Result<(), i64> {
             let _ = TLS_CONNS.remove(key);
         }
         site::GO_FLUSH => {
-            let p = pending(op::LEARN, r.rax, 0, 0, 0, now);
+            // `buf` carries the goroutine (R14): only a send by the same goroutine learns
+            // (a flush with nothing to send leaves this pending on a thread that then runs
+            // other goroutines, whose sends to the upstream must not be learned).
+            let p = pending(op::LEARN, r.rax, r.r14, 0, 0, now);
             TLS_PENDING.insert(tid, p, 0).map_err(i64::from)?;
         }
         site::GO_READ => {
@@ -237,6 +240,25 @@ fn try_entry(ctx: &ProbeContext) -> Result<(), i64> {
         _ => {}
     }
     Ok(())
+}
+
+/// The current task's user-mode R14 as saved at its system call (Go keeps the running
+/// goroutine there, also across its system call stubs). `None` where it cannot be read.
+#[inline(always)]
+fn current_user_r14() -> Option<u64> {
+    use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
+    // SAFETY: helpers that return the current task (a trusted BTF pointer) and the address
+    // of its saved user registers; nothing is dereferenced here.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) };
+    if regs == 0 {
+        return None;
+    }
+    let at = regs as *const aya_ebpf::bindings::pt_regs;
+    // SAFETY: a kernel address read through the checked probe-read helper.
+    unsafe {
+        aya_ebpf::helpers::bpf_probe_read_kernel(core::ptr::addr_of!((*at).r14))
+    }
+    .ok()
 }
 
 /// Remembers that connection object `key` uses socket `skaddr` (both ways).
@@ -360,6 +382,11 @@ pub fn on_socket_op(skaddr: u64, send: bool, ret: i32) {
             }
         }
         (true, op::LEARN) => {
+            if p.buf != 0 && current_user_r14() != Some(p.buf) {
+                // another goroutine's send on this thread: the flush sent nothing
+                let _ = TLS_PENDING.remove(tid);
+                return;
+            }
             let _ = TLS_PENDING.remove(tid);
             learn(key, skaddr);
         }
