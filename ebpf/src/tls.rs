@@ -44,6 +44,10 @@ static TLS_CONNS: LruHashMap<TlsConnKey, u64> = LruHashMap::with_max_entries(65_
 #[map]
 static SOCK_CONNS: LruHashMap<u64, TlsConnKey> = LruHashMap::with_max_entries(65_536, 0);
 
+/// Go flushes waiting for their socket write, by goroutine.
+#[map]
+static GO_LEARN: LruHashMap<GoKey, TlsPending> = LruHashMap::with_max_entries(16_384, 0);
+
 /// Go reads between their entry and their `RET`, by goroutine.
 #[map]
 static GO_READS: LruHashMap<GoKey, TlsPending> = LruHashMap::with_max_entries(16_384, 0);
@@ -175,11 +179,17 @@ fn try_entry(ctx: &ProbeContext) -> Result<(), i64> {
             let _ = TLS_CONNS.remove(key);
         }
         site::GO_FLUSH => {
-            // `buf` carries the goroutine (R14): only a send by the same goroutine learns
-            // (a flush with nothing to send leaves this pending on a thread that then runs
-            // other goroutines, whose sends to the upstream must not be learned).
-            let p = pending(op::LEARN, r.rax, r.r14, 0, 0, now);
-            TLS_PENDING.insert(tid, p, 0).map_err(i64::from)?;
+            // Kept by goroutine, not by thread: only a send by the same goroutine learns
+            // (a flush with nothing to send must not teach the *tls.Conn the socket of the
+            // next goroutine's send on this thread — the proxy's request to its upstream —
+            // and a goroutine that parks in its flush sends from another thread).
+            let key = GoKey {
+                pid,
+                _pad0: 0,
+                g: r.r14,
+            };
+            let p = pending(op::LEARN, r.rax, 0, 0, 0, now);
+            GO_LEARN.insert(key, p, 0).map_err(i64::from)?;
         }
         site::GO_READ => {
             let key = GoKey {
@@ -240,6 +250,46 @@ fn try_entry(ctx: &ProbeContext) -> Result<(), i64> {
         _ => {}
     }
     Ok(())
+}
+
+/// A Go goroutine's socket operation: the goroutine is the task's R14 at the system call.
+/// A send while the goroutine flushes its `*tls.Conn` ([`GO_LEARN`]), or a read while it is
+/// in that connection's `Read` ([`GO_READS`]), names the connection's socket.
+#[inline(always)]
+fn on_goroutine_socket_op(pid_tgid: u64, skaddr: u64, send: bool) {
+    let Some(g) = current_user_r14() else {
+        return;
+    };
+    let key = GoKey {
+        pid: (pid_tgid >> 32) as u32,
+        _pad0: 0,
+        g,
+    };
+    let pending = if send {
+        // SAFETY: the value is copied at once.
+        let p = unsafe { GO_LEARN.get(key) }.copied();
+        if p.is_some() {
+            let _ = GO_LEARN.remove(key);
+        }
+        p
+    } else {
+        // SAFETY: the value is copied at once.
+        unsafe { GO_READS.get(key) }.copied()
+    };
+    let Some(p) = pending else {
+        return;
+    };
+    if send && now_ns().saturating_sub(p.start_ns) > TLS_PENDING_MAX_NS {
+        return;
+    }
+    learn(
+        TlsConnKey {
+            pid: key.pid,
+            _pad0: 0,
+            conn: p.conn,
+        },
+        skaddr,
+    );
 }
 
 /// The current task's user-mode R14 as saved at its system call (Go keeps the running
@@ -345,6 +395,9 @@ pub fn on_socket_op(skaddr: u64, send: bool, ret: i32) {
     if !send && ret > 0 {
         let _ = LAST_RECV.insert(tid, [skaddr, now_ns()], 0);
     }
+    if ret > 0 {
+        on_goroutine_socket_op(pid_tgid, skaddr, send);
+    }
     let Some(ptr) = TLS_PENDING.get_ptr_mut(tid) else {
         return;
     };
@@ -382,11 +435,6 @@ pub fn on_socket_op(skaddr: u64, send: bool, ret: i32) {
             }
         }
         (true, op::LEARN) => {
-            if p.buf != 0 && current_user_r14() != Some(p.buf) {
-                // another goroutine's send on this thread: the flush sent nothing
-                let _ = TLS_PENDING.remove(tid);
-                return;
-            }
             let _ = TLS_PENDING.remove(tid);
             learn(key, skaddr);
         }
