@@ -122,6 +122,18 @@ impl Engine {
         self.ledger.evict(now_ns, keep_ns, &self.pinned);
     }
 
+    /// How many entries each of the engine's tables holds now (see
+    /// [`Correlator::tables`]).
+    #[must_use]
+    pub fn tables(&self) -> Vec<(&'static str, usize)> {
+        let mut t = self.corr.tables();
+        t.push(("flow_connections", self.tracker.open()));
+        t.push(("kernel_sockets", self.ledger.sockets()));
+        t.push(("kernel_pinned", self.pinned.len()));
+        t.push(("verdicts_kept", self.verdicts.len()));
+        t
+    }
+
     /// Kernel events taken so far, and sockets whose records are kept.
     #[must_use]
     pub fn kernel_stats(&self) -> (u64, usize) {

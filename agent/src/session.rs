@@ -442,6 +442,12 @@ impl LiveSession {
         self.engine.take_samples()
     }
 
+    /// How many entries each of the engine's tables holds now.
+    #[must_use]
+    pub fn tables(&self) -> Vec<(&'static str, usize)> {
+        self.engine.tables()
+    }
+
     /// The timeouts inferred so far, per upstream.
     #[must_use]
     pub fn timeouts(&self) -> Vec<crate::timeouts::UpstreamTimeouts> {

@@ -46,6 +46,7 @@ pub struct Metrics {
     proxy_reuse_idle: HistogramVec,
     upstream_keepalive_timeout: GaugeVec,
     proxy_idle_timeout: GaugeVec,
+    engine_entries: IntGaugeVec,
     pub events_lost: IntCounter,
     pub packets_dropped: IntCounter,
     pub connections_tracked: IntGauge,
@@ -54,6 +55,30 @@ pub struct Metrics {
     pub sessions_failed: IntCounter,
     upstreams: Mutex<HashSet<String>>,
     max_upstreams: usize,
+}
+
+/// The values of label `last` of the series of `c` that belong to proxy `p`.
+fn last_label_of(c: &dyn prometheus::core::Collector, p: &ProxyLabels, last: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for family in c.collect() {
+        for m in family.get_metric() {
+            let value = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value())
+            };
+            if value("proxy") == Some(p.proxy.as_str())
+                && value("namespace") == Some(p.namespace.as_str())
+                && value("pod") == Some(p.pod.as_str())
+            {
+                if let Some(v) = value(last) {
+                    out.push(v.to_owned());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A metric could not be made or registered (a programming error: names are fixed).
@@ -147,6 +172,15 @@ impl Metrics {
             "Idle time after which the proxy reused a pooled upstream connection.",
             &with(&["upstream"]),
         )?;
+        let engine_entries = IntGaugeVec::new(
+            Opts::new(
+                "tracer_engine_entries",
+                "Entries in each of the engine's tables, per followed proxy (self-monitoring: \
+                 they follow the open connections, not the traffic seen).",
+            ),
+            &with(&["table"]),
+        )?;
+        r.register(Box::new(engine_entries.clone()))?;
         let upstream_keepalive_timeout = gauge_vec(
             &r,
             "tracer_upstream_keepalive_timeout_seconds",
@@ -168,6 +202,7 @@ impl Metrics {
             proxy_reuse_idle,
             upstream_keepalive_timeout,
             proxy_idle_timeout,
+            engine_entries,
             events_lost: counter(
                 &r,
                 "tracer_events_lost_total",
@@ -300,34 +335,27 @@ impl Metrics {
         }
     }
 
-    /// Removes the inferred-timeout gauges of a proxy whose session ended: a timeout is a
-    /// property of a running proxy, and a series left behind would show a proxy that is gone
-    /// (counters and histograms stay, as counters do).
+    /// The sizes of a session's engine tables.
+    pub fn engine_tables(&self, p: &ProxyLabels, tables: &[(&'static str, usize)]) {
+        for &(table, n) in tables {
+            self.engine_entries
+                .with_label_values(&[p.proxy.as_str(), &p.namespace, &p.pod, table])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Removes the gauges of a proxy whose session ended — its inferred timeouts and its
+    /// engine's table sizes: they describe a running proxy, and a series left behind would
+    /// show a proxy that is gone (counters and histograms stay, as counters do).
     pub fn forget_timeouts(&self, p: &ProxyLabels) {
         for g in [&self.upstream_keepalive_timeout, &self.proxy_idle_timeout] {
-            let mut stale = Vec::new();
-            for family in prometheus::core::Collector::collect(g) {
-                for m in family.get_metric() {
-                    // label pairs come sorted by name
-                    let value = |name: &str| {
-                        m.get_label()
-                            .iter()
-                            .find(|l| l.name() == name)
-                            .map(|l| l.value())
-                    };
-                    if value("proxy") == Some(p.proxy.as_str())
-                        && value("namespace") == Some(p.namespace.as_str())
-                        && value("pod") == Some(p.pod.as_str())
-                    {
-                        if let Some(u) = value("upstream") {
-                            stale.push(u.to_owned());
-                        }
-                    }
-                }
-            }
-            for upstream in stale {
+            for upstream in last_label_of(g, p, "upstream") {
                 let _ = g.remove_label_values(&[&p.proxy, &p.namespace, &p.pod, &upstream]);
             }
+        }
+        let g = &self.engine_entries;
+        for table in last_label_of(g, p, "table") {
+            let _ = g.remove_label_values(&[&p.proxy, &p.namespace, &p.pod, &table]);
         }
     }
 

@@ -530,6 +530,7 @@ fn publish(
                 .proxy_reuse_idle(labels, &upstream.to_string(), idle_ns as f64 / 1e9),
         }
     }
+    shared.metrics.engine_tables(labels, &session.tables());
     for t in session.timeouts() {
         let up = t.upstream.to_string();
         let keepalive = if t.closes_after_every_response {

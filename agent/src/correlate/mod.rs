@@ -183,6 +183,35 @@ impl Observations {
 }
 
 impl Correlator {
+    /// How many entries each of the correlator's tables holds now (self-monitoring: a long
+    /// run's memory must follow the open connections, not the traffic seen).
+    #[must_use]
+    pub fn tables(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("correlate_conns", self.conns.len()),
+            (
+                "correlate_pending",
+                self.pending.values().map(Vec::len).sum(),
+            ),
+            ("correlate_checks", self.checks.len()),
+            ("correlate_closed", self.closed.len()),
+            ("correlate_troubles", self.troubles.len()),
+            ("correlate_idle_closes", self.idle_closes.len()),
+            ("correlate_idle_close_order", self.idle_close_order.len()),
+            ("correlate_proxy_closes", self.proxy_closes.len()),
+            ("correlate_recent_requests", self.recent_requests.len()),
+            ("correlate_timing_pairs", self.timing_pairs.len()),
+            ("correlate_by_tuple", self.by_tuple.len()),
+            ("correlate_kernel_idle_early", self.kernel_idle_early.len()),
+            ("correlate_kernel_roles", self.roles.kernel.remembered()),
+            ("correlate_verdicts_out", self.verdicts_out.len()),
+            (
+                "correlate_exchanges",
+                self.conns.values().map(|c| c.exchanges.len()).sum(),
+            ),
+        ]
+    }
+
     /// The kernel saw a write after idle (a probe event, in capture time). A sparse
     /// capture uses it for the idle time of a request whose predecessors were skipped; a
     /// full one times every request itself, and ignores it.
