@@ -30,8 +30,12 @@ pub struct Analysis {
     pub timeouts: Vec<UpstreamTimeouts>,
     pub advice: Vec<Advice>,
     pub flow: FlowStats,
-    /// `Server`/`Via` values of the proxy's own error responses.
+    /// `Server`/`Via` values of the proxy's own error responses, and the proxy its error
+    /// pages name (`HAProxy (its error page)`).
     pub proxy_software: Vec<String>,
+    /// What names the upstream servers: their `Server` values, or the name their
+    /// `Keep-Alive` header gives away (`Node.js (Keep-Alive: timeout=5, no Server)`).
+    pub upstream_software: Vec<String>,
     /// The statuses each side of the proxy answered.
     pub responses: crate::correlate::Responses,
     /// The proxy's client side was encrypted: what could not be seen.
@@ -193,9 +197,26 @@ impl Engine {
             advice,
             flow: self.tracker.stats,
             proxy_software: self.corr.obs.proxy_software.clone(),
+            upstream_software: ups,
             responses: self.corr.responses(),
             encrypted,
         }
+    }
+}
+
+impl Analysis {
+    /// Adds what the kernel probe saw to every verdict ([`crate::kernel::enrich`]), and
+    /// gives the advice again: the process it names may recognise the proxy.
+    pub fn enrich(&mut self, ledger: &crate::kernel::Ledger) {
+        for v in &mut self.verdicts {
+            crate::kernel::enrich(v, ledger);
+        }
+        self.advice = advise(
+            &self.verdicts,
+            &self.timeouts,
+            &self.proxy_software,
+            &self.upstream_software,
+        );
     }
 }
 

@@ -471,9 +471,7 @@ impl LiveSession {
         let stats = self.stats();
         let interfaces = self.live.stats();
         let mut analysis = self.engine.finish();
-        for v in &mut analysis.verdicts {
-            kernel::enrich(v, &self.ledger);
-        }
+        analysis.enrich(&self.ledger);
         let capture = CaptureSummary {
             packets: stats.packets,
             dropped_or_missing: analysis.flow.gaps + stats.packets_dropped,

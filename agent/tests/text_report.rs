@@ -205,3 +205,103 @@ fn the_seed_demo_fits_one_screen_with_its_502_rate_and_the_fix() {
     }
     assert!(fix.contains("uwsgi"), "{fix}");
 }
+
+/// The proxy and upstream each lab scenario runs (`tests/src/scenarios/`), as the fix
+/// names them; `None` for an upstream that says nothing of itself (uwsgi).
+const LAB: [(&str, &str, Option<&str>); 5] = [
+    ("seed", "Caddy", None),
+    ("nginx-node", "nginx", Some("Node.js")),
+    ("haproxy-gunicorn", "HAProxy", Some("gunicorn")),
+    ("haproxy-node", "HAProxy", Some("Node.js")),
+    ("caddy-node", "Caddy", Some("Node.js")),
+];
+
+const PROXIES: [&str; 6] = ["Traefik", "nginx", "Envoy", "HAProxy", "Caddy", "Apache"];
+const UPSTREAMS: [&str; 4] = ["uwsgi", "gunicorn", "Node.js", "Apache"];
+
+/// The fix section's bullets, each as one line.
+fn bullets(report: &str) -> Vec<String> {
+    let Some(at) = report.find("\nfix:\n") else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for l in report[at + 6..].lines() {
+        if let Some(b) = l.strip_prefix("  - ") {
+            out.push(b.to_owned());
+        } else if let (Some(last), true) = (out.last_mut(), l.starts_with("    ")) {
+            last.push(' ');
+            last.push_str(l.trim());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_fix_is_for_the_proxy_and_upstream_the_lab_ran_and_all_for_every_one() {
+    for (name, proxy, upstream) in LAB {
+        let dir = fixture(name);
+        let shown = bullets(&report(&dir, &[]));
+        let proxies: Vec<&String> = shown.iter().filter(|b| b.starts_with("[proxy]")).collect();
+        assert_eq!(proxies.len(), 1, "{name}: {shown:#?}");
+        assert!(
+            proxies[0].starts_with(&format!("[proxy] {proxy}")),
+            "{name}: the lab runs {proxy}: {shown:#?}"
+        );
+        let named: Vec<&str> = shown
+            .iter()
+            .filter_map(|b| b.strip_prefix("[upstream] "))
+            .filter_map(|b| {
+                UPSTREAMS
+                    .iter()
+                    .copied()
+                    .find(|u| b.starts_with(&format!("{u}:")))
+            })
+            .collect();
+        assert_eq!(
+            named,
+            upstream.into_iter().collect::<Vec<_>>(),
+            "{name}: {shown:#?}"
+        );
+        assert!(
+            !shown.iter().any(|b| b.starts_with("[kubernetes]")),
+            "{name}"
+        );
+        // --all: every proxy's and every upstream's setting.
+        let all = bullets(&report(&dir, &["--all"]));
+        for p in PROXIES {
+            assert!(
+                all.iter().any(|b| b.starts_with(&format!("[proxy] {p}"))),
+                "{name} --all: no {p}: {all:#?}"
+            );
+        }
+        for u in UPSTREAMS {
+            assert!(
+                all.iter()
+                    .any(|b| b.starts_with(&format!("[upstream] {u}"))),
+                "{name} --all: no {u}: {all:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_proxys_own_listener_is_never_an_upstream_in_the_inferred_timeouts() {
+    for dir in fixtures() {
+        let text = report(&dir, &[]);
+        let Some(at) = text.find("\ninferred timeouts:\n") else {
+            continue;
+        };
+        // The lab's proxies listen on 198.18.1.2 (tests/src/net.rs); upstreams on 198.18.2.2.
+        let section: String = text[at..]
+            .lines()
+            .skip(2)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert!(
+            !section.contains("198.18.1.2:"),
+            "{}: {section}",
+            dir.display()
+        );
+        assert!(!section.contains("0.000 s"), "{}: {section}", dir.display());
+    }
+}

@@ -10,7 +10,7 @@ use tracer::bundle;
 use tracer::capture::{open_many, CaptureStats};
 use tracer::correlate::Endpoint;
 use tracer::engine::{Analysis, Config, Engine};
-use tracer::kernel::{self, Ledger};
+use tracer::kernel::Ledger;
 use tracer::report::sides::Sides;
 use tracer::report::{self, CaptureSummary, Options};
 
@@ -100,9 +100,7 @@ fn analyze(args: &Args) -> Result<()> {
     decodable(&stats)?;
     let mut analysis = engine.finish();
     if let Some(ledger) = &ledger {
-        for v in &mut analysis.verdicts {
-            kernel::enrich(v, ledger);
-        }
+        analysis.enrich(ledger);
     }
     let capture = CaptureSummary {
         packets: stats.packets,
