@@ -652,3 +652,96 @@ fn the_proxys_listener_is_no_upstream_in_the_inferred_timeouts() {
     assert_eq!(a.responses.listeners, vec![early.s]);
     assert_eq!(a.responses.upstreams, vec![u.s]);
 }
+
+/// A kernel event about upstream connection `u` (the proxy's side), at `us`.
+fn kernel(
+    us: i64,
+    u: Conn,
+    kind: tracer::probe::SockEventKind,
+    state: u32,
+) -> tracer::kernel::KernelEvent {
+    tracer::kernel::KernelEvent {
+        ts_ns: us * 1000,
+        event: tracer::probe::SockEvent {
+            ktime_ns: (us * 1000) as u64,
+            skaddr: 0xffff_0000_1234,
+            kind,
+            state,
+            pid: Some(4242),
+            tid: Some(4242),
+            comm: Some("caddy".into()),
+            netns: None,
+            local: Some(u.c),
+            remote: Some(u.s),
+        },
+    }
+}
+
+/// The engine owns the kernel's evidence: events fed in with the packets reach the verdict
+/// it hands out live and the one it reports at the end, before the advice is made.
+#[test]
+fn kernel_events_fed_to_the_engine_reach_its_verdicts() {
+    use tracer::probe::{tcp_state, SockEventKind};
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let (d, u) = (client(40001), upstream(50000));
+    tl.fin(5_000 * MS, u, false);
+    tl.open(5_000 * MS - 300, d);
+    tl.req(5_000 * MS - 100, d, "POST", 2);
+    tl.req(5_000 * MS + 50, u, "POST", 2);
+    tl.rst(5_000 * MS + 150, u, false);
+    tl.res(5_000 * MS + 400, d, 502);
+    // later traffic moves the clock past the grace period: the verdict is handed out live
+    tl.open(8_000 * MS, client(40009));
+    tl.segs.sort_by_key(|s| s.ts_ns);
+    let mut events = vec![
+        kernel(
+            5_000 * MS + 20,
+            u,
+            SockEventKind::StateChange {
+                old: tcp_state::ESTABLISHED,
+                new: tcp_state::CLOSE_WAIT,
+            },
+            tcp_state::CLOSE_WAIT,
+        ),
+        kernel(
+            5_000 * MS + 50,
+            u,
+            SockEventKind::SendAfterIdle {
+                ret: 200,
+                idle_ns: 4_990_000_000,
+                ended_in: tcp_state::CLOSE_WAIT,
+            },
+            tcp_state::CLOSE_WAIT,
+        ),
+    ]
+    .into_iter()
+    .peekable();
+    let mut e = tracer::engine::Engine::new(Config::default());
+    let mut live = Vec::new();
+    for s in &tl.segs {
+        while let Some(k) = events.next_if(|k| k.ts_ns <= s.ts_ns) {
+            e.kernel_event(k);
+        }
+        e.push(s);
+        live.extend(e.new_verdicts());
+    }
+    assert_eq!(e.kernel_stats().0, 2, "both events reached the ledger");
+    let a = e.finish();
+    let v = only(&a);
+    assert_eq!(v.subcause, Some(Subcause::FinUnread), "{v:#?}");
+    assert_eq!(v.confidence, Confidence::Proven);
+    assert_eq!(v.process.as_deref(), Some("caddy[4242]"));
+    assert!(
+        v.evidence
+            .iter()
+            .filter(|x| x.to_string().contains("CLOSE_WAIT (FIN unread)"))
+            .count()
+            == 1,
+        "the kernel's evidence once, not once per enrichment: {:#?}",
+        v.evidence
+    );
+    assert_eq!(live.len(), 1, "handed out live: {live:#?}");
+    assert_eq!(live[0].process.as_deref(), Some("caddy[4242]"));
+    assert_eq!(live[0].subcause, Some(Subcause::FinUnread));
+}
