@@ -34,8 +34,14 @@ pub struct Analysis {
     pub timeouts: Vec<UpstreamTimeouts>,
     pub advice: Vec<Advice>,
     pub flow: FlowStats,
-    /// `Server`/`Via` values of the proxy's own error responses.
+    /// `Server`/`Via` values of the proxy's own error responses, and the proxy its error
+    /// pages name (`HAProxy (its error page)`).
     pub proxy_software: Vec<String>,
+    /// What names the upstream servers: their `Server` values, or the name their
+    /// `Keep-Alive` header gives away (`Node.js (Keep-Alive: timeout=5, no Server)`).
+    pub upstream_software: Vec<String>,
+    /// The statuses each side of the proxy answered.
+    pub responses: crate::correlate::Responses,
     /// The proxy's client side was encrypted: what could not be seen.
     pub encrypted: Option<crate::correlate::EncryptedSide>,
 }
@@ -230,7 +236,11 @@ impl Engine {
     /// The timeouts inferred from what was seen so far.
     #[must_use]
     pub fn timeouts(&self) -> Vec<UpstreamTimeouts> {
-        infer(&self.corr.obs)
+        let mut t = infer(&self.corr.obs);
+        // Idle closes are noted before a connection's side is known: the proxy's own
+        // listener is no upstream.
+        t.retain(|t| self.corr.server_role(t.upstream) != crate::correlate::Role::Down);
+        t
     }
 
     /// Bounds the connection table (default [`crate::flow::DEFAULT_MAX_CONNECTIONS`]; see
@@ -296,7 +306,7 @@ impl Engine {
         for v in &mut self.verdicts {
             kernel::enrich(v, &self.ledger);
         }
-        let timeouts = infer(&self.corr.obs);
+        let timeouts = self.timeouts();
         let mut ups: Vec<String> = self.corr.obs.upstream_software.values().cloned().collect();
         ups.sort();
         ups.dedup();
@@ -312,6 +322,8 @@ impl Engine {
             advice,
             flow: self.tracker.stats,
             proxy_software: self.corr.obs.proxy_software.clone(),
+            upstream_software: ups,
+            responses: self.corr.responses(),
             encrypted,
         }
     }

@@ -622,6 +622,37 @@ fn idle_samples_are_streamed_for_the_agent() {
     );
 }
 
+/// Idle closes are noted before a connection's side is known: a client connection the
+/// proxy closed idle before any upstream connection showed which side is which must not
+/// make the proxy's own listener an "upstream" in the inferred timeouts.
+#[test]
+fn the_proxys_listener_is_no_upstream_in_the_inferred_timeouts() {
+    let mut tl = Tl::default();
+    let early = client(40000);
+    tl.open(0, early);
+    tl.req(200, early, "GET", 1);
+    tl.res(400, early, 200);
+    tl.fin(1_000 * MS, early, false);
+    tl.fin(1_000 * MS + 50, early, true);
+    // Later, a proxied exchange shows the sides; the upstream closes idle after 1 s.
+    let (d, u) = (client(40001), upstream(50000));
+    tl.open(2_000 * MS, d);
+    tl.req(2_000 * MS + 200, d, "GET", 2);
+    tl.open(2_000 * MS + 300, u);
+    tl.req(2_000 * MS + 500, u, "GET", 2);
+    tl.res(2_000 * MS + 700, u, 200);
+    tl.res(2_000 * MS + 800, d, 200);
+    tl.fin(3_000 * MS + 700, u, false);
+    tl.fin(3_000 * MS + 750, u, true);
+    let a = tl.run();
+    let servers: Vec<SocketAddr> = a.timeouts.iter().map(|t| t.upstream).collect();
+    assert_eq!(servers, vec![u.s], "{:#?}", a.timeouts);
+    // Both client responses count as the proxy's, the upstream's as the upstream's.
+    assert_eq!(a.responses.client.get(&200), Some(&2), "{:?}", a.responses);
+    assert_eq!(a.responses.listeners, vec![early.s]);
+    assert_eq!(a.responses.upstreams, vec![u.s]);
+}
+
 /// A kernel event about upstream connection `u` (the proxy's side), at `us`.
 fn kernel(
     us: i64,
@@ -704,7 +735,7 @@ fn kernel_events_fed_to_the_engine_reach_its_verdicts() {
     assert!(
         v.evidence
             .iter()
-            .filter(|x| x.what.contains("CLOSE_WAIT (FIN unread)"))
+            .filter(|x| x.to_string().contains("CLOSE_WAIT (FIN unread)"))
             .count()
             == 1,
         "the kernel's evidence once, not once per enrichment: {:#?}",

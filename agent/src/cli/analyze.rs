@@ -41,9 +41,11 @@ pub struct Args {
     /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Show each verdict's evidence timeline.
+    /// Show each listed verdict's evidence timeline.
     #[arg(short, long)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub listing: super::Listing,
     /// Show query values (`?token=…`) and user information of request targets in the
     /// reports; by default they read `<redacted>`, as they often carry secrets.
     #[arg(long)]
@@ -110,8 +112,10 @@ fn analyze(args: &Args) -> Result<()> {
     let opts = Options {
         verbose: args.verbose,
         show_query: args.show_query,
+        limit: args.listing.limit(),
     };
-    super::print_report(&analysis, capture, args.format, opts)?;
+    let read: Vec<String> = args.files.iter().map(|p| p.display().to_string()).collect();
+    super::print_report(&analysis, capture, args.format, opts, &read)?;
     if let Some(dir) = &args.evidence {
         write_evidence(dir, args.force, &files, &analysis, capture, opts)
             .context("cannot write the evidence bundle")?;

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use crate::flow::{ConnId, ConnInfo};
 use crate::http::{RequestHead, ResponseHead};
+use crate::verdict::Conn;
 
 /// Settled exchanges kept per connection (see [`Ex::settled`]); the oldest settled one
 /// goes first.
@@ -222,7 +223,16 @@ impl CConn {
     /// The connection name `client->server`.
     #[must_use]
     pub fn name(&self) -> String {
-        format!("{}->{}", self.info.client, self.info.server)
+        self.conn().to_string()
+    }
+
+    /// The connection's two ends.
+    #[must_use]
+    pub fn conn(&self) -> Conn {
+        Conn {
+            client: self.info.client,
+            server: self.info.server,
+        }
     }
 }
 

@@ -493,6 +493,9 @@ impl H2Conn {
                 chunked: false,
                 // HTTP/2 has no Keep-Alive header
                 keep_alive_timeout_s: None,
+                keep_alive_max: None,
+                // a DATA frame of its own, not read here
+                body_start: None,
             };
             out.push(HttpEvent::Response {
                 ts,
