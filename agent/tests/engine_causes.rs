@@ -745,3 +745,39 @@ fn kernel_events_fed_to_the_engine_reach_its_verdicts() {
     assert_eq!(live[0].process.as_deref(), Some("caddy[4242]"));
     assert_eq!(live[0].subcause, Some(Subcause::FinUnread));
 }
+
+/// The engine's tables follow what is open and recent, not everything seen: a long run of
+/// answered requests, each with its own id, leaves no more waiting candidates than the last
+/// few minutes' worth, and no closed connection behind.
+#[test]
+fn a_long_run_keeps_only_recent_requests_in_its_tables() {
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    // 1200 requests a second apart (20 minutes), each on its own client connection
+    for i in 0..1200u32 {
+        let d = client(10_000 + (i % 50_000) as u16);
+        let t = (i64::from(i) + 1) * 1_000 * MS;
+        tl.open(t, d);
+        tl.req(t + 100, d, "GET", 1000 + i);
+        tl.res(t + 400, d, 200);
+        tl.fin(t + 500, d, true);
+        tl.fin(t + 600, d, false);
+    }
+    tl.segs.sort_by_key(|s| s.ts_ns);
+    let mut e = tracer::engine::Engine::new(Config::default());
+    for s in &tl.segs {
+        e.push(s);
+    }
+    let tables: std::collections::HashMap<_, _> = e.tables().into_iter().collect();
+    // requests wait at most 300 s for their upstream attempt: 1 a second, each under two
+    // keys (its id and its request line)
+    assert!(
+        tables["correlate_pending"] <= 2 * 310,
+        "candidates of requests long answered stay: {tables:?}"
+    );
+    assert!(
+        tables["correlate_conns"] <= 10,
+        "closed connections stay: {tables:?}"
+    );
+    assert!(tables["flow_connections"] <= 10, "{tables:?}");
+}

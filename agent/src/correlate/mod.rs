@@ -45,6 +45,13 @@ const MAX_SAMPLES: usize = 4096;
 const KERNEL_IDLE_NEAR_NS: i64 = 5_000_000;
 /// Connection troubles (refused, unanswered SYNs) and idle closes kept for matching.
 const TROUBLE_KEEP_NS: i64 = 600_000_000_000;
+/// Idle closes (and the proxy's closes of them) kept at most, the newest: a quiet proxy
+/// keeps them for [`TROUBLE_KEEP_NS`] (its next request may come minutes after the
+/// upstream closed), a busy one has fresher ones to match (the lab's seed closes 250 a
+/// second: 150 000 kept for ten minutes before this bound).
+const MAX_IDLE_CLOSES: usize = 16_384;
+/// Downstream requests waiting for their upstream attempt, at most (the oldest go first).
+const MAX_PENDING: usize = 65_536;
 /// A proxy opens its upstream connection within this time of the request that needs it.
 const CONNECT_AFTER_REQUEST_NS: i64 = 50_000_000;
 /// Times a server's requests must be followed by connections to one upstream before the
@@ -123,6 +130,9 @@ pub struct Correlator {
     conns: FxHashMap<ConnId, CConn>,
     /// Downstream candidates waiting for their upstream attempt, by request key.
     pending: FxHashMap<u64, Vec<(ExRef, i64)>>,
+    /// The same keys in the order their candidates came (for expiry: a key of a request
+    /// id is never seen again, so its candidates would otherwise stay for ever).
+    pending_order: VecDeque<(i64, u64)>,
     checks: BinaryHeap<Reverse<(i64, u64, Check)>>,
     check_seq: u64,
     closed: VecDeque<(i64, ConnId)>,
@@ -197,6 +207,7 @@ impl Correlator {
                 "correlate_pending",
                 self.pending.values().map(Vec::len).sum(),
             ),
+            ("correlate_pending_order", self.pending_order.len()),
             ("correlate_checks", self.checks.len()),
             ("correlate_closed", self.closed.len()),
             ("correlate_troubles", self.troubles.len()),
@@ -284,6 +295,7 @@ impl Correlator {
             troubles: VecDeque::new(),
             idle_closes: FxHashMap::default(),
             idle_close_order: VecDeque::new(),
+            pending_order: VecDeque::new(),
             proxy_closes: VecDeque::new(),
             idle_limits: std::cell::RefCell::new(HashMap::new()),
             recent_requests: VecDeque::new(),
@@ -641,6 +653,7 @@ impl Correlator {
                     v.remove(0);
                 }
                 v.push(((conn, index), ts));
+                self.pending_order.push_back((ts, k));
             }
         }
     }
@@ -832,6 +845,7 @@ impl Correlator {
         self.conns.clear();
         self.by_tuple.clear();
         self.pending.clear();
+        self.pending_order.clear();
     }
 
     fn forget_old(&mut self) {
@@ -864,18 +878,28 @@ impl Correlator {
         }
         let now = self.now;
         while let Some(&(t, id)) = self.idle_close_order.front() {
-            if now - t <= TROUBLE_KEEP_NS {
+            if now - t <= TROUBLE_KEEP_NS && self.idle_close_order.len() <= MAX_IDLE_CLOSES {
                 break;
             }
             self.idle_close_order.pop_front();
             self.idle_closes.remove(&id);
         }
-        while self
-            .proxy_closes
-            .front()
-            .is_some_and(|&(t, _)| now - t > TROUBLE_KEEP_NS)
-        {
+        while self.proxy_closes.front().is_some_and(|&(t, _)| {
+            now - t > TROUBLE_KEEP_NS || self.proxy_closes.len() > MAX_IDLE_CLOSES
+        }) {
             self.proxy_closes.pop_front();
+        }
+        while let Some(&(t, k)) = self.pending_order.front() {
+            if now - t < PENDING_MAX_NS && self.pending_order.len() <= MAX_PENDING {
+                break;
+            }
+            self.pending_order.pop_front();
+            if let Some(v) = self.pending.get_mut(&k) {
+                v.retain(|&(_, tt)| tt > t);
+                if v.is_empty() {
+                    self.pending.remove(&k);
+                }
+            }
         }
     }
 }
