@@ -28,6 +28,8 @@ pub struct Analysis {
     /// In time order.
     pub verdicts: Vec<Verdict>,
     pub timeouts: Vec<UpstreamTimeouts>,
+    /// The idle times behind `timeouts`, per upstream, for drawing.
+    pub idle: Vec<crate::timeouts::IdleSamples>,
     pub advice: Vec<Advice>,
     pub flow: FlowStats,
     /// `Server`/`Via` values of the proxy's own error responses.
@@ -172,6 +174,7 @@ impl Engine {
         }
         self.verdicts.sort_by_key(|v| v.ts_ns);
         let timeouts = infer(&self.corr.obs);
+        let idle = crate::timeouts::idle_samples(&self.corr.obs, &timeouts);
         let mut ups: Vec<String> = self.corr.obs.upstream_software.values().cloned().collect();
         ups.sort();
         ups.dedup();
@@ -184,6 +187,7 @@ impl Engine {
         Analysis {
             verdicts: self.verdicts,
             timeouts,
+            idle,
             advice,
             flow: self.tracker.stats,
             proxy_software: self.corr.obs.proxy_software.clone(),

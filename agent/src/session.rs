@@ -380,9 +380,7 @@ impl LiveSession {
             stats: SessionStats::default(),
             keep_verdicts: opts.keep_verdicts,
             opened: std::collections::HashMap::new(),
-            sides: opts
-                .keep_verdicts
-                .then(crate::report::sides::Sides::new),
+            sides: opts.keep_verdicts.then(crate::report::sides::Sides::new),
             roles: (opts.proxy, opts.upstream),
         };
         Ok((session, notices))

@@ -1,5 +1,5 @@
 //! `tracer analyze FILE… [--proxy ADDR[:PORT]] [--upstream ADDR[:PORT]] [--format text|json]
-//! [-v] [--show-query] [--evidence DIR [--force]]`
+//! [-v] [--show-query] [--html FILE] [--evidence DIR [--force]]`
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,9 +48,14 @@ pub struct Args {
     /// reports; by default they read `<redacted>`, as they often carry secrets.
     #[arg(long)]
     pub show_query: bool,
-    /// Write the evidence bundle here: `evidence.pcap` (the implicated connections, opens
-    /// in Wireshark) and `report.json`. evidence.pcap keeps full packets by design
-    /// (headers, cookies, query strings): a new directory is made 0700, the files 0600.
+    /// Also write the report as one self-contained HTML page (summary, timelines of
+    /// examples, idle-time distributions) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write the evidence bundle here: `evidence.pcapng` (the implicated connections, each
+    /// packet a verdict rests on commented, opens in Wireshark), `report.json` and
+    /// `report.html`. evidence.pcapng keeps full packets by design (headers, cookies,
+    /// query strings): a new directory is made 0700, the files 0600.
     #[arg(long, value_name = "DIR")]
     pub evidence: Option<PathBuf>,
     /// With --evidence: write into a directory that already holds files (tracer's own
@@ -113,11 +118,35 @@ fn analyze(args: &Args) -> Result<()> {
         show_query: args.show_query,
     };
     super::print_report(&analysis, capture, args.format, opts)?;
+    let source = source(&args.files);
+    if let Some(path) = &args.html {
+        super::write_html(
+            path,
+            &report::html::render(&analysis, capture, &source, opts),
+        )?;
+    }
     if let Some(dir) = &args.evidence {
-        write_evidence(dir, args.force, &files, &analysis, capture, opts)
+        write_evidence(dir, args.force, &files, &analysis, capture, &source, opts)
             .context("cannot write the evidence bundle")?;
     }
     Ok(())
+}
+
+/// What the HTML report says was read.
+fn source(paths: &[PathBuf]) -> report::html::Source {
+    let names: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            if p.as_os_str() == "-" {
+                "standard input".to_owned()
+            } else {
+                p.display().to_string()
+            }
+        })
+        .collect();
+    report::html::Source {
+        what: format!("read {}", names.join(", ")),
+    }
 }
 
 /// Each file's warnings, and a word about a file that added nothing next to others that
@@ -229,6 +258,7 @@ fn write_evidence(
     files: &[PathBuf],
     a: &Analysis,
     capture: CaptureSummary,
+    source: &report::html::Source,
     opts: Options,
 ) -> Result<()> {
     bundle::prepare_dir(dir, force)?;
@@ -236,6 +266,10 @@ fn write_evidence(
     bundle::write_private(
         &dir.join(bundle::REPORT),
         report::json::render_with(a, capture, opts).as_bytes(),
+    )?;
+    bundle::write_private(
+        &dir.join(bundle::HTML),
+        report::html::render(a, capture, source, opts).as_bytes(),
     )?;
     Ok(())
 }
