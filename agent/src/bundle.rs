@@ -465,7 +465,9 @@ pub fn write_evidence(
 }
 
 /// The comment on a packet `v` rests on: `tracer: CAUSE[/SUBCAUSE] (CONFIDENCE): WHAT |
-/// verdict: SUMMARY`, where `what` is what the verdict's evidence says of that packet.
+/// verdict TIME: SUMMARY`, where `what` is what the verdict's evidence says of that packet
+/// and `TIME` the verdict's (RFC 3339, as the reports say it), which tells verdicts with
+/// the same summary apart.
 #[must_use]
 pub fn evidence_comment(v: &Verdict, what: &str) -> String {
     let cause = match v.subcause {
@@ -478,7 +480,8 @@ pub fn evidence_comment(v: &Verdict, what: &str) -> String {
         format!(" ({})", v.confidence.name())
     };
     format!(
-        "tracer: {cause}{confidence}: {what} | verdict: {}",
+        "tracer: {cause}{confidence}: {what} | verdict {}: {}",
+        crate::report::rfc3339(v.ts_ns),
         v.summary
     )
 }

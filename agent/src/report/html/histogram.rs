@@ -35,17 +35,13 @@ pub(super) fn svg(s: &IdleSamples, t: Option<&UpstreamTimeouts>) -> Option<Strin
             marks.push((m * 1e6, "px", "proxy closes idle after"));
         }
     }
-    // A decade around the samples and the marks, in whole powers of ten.
-    let lo = marks.iter().map(|m| m.0).fold(lo as f64, f64::min).max(1e3);
-    let hi = marks
-        .iter()
-        .map(|m| m.0)
-        .fold(hi as f64, f64::max)
-        .max(lo * 10.0);
-    let (l0, l1) = (lo.log10().floor(), hi.log10().ceil());
+    let axis = Axis::new(
+        marks.iter().map(|m| m.0).fold(lo as f64, f64::min).max(1e3),
+        marks.iter().map(|m| m.0).fold(hi as f64, f64::max),
+    );
     let plot = WIDTH - LEFT - RIGHT;
-    let x = |ns: f64| LEFT + (ns.max(1.0).log10() - l0) / (l1 - l0) * plot;
-    let bin = |ns: i64| (((x(ns as f64) - LEFT) / plot * BINS as f64) as usize).min(BINS - 1);
+    let x = |ns: f64| LEFT + axis.at(ns) * plot;
+    let bin = |ns: i64| ((axis.at(ns as f64) * BINS as f64).max(0.0) as usize).min(BINS - 1);
     let mut closes = [0u32; BINS];
     let mut reuses = [0u32; BINS];
     for &v in s.upstream_closes_ns.iter().filter(|&&v| v > 0) {
@@ -54,43 +50,56 @@ pub(super) fn svg(s: &IdleSamples, t: Option<&UpstreamTimeouts>) -> Option<Strin
     for &v in s.proxy_reuses_ns.iter().filter(|&&v| v > 0) {
         reuses[bin(v)] += 1;
     }
-    let top = closes
+    let top_count = closes
         .iter()
         .chain(&reuses)
         .copied()
         .max()
         .unwrap_or(1)
         .max(1) as f64;
-    let mid = 30.0 + HALF;
+    // Legend, then a row per timeout mark, then the bars.
+    let top = 24.0 + marks.len() as f64 * 14.0 + 6.0;
+    let mid = top + HALF;
+    let bottom = mid + HALF;
     let bw = plot / BINS as f64;
     let mut out = String::new();
     let _ = write!(
         out,
         "<text class=\"hl up\" x=\"{LEFT}\" y=\"14\">▲ upstream closed an idle connection after \
-         ({} samples)</text><text class=\"hl px\" x=\"{LEFT}\" y=\"{:.0}\">▼ proxy reused an idle \
-         connection after ({} samples)</text>",
+         ({} samples)</text><text class=\"hl px\" x=\"{:.0}\" y=\"14\" text-anchor=\"end\">▼ proxy \
+         reused an idle connection after ({} samples)</text>",
         s.upstream_closes_ns.len(),
-        mid + HALF + 24.0,
+        WIDTH - RIGHT,
         s.proxy_reuses_ns.len()
     );
+    for t in axis.ticks() {
+        let tx = x(t);
+        let _ = write!(
+            out,
+            "<line class=\"grid\" x1=\"{tx:.1}\" x2=\"{tx:.1}\" y1=\"{top:.1}\" y2=\"{bottom:.1}\"/>\
+             <text class=\"tk\" x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            bottom + 14.0,
+            esc(&duration(t))
+        );
+    }
     for i in 0..BINS {
         let bx = LEFT + i as f64 * bw;
         if closes[i] > 0 {
-            let h = (f64::from(closes[i]) / top * HALF).max(1.5);
+            let h = (f64::from(closes[i]) / top_count * HALF).max(1.5);
             let _ = write!(
                 out,
                 "<rect class=\"bu\" x=\"{bx:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\"><title>{}</title></rect>",
                 mid - h,
-                bw - 1.0,
+                (bw - 1.0).max(1.0),
                 closes[i]
             );
         }
         if reuses[i] > 0 {
-            let h = (f64::from(reuses[i]) / top * HALF).max(1.5);
+            let h = (f64::from(reuses[i]) / top_count * HALF).max(1.5);
             let _ = write!(
                 out,
                 "<rect class=\"bp\" x=\"{bx:.1}\" y=\"{mid:.1}\" width=\"{:.1}\" height=\"{h:.1}\"><title>{}</title></rect>",
-                bw - 1.0,
+                (bw - 1.0).max(1.0),
                 reuses[i]
             );
         }
@@ -100,51 +109,94 @@ pub(super) fn svg(s: &IdleSamples, t: Option<&UpstreamTimeouts>) -> Option<Strin
         "<line class=\"axis\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{mid:.1}\" y2=\"{mid:.1}\"/>",
         LEFT + plot
     );
-    // Decades, and 2 and 5 between them.
-    let ticks_y = mid + HALF + 6.0;
-    for d in (l0 as i32)..=(l1 as i32) {
-        for m in [1.0, 2.0, 5.0] {
-            let ns = m * 10f64.powi(d);
-            if ns.log10() > l1 + 1e-9 {
-                continue;
-            }
-            let tx = x(ns);
-            let major = m == 1.0;
-            let _ = write!(
-                out,
-                "<line class=\"{}\" x1=\"{tx:.1}\" x2=\"{tx:.1}\" y1=\"30\" y2=\"{:.1}\"/>",
-                if major { "grid" } else { "grid minor" },
-                mid + HALF
-            );
-            if major || l1 - l0 <= 3.0 {
-                let _ = write!(
-                    out,
-                    "<text class=\"tk\" x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                    ticks_y + 8.0,
-                    esc(&duration(ns))
-                );
-            }
-        }
-    }
     for (i, (ns, class, what)) in marks.iter().enumerate() {
         let mx = x(*ns);
-        let ty = 40.0 + i as f64 * 14.0;
-        let anchor = if mx > WIDTH - 260.0 { "end" } else { "start" };
+        let ty = 34.0 + i as f64 * 14.0;
+        let anchor = if mx > WIDTH - 300.0 { "end" } else { "start" };
         let tx = if anchor == "end" { mx - 4.0 } else { mx + 4.0 };
         let _ = write!(
             out,
-            "<line class=\"mk {class}\" x1=\"{mx:.1}\" x2=\"{mx:.1}\" y1=\"24\" y2=\"{:.1}\"/>\
+            "<line class=\"mk {class}\" x1=\"{mx:.1}\" x2=\"{mx:.1}\" y1=\"{:.1}\" y2=\"{bottom:.1}\"/>\
              <text class=\"ml {class}\" x=\"{tx:.1}\" y=\"{ty:.1}\" text-anchor=\"{anchor}\">{} {}</text>",
-            mid + HALF,
+            ty - 10.0,
             esc(what),
             esc(&duration(*ns))
         );
     }
-    let h = mid + HALF + 34.0;
+    let h = bottom + 24.0;
     Some(format!(
         "<svg class=\"hist\" viewBox=\"0 0 {WIDTH} {h:.0}\" \
          width=\"{WIDTH}\" height=\"{h:.0}\" role=\"img\">{out}</svg>"
     ))
+}
+
+/// The time axis: logarithmic when the samples span more than a few times over, else
+/// linear (a race lives in the last percent of an idle timeout, which a log axis hides).
+#[derive(Debug, Clone, Copy)]
+enum Axis {
+    Log { l0: f64, l1: f64 },
+    Linear { from: f64, to: f64 },
+}
+
+impl Axis {
+    fn new(lo: f64, hi: f64) -> Axis {
+        let hi = hi.max(lo * 1.001);
+        if hi / lo > 4.0 {
+            let (l0, l1) = (lo.log10(), hi.log10());
+            let pad = (l1 - l0) * 0.04;
+            Axis::Log {
+                l0: l0 - pad,
+                l1: l1 + pad,
+            }
+        } else {
+            let pad = (hi - lo).max(hi * 0.002) * 0.15;
+            Axis::Linear {
+                from: (lo - pad).max(0.0),
+                to: hi + pad,
+            }
+        }
+    }
+
+    /// Where `ns` is, from 0 (left) to 1 (right).
+    fn at(self, ns: f64) -> f64 {
+        match self {
+            Axis::Log { l0, l1 } => (ns.max(1.0).log10() - l0) / (l1 - l0),
+            Axis::Linear { from, to } => (ns - from) / (to - from),
+        }
+    }
+
+    /// Round times to label.
+    fn ticks(self) -> Vec<f64> {
+        match self {
+            Axis::Log { l0, l1 } => {
+                let mut v = Vec::new();
+                let steps: &[f64] = if l1 - l0 > 3.0 {
+                    &[1.0]
+                } else {
+                    &[1.0, 2.0, 5.0]
+                };
+                for d in (l0.floor() as i32)..=(l1.ceil() as i32) {
+                    for m in steps {
+                        let t = m * 10f64.powi(d);
+                        if (l0..=l1).contains(&t.log10()) {
+                            v.push(t);
+                        }
+                    }
+                }
+                v
+            }
+            Axis::Linear { from, to } => {
+                let step = super::timeline::tick_step(to - from);
+                let mut t = (from / step).ceil() * step;
+                let mut v = Vec::new();
+                while t <= to {
+                    v.push(t);
+                    t += step;
+                }
+                v
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +230,19 @@ mod tests {
         assert_eq!(svg.matches("class=\"bp\"").count(), 2, "{svg}");
         assert!(svg.contains("upstream closes idle after 4.00 s"), "{svg}");
         assert!(svg.contains("proxy closes idle after 60.00 s"), "{svg}");
+    }
+
+    #[test]
+    fn a_narrow_spread_gets_a_linear_axis_with_round_ticks() {
+        let a = Axis::new(990e6, 1010e6);
+        assert!(matches!(a, Axis::Linear { .. }), "{a:?}");
+        let t = a.ticks();
+        assert!(t.len() >= 3 && t.len() <= 9, "{t:?}");
+        assert!(t.contains(&1e9), "{t:?}");
+        assert!(a.at(990e6) > 0.0 && a.at(1010e6) < 1.0);
+        let a = Axis::new(1e6, 4e9);
+        assert!(matches!(a, Axis::Log { .. }), "{a:?}");
+        assert!(a.ticks().contains(&1e9), "{:?}", a.ticks());
     }
 
     #[test]

@@ -67,11 +67,14 @@ pub(super) fn render(
     distributions(&mut s, a);
     fix(&mut s, a);
     all(&mut s, &a.verdicts, opts);
-    s.push_str(
-        "<p class=\"sub\">Written by tracer. The packets behind these verdicts are in \
-         <code>evidence.pcapng</code> (<code>--evidence DIR</code> or a capture bundle), each \
-         commented: filter on <code>frame.comment</code> in Wireshark.</p>\n</body></html>\n",
-    );
+    if !a.verdicts.is_empty() {
+        s.push_str(
+            "<p class=\"sub\">The packets behind these verdicts are in \
+             <code>evidence.pcapng</code> (<code>--evidence DIR</code> or a capture bundle), \
+             each commented: filter on <code>frame.comment</code> in Wireshark.</p>\n",
+        );
+    }
+    s.push_str("</body></html>\n");
     s
 }
 
@@ -109,9 +112,10 @@ fn summary(s: &mut String, a: &Analysis, capture: CaptureSummary, source: &Sourc
         .count();
     let _ = writeln!(
         s,
-        "<div class=\"kpi\"><div class=\"bad\"><b>{errors}</b>client 5xx / 499</div>\
+        "<div class=\"kpi\"><div{}><b>{errors}</b>client 5xx / 499</div>\
          <div><b>{}</b>verdicts</div><div><b>{proven}</b>proven</div>\
          <div><b>{unexplained}</b>unexplained</div></div>",
+        if errors > 0 { " class=\"bad\"" } else { "" },
         a.verdicts.len()
     );
     let mut warn = Vec::new();
@@ -166,7 +170,7 @@ fn groups(vs: &[Verdict]) -> Groups<'_> {
 }
 
 fn causes(s: &mut String, g: &Groups<'_>, total: usize) {
-    s.push_str("<h2>Causes</h2>\n");
+    s.push_str("<h2 id=\"causes\">Causes</h2>\n");
     if g.is_empty() {
         s.push_str("<p>No 5xx, 499 or failed upstream attempt found.</p>\n");
         return;
@@ -213,7 +217,7 @@ fn examples(s: &mut String, g: &Groups<'_>, opts: Options) {
         return;
     }
     s.push_str(
-        "<h2>Examples, drawn to scale</h2>\n<p class=\"legend sub\">\
+        "<h2 id=\"examples\">Examples, drawn to scale</h2>\n<p class=\"legend sub\">\
          <span><i class=\"dot\" style=\"background:#2563eb\"></i>request</span>\
          <span><i class=\"dot\" style=\"background:#16a34a\"></i>response</span>\
          <span><i class=\"dot\" style=\"background:#dc2626\"></i>error response</span>\
@@ -250,6 +254,7 @@ fn example(s: &mut String, v: &Verdict, opts: Options) {
     let req = v
         .downstream
         .as_ref()
+        .filter(|d| d.method.is_some() || d.target.is_some())
         .map(|d| {
             format!(
                 " · {} {}",
@@ -298,7 +303,7 @@ fn distributions(s: &mut String, a: &Analysis) {
         return;
     }
     s.push_str(
-        "<h2>Idle connections: when the upstream closes them, when the proxy reuses them</h2>\n",
+        "<h2 id=\"idle\">Idle connections: when the upstream closes them, when the proxy reuses them</h2>\n",
     );
     for t in &a.timeouts {
         let _ = write!(
@@ -307,7 +312,7 @@ fn distributions(s: &mut String, a: &Analysis) {
             esc(&t.upstream.to_string())
         );
         let up = t.upstream_idle_close_ms.map_or_else(
-            || "not seen".to_owned(),
+            || "an idle timeout tracer did not see".to_owned(),
             |m| {
                 format!(
                     "{} (median of {})",
@@ -317,10 +322,10 @@ fn distributions(s: &mut String, a: &Analysis) {
             },
         );
         let px = t.proxy_idle_close_ms.map_or_else(
-            || "not seen".to_owned(),
+            || "no idle close of the proxy was seen".to_owned(),
             |m| {
                 format!(
-                    "{} (longest of {})",
+                    "the proxy after {} (longest of {})",
                     super::duration(m * 1e6),
                     t.proxy_samples
                 )
@@ -328,10 +333,23 @@ fn distributions(s: &mut String, a: &Analysis) {
         );
         let _ = write!(
             s,
-            "Upstream closes idle connections after {}; the proxy after {}.",
+            "The upstream closes idle connections after {}; {}.",
             esc(&up),
             esc(&px)
         );
+        let samples = a.idle.iter().find(|i| i.upstream == t.upstream);
+        if let Some(i) = samples {
+            if let Some(first) = i.upstream_closes_ns.iter().min() {
+                let late = i.proxy_reuses_ns.iter().filter(|&&r| r >= *first).count();
+                let _ = write!(
+                    s,
+                    " {late} of {} reuses came after the upstream's shortest idle close ({}): \
+                     each of them could meet a closing connection.",
+                    i.proxy_reuses_ns.len(),
+                    esc(&super::duration(*first as f64))
+                );
+            }
+        }
         if t.closes_after_every_response {
             let _ = write!(
                 s,
@@ -347,12 +365,7 @@ fn distributions(s: &mut String, a: &Analysis) {
             );
         }
         s.push_str("</p>\n");
-        match a
-            .idle
-            .iter()
-            .find(|i| i.upstream == t.upstream)
-            .and_then(|i| histogram::svg(i, Some(t)))
-        {
+        match samples.and_then(|i| histogram::svg(i, Some(t))) {
             Some(svg) => s.push_str(&svg),
             None => s.push_str("<p class=\"sub\">No idle times were seen for it.</p>"),
         }
@@ -363,7 +376,7 @@ fn fix(s: &mut String, a: &Analysis) {
     if a.advice.is_empty() {
         return;
     }
-    s.push_str("<h2>Fix</h2>\n<ul>\n");
+    s.push_str("<h2 id=\"fix\">Fix</h2>\n<ul>\n");
     for x in &a.advice {
         let _ = writeln!(s, "<li><b>{}</b>: {}</li>", esc(x.about), esc(&x.text));
     }
@@ -376,7 +389,7 @@ fn all(s: &mut String, vs: &[Verdict], opts: Options) {
     }
     let _ = write!(
         s,
-        "<h2>All verdicts</h2>\n<details><summary>{} verdicts{}</summary><table>\
+        "<h2 id=\"all\">All verdicts</h2>\n<details><summary>{} verdicts{}</summary><table>\
          <tr><th>time</th><th>status</th><th>cause</th><th>upstream</th><th>summary</th></tr>\n",
         vs.len(),
         if vs.len() > LISTED {

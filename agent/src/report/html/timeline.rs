@@ -152,6 +152,9 @@ struct Panel<'a> {
     to: i64,
     events: Vec<&'a Event>,
     idle: Option<Idle>,
+    /// Events from this time on are magnified in the next panel: marked here, not
+    /// labelled.
+    magnified_from: Option<i64>,
 }
 
 /// The SVG of one verdict's story (one or two panels), or `None` with nothing to draw.
@@ -175,6 +178,7 @@ pub(super) fn svg(events: &[Event], idle: Option<Idle>) -> Option<String> {
             to: last,
             events: events.iter().collect(),
             idle,
+            magnified_from: Some(tail_from),
         });
         panels.push(Panel {
             title: format!("the end magnified: {}", duration(tail_span as f64)),
@@ -182,6 +186,7 @@ pub(super) fn svg(events: &[Event], idle: Option<Idle>) -> Option<String> {
             to: last,
             events: tail,
             idle: None,
+            magnified_from: None,
         });
     } else {
         panels.push(Panel {
@@ -190,6 +195,7 @@ pub(super) fn svg(events: &[Event], idle: Option<Idle>) -> Option<String> {
             to: last,
             events: events.iter().collect(),
             idle,
+            magnified_from: None,
         });
     }
     let mut body = String::new();
@@ -232,9 +238,20 @@ fn panel(out: &mut String, p: &Panel<'_>, y0: f64) -> f64 {
         // Labels in rows, each in the first row where it does not overlap the last one.
         let mut rows: Vec<f64> = Vec::new();
         let mut placed = Vec::new();
+        let mut tail_noted = false;
         for e in &evs {
             let ex = x(e.ts_ns as f64);
-            let label = short(&e.label);
+            let label = match p.magnified_from {
+                Some(t) if e.ts_ns >= t => {
+                    if tail_noted {
+                        placed.push((ex, ex, usize::MAX, String::new(), e.mark));
+                        continue;
+                    }
+                    tail_noted = true;
+                    "magnified below".to_owned()
+                }
+                _ => short(&e.label),
+            };
             let w = label.chars().count() as f64 * CHAR_W;
             let lx = ex.min(WIDTH - 4.0 - w).max(LEFT);
             let row = rows
@@ -281,6 +298,14 @@ fn panel(out: &mut String, p: &Panel<'_>, y0: f64) -> f64 {
             }
         }
         for (ex, lx, row, label, mark) in placed {
+            if row == usize::MAX {
+                let _ = write!(
+                    out,
+                    "<circle class=\"m {}\" cx=\"{ex:.1}\" cy=\"{line_y:.1}\" r=\"5\"/>",
+                    mark.class()
+                );
+                continue;
+            }
             let ly = line_y + 20.0 + row as f64 * ROW;
             let _ = write!(
                 out,
@@ -331,7 +356,7 @@ fn short(s: &str) -> String {
 }
 
 /// A round step (1, 2 or 5 times a power of ten) giving 4 to 10 ticks over `span`.
-fn tick_step(span: f64) -> f64 {
+pub(super) fn tick_step(span: f64) -> f64 {
     let raw = span / 6.0;
     let mag = 10f64.powf(raw.log10().floor());
     [1.0, 2.0, 5.0, 10.0]
