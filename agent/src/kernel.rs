@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use crate::probe::{tcp_state, SockEvent, SockEventKind};
-use crate::verdict::{Cause, Confidence, Evidence, Subcause, Verdict};
+use crate::verdict::{Cause, Confidence, Evidence, Fact, Leg, Subcause, Verdict};
 
 /// How far before a verdict's error the kernel's story of its connection is read.
 const LOOK_BACK_NS: i64 = 600_000_000_000;
@@ -22,8 +22,6 @@ const LOOK_AHEAD_NS: i64 = 2_000_000_000;
 
 /// Events kept per socket; the oldest go first (a socket's story is short).
 const MAX_EVENTS_PER_SOCKET: usize = 64;
-/// ECONNRESET.
-const ECONNRESET: i64 = 104;
 
 /// One probe event on the pcap clock (unix nanoseconds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -401,7 +399,7 @@ impl Ledger {
 /// moment the process read EOF or ECONNRESET.
 pub fn enrich(v: &mut Verdict, ledger: &Ledger) {
     let Some(u) = &v.upstream else { return };
-    let conn = u.connection();
+    let conn = u.conn();
     let Some(f) = ledger.facts(
         u.proxy,
         u.server,
@@ -413,45 +411,53 @@ pub fn enrich(v: &mut Verdict, ledger: &Ledger) {
     if let (Some(pid), Some(comm)) = (f.pid, &f.comm) {
         v.process = Some(format!("{comm}[{pid}]"));
     }
-    let who = v.process.clone().unwrap_or_else(|| "the proxy".into());
-    let mut add = |ts_ns: i64, what: String| {
-        v.evidence.push(Evidence {
-            ts_ns,
-            connection: conn.clone(),
-            what,
-        })
+    let process = v.process.clone();
+    let mut add = |ts_ns: i64, fact: Fact| {
+        v.evidence
+            .push(Evidence::new(ts_ns, conn, Leg::Upstream, fact));
     };
     if let Some(t) = f.fin_received_ns {
-        add(
-            t,
-            "kernel: the upstream's FIN arrived (socket ESTABLISHED -> CLOSE_WAIT)".into(),
-        );
+        add(t, Fact::KernelFinReceived);
     }
     if let Some((t, idle)) = f.write_in_close_wait {
-        add(t, format!("kernel: {who} wrote after {:.1} ms idle on the socket already in CLOSE_WAIT (FIN unread)", idle as f64 / 1e6));
+        add(
+            t,
+            Fact::KernelWriteInCloseWait {
+                process: process.clone(),
+                idle_ms: idle as f64 / 1e6,
+            },
+        );
     } else if let Some((t, idle, state)) = f.write_after_idle {
         add(
             t,
-            format!(
-                "kernel: {who} wrote after {:.1} ms idle, socket {state}",
-                idle as f64 / 1e6
-            ),
+            Fact::KernelWriteAfterIdle {
+                process: process.clone(),
+                idle_ms: idle as f64 / 1e6,
+                state: state.to_string(),
+            },
         );
     }
     if let Some(t) = f.eof_read_ns {
-        add(t, format!("kernel: {who} read EOF"));
+        add(
+            t,
+            Fact::KernelReadEof {
+                process: process.clone(),
+            },
+        );
     }
     if let Some((t, errno)) = f.read_error {
-        let name = if errno == ECONNRESET {
-            "ECONNRESET".to_owned()
-        } else {
-            format!("error {errno}")
-        };
-        add(t, format!("kernel: {who} read {name}"));
+        add(
+            t,
+            Fact::KernelReadError {
+                process: process.clone(),
+                errno,
+            },
+        );
     }
     if let Some(t) = f.reset_received_ns {
-        add(t, "kernel: RST received".into());
+        add(t, Fact::KernelRstReceived);
     }
+    let who = process.unwrap_or_else(|| "the proxy".into());
     v.evidence.sort_by_key(|e| e.ts_ns);
     if v.cause == Cause::KeepaliveRace && f.write_in_close_wait.is_some() {
         v.subcause = Some(Subcause::FinUnread);
@@ -595,7 +601,7 @@ mod tests {
         assert!(
             v.evidence
                 .iter()
-                .any(|e| e.what.contains("CLOSE_WAIT (FIN unread)")),
+                .any(|e| e.to_string().contains("CLOSE_WAIT (FIN unread)")),
             "{:?}",
             v.evidence
         );

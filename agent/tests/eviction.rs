@@ -142,7 +142,8 @@ fn a_verdict_on_an_evicted_connection_is_unexplained_and_says_so() {
     assert!(v[0]
         .evidence
         .iter()
-        .any(|e| e.what.contains("evicted") && e.connection.contains("10.0.0.3:9000")));
+        .any(|e| e.to_string().contains("evicted")
+            && e.connection.to_string().contains("10.0.0.3:9000")));
     // counted in the report's capture summary, text and JSON
     let capture = CaptureSummary {
         packets: 1,

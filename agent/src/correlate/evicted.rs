@@ -8,7 +8,7 @@
 
 use super::Correlator;
 use crate::flow::ConnId;
-use crate::verdict::{Cause, Confidence, Evidence, Verdict};
+use crate::verdict::{Cause, Confidence, Conn, Evidence, Fact, Leg, Verdict};
 
 impl Correlator {
     /// The tracker evicted `conn` (`forgotten`), or `conn` carries on an evicted 4-tuple.
@@ -37,21 +37,25 @@ impl Correlator {
         };
         for v in made {
             let tuples = [
-                v.downstream.as_ref().map(|d| (d.client, d.proxy)),
-                v.upstream.as_ref().map(|u| (u.proxy, u.server)),
+                v.downstream
+                    .as_ref()
+                    .map(|d| ((d.client, d.proxy), Leg::Client)),
+                v.upstream
+                    .as_ref()
+                    .map(|u| ((u.proxy, u.server), Leg::Upstream)),
             ];
-            let evicted = tuples.iter().flatten().find_map(|t| {
+            let evicted = tuples.iter().flatten().find_map(|(t, leg)| {
                 let c = self.conns.get(self.by_tuple.get(t)?)?;
-                c.evicted.map(|ts| (c.name(), ts))
+                c.evicted.map(|ts| (c.conn(), ts, *leg))
             });
-            if let Some((conn, ts)) = evicted {
-                unexplained(v, &conn, ts);
+            if let Some((conn, ts, leg)) = evicted {
+                unexplained(v, conn, ts, leg);
             }
         }
     }
 }
 
-fn unexplained(v: &mut Verdict, conn: &str, ts: i64) {
+fn unexplained(v: &mut Verdict, conn: Conn, ts: i64, leg: Leg) {
     if v.cause != Cause::Unexplained {
         v.reason = Some(format!(
             "connection table full: {conn} was evicted (see --max-connections), so what tracer \
@@ -65,9 +69,5 @@ fn unexplained(v: &mut Verdict, conn: &str, ts: i64) {
         v.subcause = None;
         v.confidence = Confidence::Probable;
     }
-    v.evidence.push(Evidence {
-        ts_ns: ts,
-        connection: conn.to_owned(),
-        what: "evicted from the full connection table".to_owned(),
-    });
+    v.evidence.push(Evidence::new(ts, conn, leg, Fact::Evicted));
 }

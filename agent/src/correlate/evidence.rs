@@ -2,7 +2,7 @@
 //! the timestamped facts of a connection it rests on.
 
 use super::state::{CConn, Ex};
-use crate::verdict::{Downstream, Evidence, Upstream};
+use crate::verdict::{Downstream, Evidence, Fact, Leg, Party, Upstream};
 
 /// Nanoseconds as milliseconds, rounded to the microsecond.
 pub(super) fn ms(ns: i64) -> f64 {
@@ -36,73 +36,71 @@ pub(super) fn upstream_of(c: &CConn, e: &Ex) -> Upstream {
     u
 }
 
-/// The exchange's request and response, and the connection's opening and closes.
-pub(super) fn base_evidence(c: &CConn, e: &Ex, client: &str, server: &str) -> Vec<Evidence> {
-    let name = c.name();
+/// The lane of a connection whose two ends are `client` and `server`.
+fn leg(client: Party, server: Party) -> Leg {
+    match (client, server) {
+        (Party::Client, Party::Proxy) => Leg::Client,
+        (Party::Proxy, Party::Upstream) => Leg::Upstream,
+        _ => Leg::Unknown,
+    }
+}
+
+/// The exchange's request and response, and the connection's opening and closes, with
+/// `client` and `server` as the connection's two ends.
+pub(super) fn base_evidence(c: &CConn, e: &Ex, client: Party, server: Party) -> Vec<Evidence> {
+    let name = c.conn();
+    let lane = leg(client, server);
     let mut v = Vec::new();
-    let mut push = |ts: Option<i64>, what: String| {
+    let mut push = |ts: Option<i64>, fact: Fact| {
         if let Some(ts) = ts {
-            v.push(Evidence {
-                ts_ns: ts,
-                connection: name.clone(),
-                what,
-            });
+            v.push(Evidence::new(ts, name, lane, fact));
         }
     };
-    push(
-        c.info.syn_ns,
-        format!("{client} opens the connection (SYN)"),
-    );
+    push(c.info.syn_ns, Fact::Syn { by: client });
     if let Some(r) = &e.req {
-        let idle = match (e.index, e.idle_ns) {
-            (1, _) if c.info.opener_known => "fresh connection".to_owned(),
-            (_, Some(i)) => format!("reused, idle {:.1} ms", ms(i)),
-            _ => "reused".to_owned(),
-        };
         push(
             e.req_ns,
-            format!(
-                "{client} sends {} {} (exchange #{}, {idle})",
-                r.method, r.target, e.index
-            ),
+            Fact::Request {
+                by: client,
+                method: r.method.clone(),
+                target: r.target.clone(),
+                exchange: e.index,
+                fresh: e.index == 1 && c.info.opener_known,
+                idle_ms: e.idle_ns.map(ms),
+            },
         );
     }
     if let Some(r) = &e.res {
-        push(e.res_ns, format!("{server} answers {}", r.status));
+        push(
+            e.res_ns,
+            Fact::Response {
+                by: server,
+                status: r.status,
+            },
+        );
     }
-    push(c.fin_server, format!("{server} FIN"));
-    push(c.rst_server, format!("{server} RST"));
-    push(c.fin_client, format!("{client} FIN"));
-    push(c.rst_client, format!("{client} RST"));
+    push(c.fin_server, Fact::Fin { by: server });
+    push(c.rst_server, Fact::Rst { by: server });
+    push(c.fin_client, Fact::Fin { by: client });
+    push(c.rst_client, Fact::Rst { by: client });
     v
 }
 
 /// A connection attempt's SYNs and the answer to them.
 pub(super) fn connect_evidence(c: &CConn) -> Vec<Evidence> {
-    let name = c.name();
+    let name = c.conn();
     let mut v = vec![];
+    let mut push = |ts: i64, fact: Fact| v.push(Evidence::new(ts, name, Leg::Upstream, fact));
     if let Some(s) = c.info.syn_ns {
-        v.push(Evidence {
-            ts_ns: s,
-            connection: name.clone(),
-            what: "proxy sends SYN".into(),
-        });
+        push(s, Fact::ConnectAttempt);
     }
     if c.syn_count >= 2 {
         if let Some(s) = c.last_syn_ns {
-            v.push(Evidence {
-                ts_ns: s,
-                connection: name.clone(),
-                what: format!("SYN sent {} times without answer", c.syn_count),
-            });
+            push(s, Fact::SynUnanswered { count: c.syn_count });
         }
     }
     if let Some(r) = c.refused_ns {
-        v.push(Evidence {
-            ts_ns: r,
-            connection: name,
-            what: "upstream answers the SYN with RST".into(),
-        });
+        push(r, Fact::Refused);
     }
     v
 }

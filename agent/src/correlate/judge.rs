@@ -8,7 +8,7 @@ use super::state::{CConn, Ex, ExRef};
 use super::{Check, Correlator, Role, GRACE_NS};
 use crate::flow::ConnId;
 use crate::timeouts::IdleTimer;
-use crate::verdict::{Cause, Confidence, Evidence, Verdict};
+use crate::verdict::{Cause, Confidence, Evidence, Fact, Leg, Party, Verdict};
 
 /// An attempt whose downstream request is still unresolved is checked again this long.
 const MAX_WAIT_NS: i64 = 30 * GRACE_NS;
@@ -189,27 +189,28 @@ impl Correlator {
         }
         let mut tuples = Vec::new();
         if let Some(d) = &v.downstream {
-            tuples.push((d.client, d.proxy));
+            tuples.push(((d.client, d.proxy), Leg::Client));
         }
         if let Some(u) = &v.upstream {
-            tuples.push((u.proxy, u.server));
+            tuples.push(((u.proxy, u.server), Leg::Upstream));
         }
-        let lost = tuples.iter().find_map(|t| {
+        let lost = tuples.iter().find_map(|(t, leg)| {
             let c = self.conns.get(self.by_tuple.get(t)?)?;
-            c.missing.map(|(ts, what)| (c.name(), ts, what))
+            c.missing.map(|(ts, what)| (c.conn(), ts, what, *leg))
         });
-        if let Some((conn, ts, what)) = lost {
+        if let Some((conn, ts, what, leg)) = lost {
             v.reason = Some(format!(
                 "packets missing: the capture lost {what} on {conn}, so it cannot show {} ({})",
                 v.cause.name(),
                 v.summary
             ));
             v.summary = format!("packets missing on {conn}; the cause cannot be proven");
-            v.evidence.push(Evidence {
-                ts_ns: ts,
-                connection: conn,
-                what: format!("capture lost {what}"),
-            });
+            v.evidence.push(Evidence::new(
+                ts,
+                conn,
+                leg,
+                Fact::CaptureLost { what: what.into() },
+            ));
             v.cause = Cause::Unexplained;
             v.subcause = None;
             v.confidence = Confidence::Probable;
@@ -229,7 +230,7 @@ impl Correlator {
         let c = self.conns.get(&conn)?.clone();
         let e = c.ex(index)?;
         let d = Down::new(&c, e, self.now);
-        let mut evidence = base_evidence(&c, e, "client", "proxy");
+        let mut evidence = base_evidence(&c, e, Party::Client, Party::Proxy);
         let attempt = e.attempts.last().copied().and_then(|a| self.attempt(a));
         // A guessed link to an attempt that succeeded cannot explain a 5xx: the request may
         // never have gone upstream at all. Judge it as unlinked first.
@@ -251,7 +252,7 @@ impl Correlator {
             _ if unlinked.is_some() => unlinked.unwrap_or_default(),
             Some((uc, ue, proven)) => {
                 link_proven = proven;
-                evidence.extend(base_evidence(uc, ue, "proxy", "upstream"));
+                evidence.extend(base_evidence(uc, ue, Party::Proxy, Party::Upstream));
                 let mut f = self.judge_linked(&d, uc, ue, proven);
                 f.upstream.get_or_insert_with(|| upstream_of(uc, ue));
                 f
@@ -393,7 +394,7 @@ impl Correlator {
     fn judge_attempt(&self, conn: ConnId, index: u32) -> Option<Verdict> {
         let c = self.conns.get(&conn)?;
         let e = c.ex(index)?;
-        let mut evidence = base_evidence(c, e, "proxy", "upstream");
+        let mut evidence = base_evidence(c, e, Party::Proxy, Party::Upstream);
         let mut up = upstream_of(c, e);
         let mut v = Verdict {
             cause: Cause::Unexplained,
@@ -421,7 +422,7 @@ impl Correlator {
                 if let Some(x) = d.ex(di) {
                     v.downstream = Some(downstream(d, x));
                     v.status = x.status();
-                    evidence.extend(base_evidence(d, x, "client", "proxy"));
+                    evidence.extend(base_evidence(d, x, Party::Client, Party::Proxy));
                     let retried = x.attempts.last() != Some(&(conn, index));
                     tail = match x.status() {
                         Some(s) if s < 500 && retried => {

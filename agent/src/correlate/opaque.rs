@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::{Correlator, Role, CONNECT_AFTER_REQUEST_NS, REORDER_NS, TIMING_LEARN_MIN};
 use crate::flow::ConnId;
-use crate::verdict::{Confidence, Downstream, Evidence, Verdict};
+use crate::verdict::{Confidence, Downstream, Evidence, Fact, Leg, Verdict};
 
 /// An unreadable client connection ended (either side's FIN or RST) at most this long after
 /// the upstream failure it is linked to: the proxy answers and closes at once.
@@ -153,7 +153,7 @@ impl Correlator {
         };
         c.claimed = true;
         self.opaque.linked += 1;
-        let name = c.name();
+        let name = c.conn();
         v.downstream = Some(Downstream {
             client: c.info.client,
             proxy: c.info.server,
@@ -169,11 +169,12 @@ impl Correlator {
                 LINK_AFTER_FAILURE_NS / 1_000_000
             ),
         );
-        v.evidence.push(Evidence {
-            ts_ns: ended,
-            connection: name,
-            what: "the encrypted client connection ends (its response could not be read)".into(),
-        });
+        v.evidence.push(Evidence::new(
+            ended,
+            name,
+            Leg::Client,
+            Fact::EncryptedClientEnds,
+        ));
         v.evidence.sort_by_key(|e| e.ts_ns);
     }
 

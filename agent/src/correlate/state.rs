@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use crate::flow::{ConnId, ConnInfo};
 use crate::http::{RequestHead, ResponseHead};
+use crate::verdict::Conn;
 
 /// Exchanges kept per connection (older ones are dropped).
 pub const KEEP_EXCHANGES: usize = 64;
@@ -187,7 +188,16 @@ impl CConn {
     /// The connection name `client->server`.
     #[must_use]
     pub fn name(&self) -> String {
-        format!("{}->{}", self.info.client, self.info.server)
+        self.conn().to_string()
+    }
+
+    /// The connection's two ends.
+    #[must_use]
+    pub fn conn(&self) -> Conn {
+        Conn {
+            client: self.info.client,
+            server: self.info.server,
+        }
     }
 }
 

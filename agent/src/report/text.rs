@@ -233,7 +233,7 @@ fn verdict_line(v: &Verdict, opts: Options, with_reason: bool) -> String {
                 "        {}  {:<45} {}",
                 rfc3339(e.ts_ns),
                 e.connection,
-                opts.text(&e.what)
+                opts.text(&e.to_string())
             );
         }
     }

@@ -14,7 +14,7 @@ use crate::correlate::evidence::{ms, upstream_of_conn};
 use crate::correlate::judge::Down;
 use crate::correlate::{Correlator, IdleClose, Role, REORDER_NS};
 use crate::flow::ConnId;
-use crate::verdict::{Cause, Evidence, Subcause};
+use crate::verdict::{Cause, Evidence, Fact, Leg, Party, Subcause};
 
 /// The proxy closes the dead pooled connection "at about the time" of its error.
 const NEVER_SENT_CLOSE_NS: i64 = 10_000_000;
@@ -29,21 +29,23 @@ impl Correlator {
         up.idle_ms = ic.idle_ns.map(ms);
         up.fin_to_request_ms = Some(ms(d.req_ns - ic.upstream_ns));
         let kind = if ic.upstream_rst { "RST" } else { "FIN" };
-        let mut evidence = vec![Evidence {
-            ts_ns: ic.upstream_ns,
-            connection: ucc.name(),
-            what: format!(
-                "upstream {kind} on the idle pooled connection (idle {})",
-                ic.idle_ns
-                    .map_or("unknown".into(), |i| format!("{:.1} ms", ms(i)))
-            ),
-        }];
+        let mut evidence = vec![Evidence::new(
+            ic.upstream_ns,
+            ucc.conn(),
+            Leg::Upstream,
+            Fact::IdleClose {
+                by: Party::Upstream,
+                rst: ic.upstream_rst,
+                idle_ms: ic.idle_ns.map(ms),
+            },
+        )];
         if let Some(p) = ic.proxy_ns {
-            evidence.push(Evidence {
-                ts_ns: p,
-                connection: ucc.name(),
-                what: "proxy closes the dead connection".into(),
-            });
+            evidence.push(Evidence::new(
+                p,
+                ucc.conn(),
+                Leg::Upstream,
+                Fact::DeadClosed,
+            ));
         }
         Some(Finding {
             cause: Some(Cause::KeepaliveRace),

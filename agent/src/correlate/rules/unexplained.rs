@@ -5,7 +5,7 @@ use super::Finding;
 use crate::correlate::evidence::{base_evidence, downstream};
 use crate::correlate::judge::Down;
 use crate::correlate::state::{CConn, Ex};
-use crate::verdict::{Cause, Confidence, Verdict};
+use crate::verdict::{Cause, Confidence, Party, Verdict};
 
 /// A 5xx on a connection whose side of the proxy is not known.
 pub(in crate::correlate) fn unknown_role(c: &CConn, e: &Ex, now: i64) -> Verdict {
@@ -29,7 +29,7 @@ pub(in crate::correlate) fn unknown_role(c: &CConn, e: &Ex, now: i64) -> Verdict
             c.name()
         ),
         reason: Some(reason.into()),
-        evidence: base_evidence(c, e, "client", "server"),
+        evidence: base_evidence(c, e, Party::Client, Party::Server),
         process: None,
         link_guessed: false,
     }
