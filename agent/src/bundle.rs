@@ -25,7 +25,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
@@ -438,11 +437,9 @@ pub fn write_evidence(
             wanted.insert(key(u.proxy, u.server));
         }
         for e in &v.evidence {
-            let Some((a, b)) = connection_ends(&e.connection) else {
-                continue;
-            };
-            let c = evidence_comment(v, &e.what);
-            let at = comments.entry((key(a, b), e.ts_ns)).or_default();
+            let c = evidence_comment(v, &e.to_string());
+            let k = key(e.connection.client, e.connection.server);
+            let at = comments.entry((k, e.ts_ns)).or_default();
             if !at.contains(&c) {
                 at.push(c);
             }
@@ -484,12 +481,6 @@ pub fn evidence_comment(v: &Verdict, what: &str) -> String {
         crate::report::rfc3339(v.ts_ns),
         v.summary
     )
-}
-
-/// The two ends of an evidence connection, `ip:port->ip:port`.
-fn connection_ends(c: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let (a, b) = c.split_once("->")?;
-    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
 /// The probe events of a bundle, and what was odd about them.

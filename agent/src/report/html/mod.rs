@@ -63,7 +63,9 @@ pub fn duration(ns: f64) -> String {
 mod tests {
     use super::*;
     use crate::timeouts::{IdleSamples, UpstreamTimeouts};
-    use crate::verdict::{Cause, Confidence, Downstream, Evidence, Upstream, Verdict};
+    use crate::verdict::{
+        Cause, Confidence, Conn, Downstream, Evidence, Fact, Leg, Party, Upstream, Verdict,
+    };
 
     const EVIL: &str = "<script>alert(1)</script><img src=x onerror=alert(2)>";
 
@@ -73,10 +75,21 @@ mod tests {
         let pside = "10.0.0.2:4000".parse().unwrap();
         let server = "10.0.0.3:8080".parse().unwrap();
         let t = 1_795_638_869_000_000_000;
-        let ev = |ts, connection: &str, what: String| Evidence {
-            ts_ns: ts,
-            connection: connection.into(),
-            what,
+        let down = Conn {
+            client,
+            server: proxy,
+        };
+        let up = Conn {
+            client: pside,
+            server,
+        };
+        let request = |by| Fact::Request {
+            by,
+            method: EVIL.into(),
+            target: format!("/{EVIL}?q={EVIL}"),
+            exchange: 2,
+            fresh: false,
+            idle_ms: Some(4000.0),
         };
         let v = Verdict {
             cause: Cause::KeepaliveRace,
@@ -104,22 +117,32 @@ mod tests {
             summary: format!("summary {EVIL}"),
             reason: Some(format!("reason {EVIL}")),
             evidence: vec![
-                ev(
-                    t,
-                    "10.0.0.1:5000->10.0.0.2:80",
-                    format!("client sends GET /{EVIL}"),
-                ),
-                ev(
-                    t + 1_000_000,
-                    "10.0.0.2:4000->10.0.0.3:8080",
-                    format!("proxy sends GET /{EVIL}"),
-                ),
-                ev(
+                Evidence::new(t, down, Leg::Client, request(Party::Client)),
+                Evidence::new(t + 1_000_000, up, Leg::Upstream, request(Party::Proxy)),
+                Evidence::new(
                     t + 2_000_000,
-                    "10.0.0.1:5000->10.0.0.2:80",
-                    "proxy answers 502".into(),
+                    down,
+                    Leg::Client,
+                    Fact::Response {
+                        by: Party::Proxy,
+                        status: 502,
+                    },
                 ),
-                ev(t + 1_500_000, EVIL, format!("kernel: {EVIL}")),
+                Evidence::new(
+                    t + 1_500_000,
+                    up,
+                    Leg::Upstream,
+                    Fact::KernelWriteInCloseWait {
+                        process: Some(EVIL.into()),
+                        idle_ms: 4000.0,
+                    },
+                ),
+                Evidence::new(
+                    t + 1_600_000,
+                    up,
+                    Leg::Unknown,
+                    Fact::CaptureLost { what: EVIL.into() },
+                ),
             ],
             process: Some(EVIL.into()),
             link_guessed: false,

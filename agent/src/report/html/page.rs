@@ -289,8 +289,11 @@ fn example(s: &mut String, v: &Verdict, opts: Options) {
                 s,
                 "<tr><td class=\"n mono\">+{}</td><td class=\"mono\">{}</td><td>{}</td></tr>",
                 esc(&super::duration((e.ts_ns - first) as f64)),
-                esc(&e.connection),
-                esc(&opts.text(&e.what))
+                esc(&e.connection.to_string()),
+                esc(&e
+                    .fact
+                    .map_target(|t| opts.target(t).into_owned())
+                    .to_string())
             );
         }
         s.push_str("</table></details>");

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use super::{duration, esc};
 use crate::report::Options;
-use crate::verdict::Verdict;
+use crate::verdict::{Fact, Leg, Verdict};
 
 /// Where an event is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,66 +72,75 @@ pub(super) struct Idle {
     pub to_ns: i64,
 }
 
-/// The events of `v` and its upstream connection's idle gap.
-pub(super) fn events(v: &Verdict, opts: Options) -> (Vec<Event>, Option<Idle>) {
-    let down = v
-        .downstream
-        .as_ref()
-        .map(|d| format!("{}->{}", d.client, d.proxy));
-    let up = v
-        .upstream
-        .as_ref()
-        .map(crate::verdict::Upstream::connection);
-    let mut out = Vec::new();
-    for e in &v.evidence {
-        let what = e.what.as_str();
-        let lane = if what.starts_with("kernel") {
-            Lane::Kernel
-        } else if down.as_deref() == Some(e.connection.as_str()) {
-            Lane::Client
-        } else if up.as_deref() == Some(e.connection.as_str()) {
-            Lane::Upstream
-        } else if v.downstream.is_some() && v.upstream.is_none() {
-            Lane::Client
-        } else {
-            Lane::Upstream
-        };
-        let mark = if lane == Lane::Kernel {
-            Mark::Kernel
-        } else if what.contains("RST") {
-            Mark::Rst
-        } else if what.contains("FIN") {
-            Mark::Fin
-        } else if what.contains("SYN") {
-            Mark::Syn
-        } else if what.contains(" sends ") {
-            Mark::Request
-        } else if let Some(st) = what.split(" answers ").nth(1) {
-            let code: u16 = st.trim().parse().unwrap_or(0);
-            Mark::Response {
-                error: code >= 500 || code == 499,
-            }
-        } else {
+/// The lane and mark of a fact seen on a connection of leg `leg`.
+fn place(fact: &Fact, leg: Leg, on_downstream: bool) -> (Lane, Mark) {
+    let lane = match leg {
+        Leg::Client => Lane::Client,
+        Leg::Upstream => Lane::Upstream,
+        Leg::Unknown if on_downstream => Lane::Client,
+        Leg::Unknown => Lane::Upstream,
+    };
+    let mark = match fact {
+        Fact::Syn { .. } | Fact::ConnectAttempt | Fact::SynUnanswered { .. } => Mark::Syn,
+        Fact::Request { .. } => Mark::Request,
+        Fact::Response { status, .. } => Mark::Response {
+            error: *status >= 500 || *status == 499,
+        },
+        Fact::Fin { .. } | Fact::IdleClose { rst: false, .. } => Mark::Fin,
+        Fact::Rst { .. } | Fact::IdleClose { rst: true, .. } | Fact::Refused => Mark::Rst,
+        Fact::KernelFinReceived
+        | Fact::KernelWriteInCloseWait { .. }
+        | Fact::KernelWriteAfterIdle { .. }
+        | Fact::KernelReadEof { .. }
+        | Fact::KernelReadError { .. }
+        | Fact::KernelRstReceived => return (Lane::Kernel, Mark::Kernel),
+        Fact::DeadClosed | Fact::CaptureLost { .. } | Fact::Evicted | Fact::EncryptedClientEnds => {
             Mark::Other
+        }
+    };
+    (lane, mark)
+}
+
+/// The events of `v` and its upstream connection's idle gap: the quiet time before the
+/// proxy's request, or before the upstream's close of an idle connection.
+pub(super) fn events(v: &Verdict, opts: Options) -> (Vec<Event>, Option<Idle>) {
+    let down = v.downstream.as_ref().map(|d| (d.client, d.proxy));
+    let mut out = Vec::new();
+    let mut idle = None;
+    for e in &v.evidence {
+        let on_down = down == Some((e.connection.client, e.connection.server));
+        let (lane, mark) = place(&e.fact, e.leg, on_down);
+        let gap = match &e.fact {
+            Fact::Request {
+                fresh: false,
+                idle_ms: Some(i),
+                ..
+            }
+            | Fact::IdleClose {
+                idle_ms: Some(i), ..
+            } if lane == Lane::Upstream => Some((i * 1e6) as i64),
+            _ => None,
         };
+        if let Some(g) = gap.filter(|&g| g > 0) {
+            // The request's gap wins over an idle close's: it is the one that raced.
+            if idle.is_none() || matches!(e.fact, Fact::Request { .. }) {
+                idle = Some(Idle {
+                    from_ns: e.ts_ns - g,
+                    to_ns: e.ts_ns,
+                });
+            }
+        }
         out.push(Event {
             ts_ns: e.ts_ns,
             lane,
             mark,
-            label: opts.text(what).into_owned(),
+            label: e
+                .fact
+                .map_target(|t| opts.target(t).into_owned())
+                .to_string(),
         });
     }
     out.sort_by_key(|e| (e.ts_ns, e.lane));
-    let idle = v.upstream.as_ref().and_then(|u| {
-        let idle_ns = (u.idle_ms? * 1e6) as i64;
-        let req = out
-            .iter()
-            .rfind(|e| e.lane == Lane::Upstream && e.mark == Mark::Request)?;
-        (idle_ns > 0).then_some(Idle {
-            from_ns: req.ts_ns - idle_ns,
-            to_ns: req.ts_ns,
-        })
-    });
     (out, idle)
 }
 
