@@ -34,6 +34,8 @@ pub struct Analysis {
     pub flow: FlowStats,
     /// `Server`/`Via` values of the proxy's own error responses.
     pub proxy_software: Vec<String>,
+    /// The statuses each side of the proxy answered.
+    pub responses: crate::correlate::Responses,
     /// The proxy's client side was encrypted: what could not be seen.
     pub encrypted: Option<crate::correlate::EncryptedSide>,
 }
@@ -117,7 +119,11 @@ impl Engine {
     /// The timeouts inferred from what was seen so far.
     #[must_use]
     pub fn timeouts(&self) -> Vec<UpstreamTimeouts> {
-        infer(&self.corr.obs)
+        let mut t = infer(&self.corr.obs);
+        // Idle closes are noted before a connection's side is known: the proxy's own
+        // listener is no upstream.
+        t.retain(|t| self.corr.server_role(t.upstream) != crate::correlate::Role::Down);
+        t
     }
 
     /// Bounds the connection table (default [`crate::flow::DEFAULT_MAX_CONNECTIONS`]; see
@@ -173,7 +179,7 @@ impl Engine {
                 .count();
         }
         self.verdicts.sort_by_key(|v| v.ts_ns);
-        let timeouts = infer(&self.corr.obs);
+        let timeouts = self.timeouts();
         let idle = crate::timeouts::idle_samples(&self.corr.obs, &timeouts);
         let mut ups: Vec<String> = self.corr.obs.upstream_software.values().cloned().collect();
         ups.sort();
@@ -191,6 +197,7 @@ impl Engine {
             advice,
             flow: self.tracker.stats,
             proxy_software: self.corr.obs.proxy_software.clone(),
+            responses: self.corr.responses(),
             encrypted,
         }
     }

@@ -41,9 +41,11 @@ pub struct Args {
     /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Show each verdict's evidence timeline.
+    /// Show each listed verdict's evidence timeline.
     #[arg(short, long)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub listing: super::Listing,
     /// Show query values (`?token=…`) and user information of request targets in the
     /// reports; by default they read `<redacted>`, as they often carry secrets.
     #[arg(long)]
@@ -116,37 +118,18 @@ fn analyze(args: &Args) -> Result<()> {
     let opts = Options {
         verbose: args.verbose,
         show_query: args.show_query,
+        limit: args.listing.limit(),
     };
-    super::print_report(&analysis, capture, args.format, opts)?;
-    let source = source(&args.files);
+    let read: Vec<String> = args.files.iter().map(|p| p.display().to_string()).collect();
+    super::print_report(&analysis, capture, args.format, opts, &read)?;
     if let Some(path) = &args.html {
-        super::write_html(
-            path,
-            &report::html::render(&analysis, capture, &source, opts),
-        )?;
+        super::write_html(path, &report::html::render(&analysis, capture, opts, &read))?;
     }
     if let Some(dir) = &args.evidence {
-        write_evidence(dir, args.force, &files, &analysis, capture, &source, opts)
+        write_evidence(dir, args.force, &files, &analysis, capture, opts, &read)
             .context("cannot write the evidence bundle")?;
     }
     Ok(())
-}
-
-/// What the HTML report says was read.
-fn source(paths: &[PathBuf]) -> report::html::Source {
-    let names: Vec<String> = paths
-        .iter()
-        .map(|p| {
-            if p.as_os_str() == "-" {
-                "standard input".to_owned()
-            } else {
-                p.display().to_string()
-            }
-        })
-        .collect();
-    report::html::Source {
-        what: format!("read {}", names.join(", ")),
-    }
 }
 
 /// Each file's warnings, and a word about a file that added nothing next to others that
@@ -258,8 +241,8 @@ fn write_evidence(
     files: &[PathBuf],
     a: &Analysis,
     capture: CaptureSummary,
-    source: &report::html::Source,
     opts: Options,
+    read: &[String],
 ) -> Result<()> {
     bundle::prepare_dir(dir, force)?;
     bundle::write_evidence(files, &dir.join(bundle::EVIDENCE), &a.verdicts)?;
@@ -269,7 +252,7 @@ fn write_evidence(
     )?;
     bundle::write_private(
         &dir.join(bundle::HTML),
-        report::html::render(a, capture, source, opts).as_bytes(),
+        report::html::render(a, capture, opts, read).as_bytes(),
     )?;
     Ok(())
 }

@@ -110,9 +110,11 @@ pub struct Args {
     /// Report format at the end.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Show each verdict's evidence timeline.
+    /// Show each listed verdict's evidence timeline.
     #[arg(short, long)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub listing: super::Listing,
     /// Show query values (`?token=…`) and user information of request targets in the
     /// reports; by default they read `<redacted>`, as they often carry secrets.
     #[arg(long)]
@@ -125,7 +127,30 @@ impl Args {
         report::Options {
             verbose: self.verbose,
             show_query: self.show_query,
+            limit: self.listing.limit(),
         }
+    }
+
+    /// Where the packets come from, as the text report names it.
+    fn read(&self) -> Vec<String> {
+        let mut where_ = if self.interfaces.is_empty() {
+            vec!["interface any".to_owned()]
+        } else {
+            self.interfaces
+                .iter()
+                .map(|i| format!("interface {i}"))
+                .collect()
+        };
+        if let Some(n) = &self.netns {
+            where_.push(format!("network namespace {n}"));
+        }
+        if let Some(p) = self.pid {
+            where_.push(format!("pid {p}"));
+        }
+        if let Some(p) = &self.pod {
+            where_.push(format!("pod {p}"));
+        }
+        where_
     }
 }
 
@@ -285,10 +310,10 @@ fn print_report(
     use std::io::Write as _;
     let opts = args.report_options();
     match (pod, args.format) {
-        (None, _) => super::print_report(analysis, capture, args.format, opts)?,
+        (None, _) => super::print_report(analysis, capture, args.format, opts, &args.read())?,
         (Some(pod), Format::Text) => {
             writeln!(std::io::stdout(), "{}", pod.describe())?;
-            super::print_report(analysis, capture, args.format, opts)?;
+            super::print_report(analysis, capture, args.format, opts, &args.read())?;
         }
         (Some(pod), Format::Json) => writeln!(
             std::io::stdout(),
@@ -454,14 +479,13 @@ fn capture(args: &Args) -> Result<()> {
     }
     // The bundle is finished even when the report cannot be printed (its terminal gone).
     let printed = print_report(args, target.pod.as_ref(), &end.analysis, end.capture);
-    let source = report::html::Source {
-        what: match &target.pod {
-            Some(p) => format!("captured {} on {}", p.describe(), interfaces.join(", ")),
-            None => format!("captured on {}", interfaces.join(", ")),
-        },
-    };
     let html = if args.html.is_some() || end.bundle.is_some() {
-        report::html::render(&end.analysis, end.capture, &source, args.report_options())
+        report::html::render(
+            &end.analysis,
+            end.capture,
+            args.report_options(),
+            &args.read(),
+        )
     } else {
         String::new()
     };

@@ -23,7 +23,31 @@ pub mod capture;
 pub mod check;
 
 use tracer::engine::Analysis;
-use tracer::report::{self, CaptureSummary, Options};
+use tracer::report::{self, CaptureSummary, Limit, Options};
+
+/// How much of the verdicts the text report lists (`analyze`, `capture`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Listing {
+    /// List every verdict (the text report lists the clearest two of each cause and
+    /// upstream), and the fix for every proxy and upstream tracer knows, not only those
+    /// recognised.
+    #[arg(long, conflicts_with = "limit")]
+    pub all: bool,
+    /// List the clearest N verdicts of each cause and upstream.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+impl Listing {
+    #[must_use]
+    pub fn limit(self) -> Limit {
+        match (self.all, self.limit) {
+            (true, _) => Limit::All,
+            (false, Some(n)) => Limit::PerGroup(n),
+            (false, None) => Limit::default(),
+        }
+    }
+}
 
 /// Report formats on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -32,17 +56,21 @@ pub enum Format {
     Json,
 }
 
-/// Prints the report on stdout; JSON is serialized straight to it.
+/// Prints the report on stdout; JSON is serialized straight to it. `read`: the files or
+/// interfaces the packets came from, as the text report names them.
 pub fn print_report(
     a: &Analysis,
     capture: CaptureSummary,
     format: Format,
     opts: Options,
+    read: &[String],
 ) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match format {
-        Format::Text => out.write_all(report::text::render_with(a, capture, opts).as_bytes())?,
+        Format::Text => {
+            out.write_all(report::text::render_read(a, capture, opts, read).as_bytes())?;
+        }
         Format::Json => {
             report::json::write(a, capture, opts, &mut out)?;
             out.write_all(b"\n")?;

@@ -13,6 +13,7 @@ mod relink;
 pub mod roles;
 mod rules;
 pub mod state;
+mod tally;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -26,6 +27,7 @@ pub use opaque::EncryptedSide;
 pub use roles::{Endpoint, Role, Roles};
 pub use rules::Rule;
 use state::{CConn, ExRef};
+pub use tally::Responses;
 
 /// How long after an error the engine waits for late evidence (the proxy's close of the
 /// upstream connection, reordered packets) before judging it.
@@ -157,6 +159,8 @@ pub struct Correlator {
     opaque: opaque::Opaque,
     /// Upstream requests with an id no client request was seen for yet.
     unpaired_up: late::Unpaired,
+    /// Every response's status, per server endpoint (see [`Correlator::responses`]).
+    response_tally: tally::ByServer,
 }
 
 type IdleTimers =
@@ -267,6 +271,7 @@ impl Correlator {
             rules_off: Vec::new(),
             opaque: opaque::Opaque::default(),
             unpaired_up: late::Unpaired::default(),
+            response_tally: HashMap::new(),
         }
     }
 
@@ -481,6 +486,7 @@ impl Correlator {
                     return;
                 };
                 let status = head.status;
+                tally::count(&mut self.response_tally, &c.info, status);
                 let role = self.roles.role(&c.info);
                 if matches!(role, Role::Up | Role::Unknown) {
                     if let Some(s) = &head.server {
@@ -673,6 +679,7 @@ impl Correlator {
             return;
         };
         let first_close = c.client_close().is_none() && c.server_close().is_none();
+        tally::note(&mut self.response_tally, &c.info);
         match (from_client, rst) {
             (true, false) => c.fin_client = Some(ts),
             (true, true) => c.rst_client = Some(ts),

@@ -184,6 +184,9 @@ pub fn key(a: SocketAddr, b: SocketAddr) -> Key {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlowStats {
     pub segments: u64,
+    /// The earliest and the latest segment's time (ns since the epoch).
+    pub first_ns: Option<i64>,
+    pub last_ns: Option<i64>,
     pub connections: u64,
     pub retransmits: u64,
     /// Bytes that sequence numbers say were sent but no captured segment carried.
@@ -287,7 +290,9 @@ impl Tracker {
     /// Feeds one segment; events go to `out`.
     pub fn push(&mut self, seg: &Segment, out: &mut Vec<Event>) {
         self.stats.segments += 1;
+        self.stats.first_ns = Some(self.stats.first_ns.map_or(seg.ts_ns, |f| f.min(seg.ts_ns)));
         self.now = self.now.max(seg.ts_ns);
+        self.stats.last_ns = Some(self.now);
         self.evict(self.now, out);
         let k = key(seg.src, seg.dst);
         let syn = seg.has(flags::SYN);

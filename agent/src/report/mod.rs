@@ -15,6 +15,37 @@ pub struct Options {
     /// Query values and user information in request targets as captured, instead of
     /// [`redact::REDACTED`].
     pub show_query: bool,
+    /// How many verdicts the text report lists (JSON always holds every one).
+    pub limit: Limit,
+}
+
+/// How many verdicts of each group (cause, subcause, upstream) the text report lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The clearest this many of each group (`--limit N`; [`EXAMPLES`] by default).
+    PerGroup(usize),
+    /// Every verdict, and the fix for every proxy and upstream tracer knows (`--all`).
+    All,
+}
+
+/// Verdicts the text report shows of each group by default.
+pub const EXAMPLES: usize = 2;
+
+impl Default for Limit {
+    fn default() -> Self {
+        Limit::PerGroup(EXAMPLES)
+    }
+}
+
+impl Limit {
+    /// The most verdicts listed of one group.
+    #[must_use]
+    pub fn per_group(self) -> usize {
+        match self {
+            Limit::PerGroup(n) => n,
+            Limit::All => usize::MAX,
+        }
+    }
 }
 
 impl Options {

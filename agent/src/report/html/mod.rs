@@ -12,17 +12,11 @@ mod timeline;
 use super::{CaptureSummary, Options};
 use crate::engine::Analysis;
 
-/// What the page says was read (files or interfaces), beside the capture's counts.
-#[derive(Debug, Clone, Default)]
-pub struct Source {
-    /// `capture of eth0, lo` or `files a.pcap, b.pcap`.
-    pub what: String,
-}
-
-/// Renders the whole page.
+/// Renders the whole page; `read` names what was read (files, interfaces), as the text
+/// report does.
 #[must_use]
-pub fn render(a: &Analysis, capture: CaptureSummary, source: &Source, opts: Options) -> String {
-    page::render(a, capture, source, opts)
+pub fn render(a: &Analysis, capture: CaptureSummary, opts: Options, read: &[String]) -> String {
+    page::render(a, capture, opts, read)
 }
 
 /// `s` with every character HTML gives a meaning to replaced by its entity: safe in text
@@ -175,13 +169,11 @@ mod tests {
         let a = evil_analysis();
         for show_query in [false, true] {
             let opts = Options {
-                verbose: false,
                 show_query,
+                ..Options::default()
             };
-            let source = Source {
-                what: format!("read {EVIL}.pcap"),
-            };
-            let page = render(&a, CaptureSummary::default(), &source, opts);
+            let read = [format!("{EVIL}.pcap")];
+            let page = render(&a, CaptureSummary::default(), opts, &read);
             let lower = page.to_lowercase();
             assert!(!lower.contains("<script"), "{page}");
             assert!(!lower.contains("<img"), "{page}");

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::{esc, histogram, timeline, Source};
+use super::{esc, histogram, timeline};
 use crate::engine::Analysis;
 use crate::report::{rfc3339, CaptureSummary, Options};
 use crate::verdict::{Cause, Confidence, Verdict};
@@ -47,8 +47,8 @@ border-radius:5px;margin-right:4px;vertical-align:-1px}";
 pub(super) fn render(
     a: &Analysis,
     capture: CaptureSummary,
-    source: &Source,
     opts: Options,
+    read: &[String],
 ) -> String {
     let mut s = String::with_capacity(64 * 1024);
     let title = format!("tracer report: {} verdicts", a.verdicts.len());
@@ -60,7 +60,7 @@ pub(super) fn render(
         esc(&title),
         esc(&title)
     );
-    summary(&mut s, a, capture, source, opts);
+    summary(&mut s, a, capture, read, opts);
     let groups = groups(&a.verdicts);
     causes(&mut s, &groups, a.verdicts.len());
     examples(&mut s, &groups, opts);
@@ -78,28 +78,39 @@ pub(super) fn render(
     s
 }
 
-fn summary(s: &mut String, a: &Analysis, capture: CaptureSummary, source: &Source, opts: Options) {
-    let span = match (a.verdicts.first(), a.verdicts.last()) {
+fn summary(s: &mut String, a: &Analysis, capture: CaptureSummary, read: &[String], opts: Options) {
+    let span = match (a.flow.first_ns, a.flow.last_ns) {
         (Some(f), Some(l)) => format!(
-            "; verdicts from {} to {}",
-            rfc3339(f.ts_ns),
-            rfc3339(l.ts_ns)
+            " from {} to {} ({})",
+            rfc3339(f),
+            rfc3339(l),
+            super::duration((l - f) as f64)
         ),
         _ => String::new(),
     };
+    let read = if read.is_empty() {
+        String::new()
+    } else {
+        format!("read {}: ", read.join(", "))
+    };
     let _ = writeln!(
         s,
-        "<p class=\"sub\">{}: {} packets, {} connections{}</p>",
-        esc(&source.what),
+        "<p class=\"sub\">{}{} packets, {} connections{}</p>",
+        esc(&read),
         capture.packets,
         a.flow.connections,
         esc(&span)
     );
-    let errors = a
+    // The error rate from the responses themselves (not the verdicts), as the text
+    // report counts it: client 5xx, and client requests that got no response.
+    let r = &a.responses;
+    let unanswered = a
         .verdicts
         .iter()
-        .filter(|v| v.status.is_some_and(|c| c >= 500) || v.status == Some(499))
-        .count();
+        .filter(|v| v.downstream.is_some() && v.status.is_none())
+        .count() as u64;
+    let total = r.client_total() + unanswered;
+    let failed = r.client_in(500..=599) + unanswered;
     let proven = a
         .verdicts
         .iter()
@@ -110,12 +121,45 @@ fn summary(s: &mut String, a: &Analysis, capture: CaptureSummary, source: &Sourc
         .iter()
         .filter(|v| v.cause == Cause::Unexplained)
         .count();
+    s.push_str("<div class=\"kpi\">");
+    if r.client_total() == 0 && (total == 0 || a.encrypted.is_some()) {
+        let attempts: u64 = r.upstream.values().sum();
+        let up5xx: u64 = r.upstream.range(500..=599).map(|(_, n)| n).sum();
+        let _ = write!(
+            s,
+            "<div><b>—</b>client responses not seen</div>\
+             <div><b>{attempts}</b>upstream responses</div>\
+             <div{}><b>{up5xx}</b>upstream 5xx</div>",
+            if up5xx > 0 { " class=\"bad\"" } else { "" }
+        );
+    } else {
+        let share = if total == 0 {
+            "–".to_owned()
+        } else {
+            format!("{:.1}%", failed as f64 * 100.0 / total as f64)
+        };
+        let each: Vec<String> = r
+            .client
+            .range(500..=599)
+            .map(|(st, n)| format!("{n} × {st}"))
+            .chain((unanswered > 0).then(|| format!("{unanswered} × no response")))
+            .collect();
+        let _ = write!(
+            s,
+            "<div><b>{total}</b>client requests</div>\
+             <div{}><b>{share}</b>failed: {failed}{}</div>",
+            if failed > 0 { " class=\"bad\"" } else { "" },
+            if each.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", esc(&each.join(", ")))
+            }
+        );
+    }
     let _ = writeln!(
         s,
-        "<div class=\"kpi\"><div{}><b>{errors}</b>client 5xx / 499</div>\
-         <div><b>{}</b>verdicts</div><div><b>{proven}</b>proven</div>\
+        "<div><b>{}</b>verdicts</div><div><b>{proven}</b>proven</div>\
          <div><b>{unexplained}</b>unexplained</div></div>",
-        if errors > 0 { " class=\"bad\"" } else { "" },
         a.verdicts.len()
     );
     let mut warn = Vec::new();
