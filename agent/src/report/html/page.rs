@@ -6,13 +6,21 @@ use std::fmt::Write;
 
 use super::{esc, histogram, timeline};
 use crate::engine::Analysis;
-use crate::report::{rfc3339, CaptureSummary, Options};
+use crate::report::{rfc3339, CaptureSummary, Limit, Options};
 use crate::verdict::{Cause, Confidence, Verdict};
 
-/// Examples drawn per group.
-const EXAMPLES: usize = 3;
-/// Verdicts listed in the table of all verdicts; the text and JSON reports have the rest.
+/// Most examples drawn per group, whatever the limit asks.
+const MAX_DRAWN: usize = 20;
+/// Verdicts listed in the table of all verdicts unless every one is asked for.
 const LISTED: usize = 500;
+
+/// Examples drawn per group: as many as the text report lists (two by default).
+fn drawn(opts: Options) -> usize {
+    match opts.limit {
+        Limit::PerGroup(n) => n.clamp(1, MAX_DRAWN),
+        Limit::All => MAX_DRAWN,
+    }
+}
 
 const STYLE: &str = "\
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1f2937;\
@@ -81,7 +89,7 @@ pub(super) fn render(
 fn summary(s: &mut String, a: &Analysis, capture: CaptureSummary, read: &[String], opts: Options) {
     let span = match (a.flow.first_ns, a.flow.last_ns) {
         (Some(f), Some(l)) => format!(
-            " from {} to {} ({})",
+            "; from {} to {} ({})",
             rfc3339(f),
             rfc3339(l),
             super::duration((l - f) as f64)
@@ -241,7 +249,7 @@ fn causes(s: &mut String, g: &Groups<'_>, total: usize) {
 }
 
 /// The clearest verdicts first: proven before probable, then the most evidence.
-fn clearest<'a>(vs: &[&'a Verdict]) -> Vec<&'a Verdict> {
+fn clearest<'a>(vs: &[&'a Verdict], n: usize) -> Vec<&'a Verdict> {
     let mut v = vs.to_vec();
     v.sort_by_key(|v| {
         (
@@ -252,7 +260,7 @@ fn clearest<'a>(vs: &[&'a Verdict]) -> Vec<&'a Verdict> {
             v.ts_ns,
         )
     });
-    v.truncate(EXAMPLES);
+    v.truncate(n);
     v
 }
 
@@ -280,7 +288,7 @@ fn examples(s: &mut String, g: &Groups<'_>, opts: Options) {
             esc(up),
             vs.len()
         );
-        for v in clearest(vs) {
+        for v in clearest(vs, drawn(opts)) {
             example(s, v, opts);
         }
     }
@@ -434,18 +442,23 @@ fn all(s: &mut String, vs: &[Verdict], opts: Options) {
     if vs.is_empty() {
         return;
     }
+    let listed = if opts.limit == Limit::All {
+        vs.len()
+    } else {
+        LISTED
+    };
     let _ = write!(
         s,
         "<h2 id=\"all\">All verdicts</h2>\n<details><summary>{} verdicts{}</summary><table>\
          <tr><th>time</th><th>status</th><th>cause</th><th>upstream</th><th>summary</th></tr>\n",
         vs.len(),
-        if vs.len() > LISTED {
-            format!(" (the first {LISTED} here; the text report with --all lists every one)")
+        if vs.len() > listed {
+            format!(" (the first {listed} here; --all lists every one)")
         } else {
             String::new()
         }
     );
-    for v in vs.iter().take(LISTED) {
+    for v in vs.iter().take(listed) {
         let _ = writeln!(
             s,
             "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td><td>{}</td></tr>",
