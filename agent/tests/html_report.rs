@@ -3,18 +3,15 @@
 //! (Debian's `chromium`), and a page that is neither blank nor broken: its title and
 //! summary are in it, every cause the proxy's own logs name (`truth.json`) is in its table
 //! with a timeline drawn, and the screenshot has enough ink and colours to be a drawing.
-//! The screenshots stay in `target/html-report/` to be looked at.
+//! The screenshots stay in `target/tmp/html-report/` to be looked at.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use serde_json::Value;
 
-const WIDTH: u32 = 1280;
-const HEIGHT: u32 = 2000;
-/// A page that takes Chromium longer than this is a hang, not a slow machine.
-const CHROMIUM_LIMIT: Duration = Duration::from_secs(90);
+mod chromium;
 
 fn fixtures() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
@@ -26,17 +23,6 @@ fn fixtures() -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
-}
-
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser"].into_iter().find(|c| {
-        Command::new(c)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
 }
 
 fn out_dir() -> PathBuf {
@@ -64,84 +50,9 @@ fn render(dir: &Path, html: &Path) -> String {
     std::fs::read_to_string(html).unwrap()
 }
 
-/// Chromium's screenshot of `html` into `png`.
-fn screenshot(browser: &str, html: &Path, png: &Path, profile: &Path) {
-    let _ = std::fs::remove_file(png);
-    let mut child = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--no-first-run",
-            "--disable-extensions",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("--window-size={WIDTH},{HEIGHT}"))
-        .arg(format!("file://{}", html.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromium starts");
-    let deadline = Instant::now() + CHROMIUM_LIMIT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "chromium on {}: {status}", html.display());
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "chromium took over {CHROMIUM_LIMIT:?} on {}",
-                html.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// (share of pixels that are not the white background, distinct colours, pixels of the
-/// error marks' red).
-fn ink(png: &Path) -> (f64, usize, usize) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(png).expect("a screenshot was written"),
-    ));
-    let mut reader = decoder.read_info().expect("a PNG");
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).expect("a PNG frame");
-    assert_eq!(
-        (info.width, info.height),
-        (WIDTH, HEIGHT),
-        "{}",
-        png.display()
-    );
-    let step = match info.color_type {
-        png::ColorType::Rgba => 4,
-        png::ColorType::Rgb => 3,
-        other => panic!("{}: unexpected colour type {other:?}", png.display()),
-    };
-    let px = &buf[..info.buffer_size()];
-    let mut colours = std::collections::HashSet::new();
-    let (mut inked, mut red) = (0usize, 0usize);
-    for p in px.chunks_exact(step) {
-        let (r, g, b) = (p[0], p[1], p[2]);
-        if (r, g, b) != (255, 255, 255) {
-            inked += 1;
-        }
-        // #dc2626 and #b91c1c: the error responses' marks and labels.
-        if r > 170 && g < 60 && b < 60 {
-            red += 1;
-        }
-        colours.insert((r >> 3, g >> 3, b >> 3));
-    }
-    (inked as f64 / (px.len() / step) as f64, colours.len(), red)
-}
-
 #[test]
 fn every_scenario_renders_in_chromium() {
-    let Some(browser) = chromium() else {
+    let Some(browser) = chromium::browser() else {
         eprintln!("skipped: chromium is not installed (bootstrap.sh installs it)");
         return;
     };
@@ -238,8 +149,12 @@ fn check(browser: &str, dir: &Path, out: &Path, profile: &Path) {
         assert!(page.contains("<svg class=\"tl\""), "{name}: no timeline");
     }
 
-    screenshot(browser, &html, &png, profile);
-    let (inked, colours, red) = ink(&png);
+    chromium::screenshot(browser, &html, &png, profile).unwrap();
+    let chromium::Ink {
+        inked,
+        colours,
+        red,
+    } = chromium::ink(&png).unwrap();
     eprintln!(
         "{name}: {:.1}% inked, {colours} colours, {red} red pixels",
         inked * 100.0
