@@ -390,6 +390,116 @@ mod tests {
     }
 
     #[test]
+    fn facts_go_to_their_lanes_and_the_request_gives_the_idle_gap() {
+        use crate::verdict::{
+            Cause, Confidence, Conn, Downstream, Evidence, Party, Upstream, Verdict,
+        };
+        let down = Conn {
+            client: "10.0.0.1:5000".parse().unwrap(),
+            server: "10.0.0.2:80".parse().unwrap(),
+        };
+        let up = Conn {
+            client: "10.0.0.2:4000".parse().unwrap(),
+            server: "10.0.0.3:8080".parse().unwrap(),
+        };
+        let t = 1_000_000_000;
+        let v = Verdict {
+            cause: Cause::KeepaliveRace,
+            subcause: None,
+            confidence: Confidence::Proven,
+            status: Some(502),
+            ts_ns: t + 300,
+            downstream: Some(Downstream {
+                client: down.client,
+                proxy: down.server,
+                method: Some("GET".into()),
+                target: Some("/a?token=secret".into()),
+            }),
+            upstream: Some(Upstream {
+                proxy: up.client,
+                server: up.server,
+                exchange_index: Some(2),
+                seen_from_start: true,
+                idle_ms: Some(4000.0),
+                fin_to_request_ms: None,
+                close_order: String::new(),
+            }),
+            request_id: None,
+            idempotent: None,
+            summary: String::new(),
+            reason: None,
+            evidence: vec![
+                Evidence::new(
+                    t + 100,
+                    up,
+                    Leg::Upstream,
+                    Fact::Fin {
+                        by: Party::Upstream,
+                    },
+                ),
+                Evidence::new(
+                    t + 200,
+                    up,
+                    Leg::Upstream,
+                    Fact::Request {
+                        by: Party::Proxy,
+                        method: "GET".into(),
+                        target: "/a?token=secret".into(),
+                        exchange: 2,
+                        fresh: false,
+                        idle_ms: Some(4000.0),
+                    },
+                ),
+                Evidence::new(
+                    t + 250,
+                    up,
+                    Leg::Upstream,
+                    Fact::KernelWriteInCloseWait {
+                        process: Some("nginx[7]".into()),
+                        idle_ms: 4000.0,
+                    },
+                ),
+                Evidence::new(
+                    t + 300,
+                    down,
+                    Leg::Client,
+                    Fact::Response {
+                        by: Party::Proxy,
+                        status: 502,
+                    },
+                ),
+            ],
+            process: None,
+            link_guessed: false,
+        };
+        let (evs, idle) = events(&v, Options::default());
+        let got: Vec<(Lane, Mark)> = evs.iter().map(|e| (e.lane, e.mark)).collect();
+        assert_eq!(
+            got,
+            [
+                (Lane::Upstream, Mark::Fin),
+                (Lane::Upstream, Mark::Request),
+                (Lane::Kernel, Mark::Kernel),
+                (Lane::Client, Mark::Response { error: true }),
+            ]
+        );
+        assert_eq!(
+            idle,
+            Some(Idle {
+                from_ns: t + 200 - 4_000_000_000,
+                to_ns: t + 200
+            })
+        );
+        // Labels are redacted as the other reports are.
+        assert!(
+            evs[1].label.contains("token=<redacted>"),
+            "{}",
+            evs[1].label
+        );
+        assert!(!evs.iter().any(|e| e.label.contains("secret")));
+    }
+
+    #[test]
     fn tick_steps_are_round() {
         assert_eq!(tick_step(1_000_000.0), 200_000.0);
         assert_eq!(tick_step(4_000_000_000.0), 500_000_000.0);
