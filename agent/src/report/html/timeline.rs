@@ -130,14 +130,20 @@ pub(super) fn events(v: &Verdict, opts: Options) -> (Vec<Event>, Option<Idle>) {
                 });
             }
         }
+        let label = e
+            .fact
+            .map_target(|t| opts.target(t).into_owned())
+            .to_string();
+        // The lane says it is the kernel's.
+        let label = match label.strip_prefix("kernel: ") {
+            Some(l) if lane == Lane::Kernel => l.to_owned(),
+            _ => label,
+        };
         out.push(Event {
             ts_ns: e.ts_ns,
             lane,
             mark,
-            label: e
-                .fact
-                .map_target(|t| opts.target(t).into_owned())
-                .to_string(),
+            label,
         });
     }
     out.sort_by_key(|e| (e.ts_ns, e.lane));
@@ -152,7 +158,7 @@ const ROW: f64 = 15.0;
 const MAX_ROWS: usize = 4;
 /// Roughly the width of one character of a label (11 px sans-serif).
 const CHAR_W: f64 = 6.9;
-const LABEL_CHARS: usize = 48;
+const LABEL_CHARS: usize = 52;
 
 /// One panel: the events between `from` and `to` to scale.
 struct Panel<'a> {
