@@ -1,56 +1,16 @@
-//! What to change: the setting in the proxy that was recognised (or in each common one when
-//! none was), on the upstream side, in Kubernetes, and whether retries are safe.
+//! What to change: the setting in the proxy and the upstream recognised from what the
+//! capture shows of them ([`recognise`]), on the upstream side, in Kubernetes, and whether
+//! retries are safe. The settings of every other proxy and upstream tracer knows are kept
+//! too, printed only when asked (`--all`).
+
+pub mod recognise;
+
+pub use recognise::{Proxy, Upstream, PROXIES, UPSTREAMS};
 
 use crate::timeouts::UpstreamTimeouts;
 use crate::verdict::{Cause, Verdict};
 
-/// A proxy tracer knows the settings of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proxy {
-    Traefik1,
-    Traefik,
-    Nginx,
-    Envoy,
-    HaProxy,
-    Caddy,
-}
-
 impl Proxy {
-    /// Recognises a proxy from a `Server` or `Via` header value or a process name.
-    #[must_use]
-    pub fn recognise(s: &str) -> Option<Proxy> {
-        let l = s.to_ascii_lowercase();
-        if l.contains("traefik") {
-            Some(if l.contains("1.7") || l.contains("/1.") {
-                Proxy::Traefik1
-            } else {
-                Proxy::Traefik
-            })
-        } else if l.contains("nginx") || l.contains("openresty") {
-            Some(Proxy::Nginx)
-        } else if l.contains("envoy") || l.contains("istio") {
-            Some(Proxy::Envoy)
-        } else if l.contains("haproxy") {
-            Some(Proxy::HaProxy)
-        } else if l.contains("caddy") {
-            Some(Proxy::Caddy)
-        } else {
-            None
-        }
-    }
-
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Proxy::Traefik1 => "Traefik 1.7",
-            Proxy::Traefik => "Traefik 2/3",
-            Proxy::Nginx => "nginx",
-            Proxy::Envoy => "Envoy",
-            Proxy::HaProxy => "HAProxy",
-            Proxy::Caddy => "Caddy",
-        }
-    }
-
     /// The setting that makes the proxy drop idle upstream connections sooner.
     fn fix(self, below: &str) -> String {
         match self {
@@ -72,6 +32,9 @@ impl Proxy {
             Proxy::Caddy => format!(
                 "Caddy: in `reverse_proxy`, set `transport http {{ keepalive <duration> }}` below {below}."
             ),
+            Proxy::Apache => format!(
+                "Apache httpd (mod_proxy): set `ttl=N` on the `ProxyPass` (or `BalancerMember`) line, N in seconds below {below}, so pooled connections are closed before the upstream closes them; or `disablereuse=On` to stop reusing them."
+            ),
         }
     }
 }
@@ -87,6 +50,7 @@ impl Proxy {
             Proxy::Envoy => "Envoy: set the cluster's `max_requests_per_connection: 1` (Istio: `DestinationRule` `trafficPolicy.connectionPool.http.maxRequestsPerConnection: 1`).",
             Proxy::HaProxy => "HAProxy: `http-reuse never` in the backend.",
             Proxy::Caddy => "Caddy: in `reverse_proxy`, `transport http { keepalive off }` stops reusing upstream connections.",
+            Proxy::Apache => "Apache httpd (mod_proxy): `disablereuse=On` on the `ProxyPass` (or `BalancerMember`) line stops reusing upstream connections.",
         }
     }
 }
@@ -96,19 +60,58 @@ impl Proxy {
 pub struct Advice {
     /// `proxy`, `upstream`, `kubernetes` or `retry`.
     pub about: &'static str,
-    /// The software it is for, when recognised.
+    /// The software it is for, when it is for one.
     pub software: Option<String>,
     pub text: String,
+    /// For what was seen (the proxy or upstream recognised, or no software in particular):
+    /// the text report prints it by default, the rest with `--all`.
+    pub shown: bool,
+    /// In the JSON report: what is shown, and, for a proxy or upstream not recognised,
+    /// the settings of every one tracer knows (the JSON report has no `--all`).
+    pub in_json: bool,
 }
 
-const ALL: [Proxy; 6] = [
-    Proxy::Traefik1,
-    Proxy::Traefik,
-    Proxy::Nginx,
-    Proxy::Envoy,
-    Proxy::HaProxy,
-    Proxy::Caddy,
-];
+impl Advice {
+    fn new(about: &'static str, software: Option<&str>, text: String, shown: bool) -> Self {
+        Advice {
+            about,
+            software: software.map(str::to_owned),
+            text,
+            shown,
+            in_json: shown,
+        }
+    }
+}
+
+/// The proxies recognised: from the `Server`/`Via` values and error pages of its own
+/// responses (`proxy_software`), and the processes the kernel probe named.
+#[must_use]
+pub fn proxies_seen(verdicts: &[Verdict], proxy_software: &[String]) -> Vec<Proxy> {
+    let mut seen: Vec<Proxy> = proxy_software
+        .iter()
+        .filter_map(|s| Proxy::from_header(s))
+        .chain(
+            verdicts
+                .iter()
+                .filter_map(|v| v.process.as_deref().and_then(Proxy::from_process)),
+        )
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    seen
+}
+
+/// The upstream servers recognised from their responses (`upstream_software`).
+#[must_use]
+pub fn upstreams_seen(upstream_software: &[String]) -> Vec<Upstream> {
+    let mut seen: Vec<Upstream> = upstream_software
+        .iter()
+        .filter_map(|s| Upstream::from_said(s))
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    seen
+}
 
 /// Advice from the verdicts, the inferred timeouts and the software seen.
 #[must_use]
@@ -140,6 +143,8 @@ pub fn advise(
             out.push(Advice {
                 about: "upstream",
                 software: None,
+                shown: true,
+                in_json: true,
                 text: format!(
                     "{} closes the connection right after every response without sending `Connection: close` ({} of {} responses), so every pooled connection dies: enable keep-alive there (uwsgi: `--http-keepalive`, or `http-keepalive = 1` in uwsgi.ini) or make it send `Connection: close`.",
                     t.upstream, t.after_response.0, t.after_response.1
@@ -149,6 +154,8 @@ pub fn advise(
             out.push(Advice {
                 about: "upstream",
                 software: None,
+                shown: true,
+                in_json: true,
                 text: format!(
                     "{} closes idle connections after ~{:.1} s{}: the proxy's idle timeout must be shorter, or the upstream's longer.",
                     t.upstream,
@@ -162,70 +169,67 @@ pub fn advise(
     // fix is on its side, or the proxy must stop reusing its connections.
     let every_response =
         !shorter.is_empty() && shorter.iter().all(|t| t.closes_after_every_response);
-    let recognised: Vec<Proxy> = proxy_software
+    let recognised = proxies_seen(verdicts, proxy_software);
+    if recognised.is_empty() {
+        let what = if every_response {
+            "stop it reusing upstream connections".to_owned()
+        } else {
+            format!("make it close idle upstream connections before {below}")
+        };
+        let mut a = Advice::new(
+            "proxy",
+            None,
+            format!(
+                "the proxy was not recognised (no `Server` header, error page or process name \
+                 tracer knows): {what}; --all shows the setting in Traefik, nginx, Envoy, \
+                 HAProxy, Caddy and Apache httpd."
+            ),
+            true,
+        );
+        a.in_json = false;
+        out.push(a);
+    }
+    // The recognised first, then the others (with --all).
+    let order = recognised
         .iter()
-        .filter_map(|s| Proxy::recognise(s))
-        .collect();
-    let proxies: Vec<Proxy> = if recognised.is_empty() {
-        ALL.to_vec()
-    } else {
-        recognised
-    };
-    let mut seen = Vec::new();
-    for p in proxies {
-        if seen.contains(&p) {
-            continue;
-        }
-        seen.push(p);
-        out.push(Advice {
-            about: "proxy",
-            software: Some(p.name().into()),
-            text: if every_response {
-                p.no_reuse().to_owned()
-            } else {
-                p.fix(&below)
-            },
-        });
+        .copied()
+        .chain(PROXIES.into_iter().filter(|p| !recognised.contains(p)));
+    for p in order {
+        let text = if every_response {
+            p.no_reuse().to_owned()
+        } else {
+            p.fix(&below)
+        };
+        let mut a = Advice::new("proxy", Some(p.name()), text, recognised.contains(&p));
+        a.in_json |= recognised.is_empty();
+        out.push(a);
     }
-    let ups = upstream_software.join(" ").to_ascii_lowercase();
-    let mut upstream_fix = |sw: &str, text: &str| {
-        out.push(Advice {
-            about: "upstream",
-            software: Some(sw.into()),
-            text: text.into(),
-        });
-    };
+    let ups = upstreams_seen(upstream_software);
     // The upstream advice above already named its fix when it closes after every response.
-    let generic = !(every_response
-        || ups.contains("gunicorn")
-        || ups.contains("apache")
-        || ups.contains("uwsgi"));
-    if ups.contains("uwsgi") || generic {
-        upstream_fix(
-            "uwsgi",
-            "uwsgi: `http-keepalive = 1` (HTTP router) so connections stay open between requests.",
+    let generic = ups.is_empty() && !every_response;
+    let order = ups
+        .iter()
+        .copied()
+        .chain(UPSTREAMS.into_iter().filter(|u| !ups.contains(u)));
+    for u in order {
+        let mut a = Advice::new(
+            "upstream",
+            Some(u.name()),
+            u.fix().to_owned(),
+            ups.contains(&u),
         );
+        a.in_json |= generic;
+        out.push(a);
     }
-    if ups.contains("gunicorn") || generic {
-        upstream_fix(
-            "gunicorn",
-            "gunicorn: `--keep-alive N` with N above the proxy's idle timeout (default 2 s).",
-        );
-    }
-    if generic {
-        upstream_fix("Node.js", "Node.js: `server.keepAliveTimeout` above the proxy's idle timeout (and `server.headersTimeout` above that); Node closes about 1 s after it.");
-    }
-    if ups.contains("apache") || generic {
-        upstream_fix(
-            "Apache",
-            "Apache httpd: `KeepAliveTimeout` above the proxy's idle timeout.",
-        );
-    }
-    out.push(Advice {
-        about: "kubernetes",
-        software: None,
-        text: "In Kubernetes, edit the object the proxy reads: ingress-nginx's ConfigMap key `upstream-keepalive-timeout`, Traefik's `ServersTransport`, Istio's `DestinationRule` `trafficPolicy.connectionPool.http.idleTimeout`; a cloud load balancer between them has its own idle timeout, which must be longer than the proxy's too.".into(),
-    });
+    // Nothing in a capture says Kubernetes: with --all.
+    let mut k8s = Advice::new(
+        "kubernetes",
+        None,
+        "In Kubernetes, edit the object the proxy reads: ingress-nginx's ConfigMap key `upstream-keepalive-timeout`, Traefik's `ServersTransport`, Istio's `DestinationRule` `trafficPolicy.connectionPool.http.idleTimeout`; a cloud load balancer between them has its own idle timeout, which must be longer than the proxy's too.".into(),
+        false,
+    );
+    k8s.in_json = true;
+    out.push(k8s);
     let race_idempotent = verdicts
         .iter()
         .filter(|v| v.cause == Cause::KeepaliveRace && v.idempotent == Some(true))
@@ -234,6 +238,8 @@ pub fn advise(
         out.push(Advice {
             about: "retry",
             software: None,
+            shown: true,
+            in_json: true,
             text: if race_idempotent > 0 {
                 format!("{race_idempotent} of the {races} keep-alive races were idempotent requests: a proxy retry on a connection error is safe for those (nginx `proxy_next_upstream error`, Envoy `retry_on: reset`, Traefik's retry middleware).")
             } else {
@@ -248,11 +254,115 @@ pub fn advise(
 mod tests {
     use super::*;
 
+    fn timeouts(every_response: bool) -> Vec<UpstreamTimeouts> {
+        vec![UpstreamTimeouts {
+            upstream: "198.18.2.2:9000".parse().unwrap(),
+            upstream_idle_close_ms: Some(1000.0),
+            upstream_samples: 10,
+            proxy_idle_close_ms: None,
+            proxy_samples: 0,
+            closes_after_every_response: every_response,
+            after_response: (0, 0),
+            upstream_shorter: true,
+        }]
+    }
+
+    fn shown(a: &[Advice]) -> Vec<(&str, Option<&str>)> {
+        a.iter()
+            .filter(|x| x.shown)
+            .map(|x| (x.about, x.software.as_deref()))
+            .collect()
+    }
+
     #[test]
-    fn proxies_are_recognised_from_headers() {
-        assert_eq!(Proxy::recognise("nginx/1.22.1"), Some(Proxy::Nginx));
-        assert_eq!(Proxy::recognise("1.1 Caddy"), Some(Proxy::Caddy));
-        assert_eq!(Proxy::recognise("envoy"), Some(Proxy::Envoy));
-        assert_eq!(Proxy::recognise("gunicorn"), None);
+    fn only_the_recognised_proxy_and_upstream_are_shown() {
+        let a = advise(
+            &[],
+            &timeouts(false),
+            &["nginx/1.22.1".into()],
+            &["Node.js (Keep-Alive: timeout=0, no Server)".into()],
+        );
+        assert_eq!(
+            shown(&a),
+            vec![
+                ("upstream", None),
+                ("proxy", Some("nginx")),
+                ("upstream", Some("Node.js")),
+            ]
+        );
+        // Every other proxy's and upstream's setting is there for --all, not in the JSON.
+        let hidden: Vec<&Advice> = a.iter().filter(|x| !x.shown).collect();
+        assert!(hidden
+            .iter()
+            .any(|x| x.software.as_deref() == Some("Caddy")));
+        assert!(hidden
+            .iter()
+            .any(|x| x.software.as_deref() == Some("Apache httpd (mod_proxy)")));
+        assert!(hidden
+            .iter()
+            .filter(|x| x.about != "kubernetes")
+            .all(|x| !x.in_json));
+    }
+
+    #[test]
+    fn the_process_the_probe_names_recognises_the_proxy() {
+        let v = Verdict {
+            cause: Cause::KeepaliveRace,
+            subcause: None,
+            confidence: crate::verdict::Confidence::Probable,
+            status: Some(502),
+            ts_ns: 0,
+            downstream: None,
+            upstream: None,
+            request_id: None,
+            idempotent: Some(true),
+            summary: String::new(),
+            reason: None,
+            evidence: Vec::new(),
+            process: Some("haproxy[77]".into()),
+            link_guessed: false,
+        };
+        let a = advise(&[v], &timeouts(false), &[], &[]);
+        let proxies: Vec<_> = shown(&a)
+            .into_iter()
+            .filter(|(about, _)| *about == "proxy")
+            .collect();
+        assert_eq!(proxies, vec![("proxy", Some("HAProxy"))]);
+        assert!(a.iter().any(|x| x.about == "retry" && x.shown));
+    }
+
+    #[test]
+    fn an_unrecognised_proxy_gets_one_line_and_every_setting_with_all() {
+        let a = advise(&[], &timeouts(false), &[], &[]);
+        let proxies: Vec<&Advice> = a.iter().filter(|x| x.about == "proxy").collect();
+        let [general] = proxies.iter().filter(|x| x.shown).collect::<Vec<_>>()[..] else {
+            panic!("not one shown proxy line: {proxies:?}");
+        };
+        assert_eq!(general.software, None);
+        assert!(general.text.contains("not recognised"), "{}", general.text);
+        assert!(general.text.contains("~1.0 s"), "{}", general.text);
+        // All of them behind --all, and in the JSON as before.
+        assert_eq!(proxies.len(), PROXIES.len() + 1);
+        assert!(proxies
+            .iter()
+            .filter(|x| x.software.is_some())
+            .all(|x| !x.shown && x.in_json));
+    }
+
+    #[test]
+    fn apache_mod_proxy_gets_ttl_or_disablereuse() {
+        let a = advise(
+            &[],
+            &timeouts(false),
+            &["Apache/2.4.62 (Debian)".into()],
+            &[],
+        );
+        let apache = a
+            .iter()
+            .find(|x| x.shown && x.about == "proxy")
+            .expect("the proxy's advice");
+        assert!(apache.text.contains("ttl="), "{}", apache.text);
+        assert!(apache.text.contains("disablereuse=On"), "{}", apache.text);
+        assert!(Proxy::Apache.no_reuse().contains("disablereuse=On"));
     }
 }

@@ -1,9 +1,13 @@
 //! The engine: segments in, verdicts out. Streams: memory follows the open connections and
 //! the errors awaiting judgement, never the size of the input.
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
 use crate::advice::{advise, Advice};
 use crate::correlate::{Correlator, Endpoint, Roles};
 use crate::flow::{Event, FlowStats, Tracker};
+use crate::kernel::{self, KernelEvent, Ledger};
 use crate::segment::Segment;
 use crate::timeouts::{infer, UpstreamTimeouts};
 use crate::verdict::Verdict;
@@ -32,15 +36,22 @@ pub struct Analysis {
     pub idle: Vec<crate::timeouts::IdleSamples>,
     pub advice: Vec<Advice>,
     pub flow: FlowStats,
-    /// `Server`/`Via` values of the proxy's own error responses.
+    /// `Server`/`Via` values of the proxy's own error responses, and the proxy its error
+    /// pages name (`HAProxy (its error page)`).
     pub proxy_software: Vec<String>,
+    /// What names the upstream servers: their `Server` values, or the name their
+    /// `Keep-Alive` header gives away (`Node.js (Keep-Alive: timeout=5, no Server)`).
+    pub upstream_software: Vec<String>,
     /// The statuses each side of the proxy answered.
     pub responses: crate::correlate::Responses,
     /// The proxy's client side was encrypted: what could not be seen.
     pub encrypted: Option<crate::correlate::EncryptedSide>,
 }
 
-/// Segments → verdicts.
+/// Most upstream connections whose kernel records are kept for the verdicts that name them.
+const MAX_PINNED: usize = 65_536;
+
+/// Segments and kernel events → verdicts, with the kernel's evidence in them.
 #[derive(Debug)]
 pub struct Engine {
     tracker: Tracker,
@@ -50,6 +61,12 @@ pub struct Engine {
     /// Verdicts already handed out by [`Engine::new_verdicts`].
     handed_out: usize,
     last_advance: i64,
+    /// What the kernel probe saw, per socket.
+    ledger: Ledger,
+    /// Upstream connections that kept verdicts name: their kernel records outlive
+    /// [`Engine::evict_kernel`], for [`Engine::finish`], which adds the kernel's evidence
+    /// to every kept verdict again (facts may come up to a few seconds after a verdict).
+    pinned: HashSet<(SocketAddr, SocketAddr)>,
 }
 
 impl Engine {
@@ -70,7 +87,45 @@ impl Engine {
             verdicts: Vec::new(),
             handed_out: 0,
             last_advance: i64::MIN,
+            ledger: Ledger::new(),
+            pinned: HashSet::new(),
         }
+    }
+
+    /// Takes a ledger read whole beforehand (a bundle's `events.jsonl`): the sockets it saw
+    /// opened and the writes after idle are told to the correlator before any packet.
+    pub fn set_ledger(&mut self, ledger: Ledger) {
+        for idle in ledger.send_idles() {
+            self.corr.kernel_send_idle(idle);
+        }
+        for open in ledger.opens() {
+            self.corr.kernel_socket(open);
+        }
+        self.ledger = ledger;
+    }
+
+    /// Feeds one kernel event (live, in time order with the packets, give or take the
+    /// reorder window): it goes into the engine's ledger, and what the correlator needs of
+    /// it — a socket opened and by whom, a write after idle — goes on at once.
+    pub fn kernel_event(&mut self, ev: KernelEvent) {
+        if let Some(idle) = self.ledger.push(ev) {
+            self.corr.kernel_send_idle(idle);
+        }
+        for open in self.ledger.take_opens() {
+            self.corr.kernel_socket(open);
+        }
+    }
+
+    /// Forgets the kernel records of sockets destroyed more than `keep_ns` before `now_ns`,
+    /// except those kept verdicts name.
+    pub fn evict_kernel(&mut self, now_ns: i64, keep_ns: i64) {
+        self.ledger.evict(now_ns, keep_ns, &self.pinned);
+    }
+
+    /// Kernel events taken so far, and sockets whose records are kept.
+    #[must_use]
+    pub fn kernel_stats(&self) -> (u64, usize) {
+        (self.ledger.events(), self.ledger.sockets())
     }
 
     /// Feeds one segment (segments should come in time order, give or take a few ms).
@@ -88,32 +143,50 @@ impl Engine {
     }
 
     /// The kernel saw a write after idle: what a sparse capture cannot time itself (a
-    /// full capture ignores it).
+    /// full capture ignores it). [`Engine::kernel_event`] does this itself.
     pub fn kernel_send_idle(&mut self, idle: crate::kernel::SendIdle) {
         self.corr.kernel_send_idle(idle);
     }
 
     /// The kernel saw a socket opened (connect or accept), and by which process: roles of
     /// connections where addresses say nothing (one loopback), and which connections are
-    /// not the proxy's at all.
+    /// not the proxy's at all. [`Engine::kernel_event`] does this itself.
     pub fn kernel_socket(&mut self, open: crate::kernel::SocketOpen) {
         self.corr.kernel_socket(open);
     }
 
-    /// Verdicts made since the last call (for live use, to show each as soon as it is
-    /// proven); [`Engine::finish`] still returns every verdict.
-    pub fn new_verdicts(&mut self) -> &[Verdict] {
+    /// Verdicts made since the last call, with the kernel's evidence so far (for live use,
+    /// to show each as soon as it is proven); [`Engine::finish`] still returns every
+    /// verdict, with the kernel's evidence as it stands then.
+    pub fn new_verdicts(&mut self) -> Vec<Verdict> {
         let new = self.verdicts.get(self.handed_out..).unwrap_or_default();
         self.handed_out = self.verdicts.len();
-        new
+        let mut out = Vec::with_capacity(new.len());
+        for v in new {
+            if let Some(u) = &v.upstream {
+                if self.pinned.len() >= MAX_PINNED {
+                    self.pinned.clear();
+                }
+                self.pinned.insert((u.proxy, u.server));
+            }
+            let mut shown = v.clone();
+            kernel::enrich(&mut shown, &self.ledger);
+            out.push(shown);
+        }
+        out
     }
 
-    /// Verdicts made since the last call, handed over and forgotten: a long-running
-    /// session (the node agent) must not keep every verdict it ever made. After this,
-    /// [`Engine::finish`] returns only the verdicts made since.
+    /// Verdicts made since the last call, with the kernel's evidence, handed over and
+    /// forgotten: a long-running session (the node agent) must not keep every verdict it
+    /// ever made, nor the kernel records they name. After this, [`Engine::finish`]
+    /// returns only the verdicts made since.
     pub fn take_verdicts(&mut self) -> Vec<Verdict> {
         self.handed_out = 0;
-        std::mem::take(&mut self.verdicts)
+        let mut out = std::mem::take(&mut self.verdicts);
+        for v in &mut out {
+            kernel::enrich(v, &self.ledger);
+        }
+        out
     }
 
     /// The timeouts inferred from what was seen so far.
@@ -179,6 +252,10 @@ impl Engine {
                 .count();
         }
         self.verdicts.sort_by_key(|v| v.ts_ns);
+        // the kernel's evidence before the advice, which names the proxy's process
+        for v in &mut self.verdicts {
+            kernel::enrich(v, &self.ledger);
+        }
         let timeouts = self.timeouts();
         let idle = crate::timeouts::idle_samples(&self.corr.obs, &timeouts);
         let mut ups: Vec<String> = self.corr.obs.upstream_software.values().cloned().collect();
@@ -197,6 +274,7 @@ impl Engine {
             advice,
             flow: self.tracker.stats,
             proxy_software: self.corr.obs.proxy_software.clone(),
+            upstream_software: ups,
             responses: self.corr.responses(),
             encrypted,
         }

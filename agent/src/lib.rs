@@ -1,6 +1,6 @@
 //! tracer: proves why a reverse proxy answered 502 (or 500, 504, 499).
 //!
-//! Data flow (see DESIGN.md): sources produce [`segment::Segment`]s, the engine tracks
+//! Data flow (see docs/architecture.md): sources produce [`segment::Segment`]s, the engine tracks
 //! TCP flows and HTTP exchanges, correlates client-facing errors with the upstream attempt
 //! that failed, and emits verdicts with evidence.
 

@@ -6,7 +6,6 @@
 //! [`LiveSession::step`] in a loop and [`LiveSession::finish`] at the end; the front ends
 //! only print, count and stop.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::bundle::{BundleError, BundleWriter};
 use crate::correlate::Endpoint;
 use crate::engine::{Analysis, Config, Engine};
-use crate::kernel::{self, KernelEvent, Ledger};
+use crate::kernel::KernelEvent;
 use crate::live::{
     default_filter, full_filter, IfaceStats, LiveCapture, LiveError, LiveOptions, LivePacket,
 };
@@ -36,6 +35,13 @@ const BATCH_MS: u32 = 10;
 /// Destroyed sockets' kernel records are kept this long (a verdict can come up to a few
 /// minutes after its connection closed), longer when a verdict names them.
 const KERNEL_KEEP_NS: i64 = 600_000_000_000;
+/// The same in a session that hands each verdict out once (`tracer agent`), where a record
+/// serves only the verdicts still to be made about its connection: the engine forgets a
+/// closed connection after a few seconds and judges an attempt within 30 s, so a minute
+/// covers them twice over. At 10 minutes the records of every connection of a busy proxy
+/// made the agent's memory grow by tens of MiB a minute for its first 10 minutes (about
+/// 2 KiB per socket).
+const HANDED_OUT_KERNEL_KEEP_NS: i64 = 60_000_000_000;
 /// How often the kernel ledger is trimmed.
 const EVICT_EVERY: Duration = Duration::from_secs(10);
 /// Kernel capture buffer per interface.
@@ -47,9 +53,6 @@ const MAX_BATCH: usize = 65_536;
 /// Remote endpoints of connections opened in the followed namespace, remembered with the
 /// opener's pid; beyond this many they are all forgotten at once.
 const MAX_OPENED: usize = 65_536;
-/// Upstream connections named by verdicts, kept from eviction; beyond this many they are
-/// all forgotten at once (a long-running agent must not grow without bound).
-const MAX_PINNED: usize = 65_536;
 
 /// Which packets the kernel copies to the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,11 +289,8 @@ pub struct LiveSession {
     /// The kernel's selection, for its response counts.
     selector: Option<Selector>,
     engine: Engine,
-    ledger: Ledger,
     bundle: Option<BundleWriter>,
     sparse: bool,
-    /// Upstream connections that verdicts name: their kernel records outlive eviction.
-    pinned: HashSet<(SocketAddr, SocketAddr)>,
     last_evict: Instant,
     held: Vec<LivePacket>,
     newest: i64,
@@ -369,10 +369,8 @@ impl LiveSession {
             probe,
             selector: counter,
             engine,
-            ledger: Ledger::new(),
             bundle,
             sparse,
-            pinned: HashSet::new(),
             last_evict: Instant::now(),
             held: Vec::new(),
             newest: i64::MIN,
@@ -470,10 +468,7 @@ impl LiveSession {
         self.take_events()?;
         let stats = self.stats();
         let interfaces = self.live.stats();
-        let mut analysis = self.engine.finish();
-        for v in &mut analysis.verdicts {
-            kernel::enrich(v, &self.ledger);
-        }
+        let analysis = self.engine.finish();
         let capture = CaptureSummary {
             packets: stats.packets,
             dropped_or_missing: analysis.flow.gaps + stats.packets_dropped,
@@ -553,7 +548,12 @@ impl LiveSession {
         }
         if self.last_evict.elapsed() >= EVICT_EVERY {
             self.last_evict = Instant::now();
-            self.ledger.evict(self.newest, KERNEL_KEEP_NS, &self.pinned);
+            let keep = if self.keep_verdicts {
+                KERNEL_KEEP_NS
+            } else {
+                HANDED_OUT_KERNEL_KEEP_NS
+            };
+            self.engine.evict_kernel(self.newest, keep);
         }
         Ok(())
     }
@@ -582,38 +582,21 @@ impl LiveSession {
                 }
                 self.opened.insert(remote, pid);
             }
-            if let Some(idle) = self.ledger.push(ke) {
-                self.engine.kernel_send_idle(idle);
-            }
+            self.engine.kernel_event(ke);
             self.stats.events += 1;
-        }
-        for open in self.ledger.take_opens() {
-            self.engine.kernel_socket(open);
         }
         Ok(())
     }
 
     /// The engine's new verdicts, enriched with the kernel's evidence.
     fn new_verdicts(&mut self) -> Vec<Verdict> {
-        let mut out = Vec::new();
-        let taken;
-        let new = if self.keep_verdicts {
+        // A verdict handed out once (the agent) is taken, with the kernel's evidence, and
+        // forgotten; a kept one is shown now and reported again at the end.
+        let out = if self.keep_verdicts {
             self.engine.new_verdicts()
         } else {
-            taken = self.engine.take_verdicts();
-            &taken[..]
+            self.engine.take_verdicts()
         };
-        for v in new {
-            if let Some(u) = &v.upstream {
-                if self.pinned.len() >= MAX_PINNED {
-                    self.pinned.clear();
-                }
-                self.pinned.insert((u.proxy, u.server));
-            }
-            let mut shown = v.clone();
-            kernel::enrich(&mut shown, &self.ledger);
-            out.push(shown);
-        }
         self.stats.verdicts += out.len() as u64;
         out
     }

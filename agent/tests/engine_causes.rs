@@ -621,3 +621,127 @@ fn idle_samples_are_streamed_for_the_agent() {
         "nothing is kept unless asked for"
     );
 }
+
+/// Idle closes are noted before a connection's side is known: a client connection the
+/// proxy closed idle before any upstream connection showed which side is which must not
+/// make the proxy's own listener an "upstream" in the inferred timeouts.
+#[test]
+fn the_proxys_listener_is_no_upstream_in_the_inferred_timeouts() {
+    let mut tl = Tl::default();
+    let early = client(40000);
+    tl.open(0, early);
+    tl.req(200, early, "GET", 1);
+    tl.res(400, early, 200);
+    tl.fin(1_000 * MS, early, false);
+    tl.fin(1_000 * MS + 50, early, true);
+    // Later, a proxied exchange shows the sides; the upstream closes idle after 1 s.
+    let (d, u) = (client(40001), upstream(50000));
+    tl.open(2_000 * MS, d);
+    tl.req(2_000 * MS + 200, d, "GET", 2);
+    tl.open(2_000 * MS + 300, u);
+    tl.req(2_000 * MS + 500, u, "GET", 2);
+    tl.res(2_000 * MS + 700, u, 200);
+    tl.res(2_000 * MS + 800, d, 200);
+    tl.fin(3_000 * MS + 700, u, false);
+    tl.fin(3_000 * MS + 750, u, true);
+    let a = tl.run();
+    let servers: Vec<SocketAddr> = a.timeouts.iter().map(|t| t.upstream).collect();
+    assert_eq!(servers, vec![u.s], "{:#?}", a.timeouts);
+    // Both client responses count as the proxy's, the upstream's as the upstream's.
+    assert_eq!(a.responses.client.get(&200), Some(&2), "{:?}", a.responses);
+    assert_eq!(a.responses.listeners, vec![early.s]);
+    assert_eq!(a.responses.upstreams, vec![u.s]);
+}
+
+/// A kernel event about upstream connection `u` (the proxy's side), at `us`.
+fn kernel(
+    us: i64,
+    u: Conn,
+    kind: tracer::probe::SockEventKind,
+    state: u32,
+) -> tracer::kernel::KernelEvent {
+    tracer::kernel::KernelEvent {
+        ts_ns: us * 1000,
+        event: tracer::probe::SockEvent {
+            ktime_ns: (us * 1000) as u64,
+            skaddr: 0xffff_0000_1234,
+            kind,
+            state,
+            pid: Some(4242),
+            tid: Some(4242),
+            comm: Some("caddy".into()),
+            netns: None,
+            local: Some(u.c),
+            remote: Some(u.s),
+        },
+    }
+}
+
+/// The engine owns the kernel's evidence: events fed in with the packets reach the verdict
+/// it hands out live and the one it reports at the end, before the advice is made.
+#[test]
+fn kernel_events_fed_to_the_engine_reach_its_verdicts() {
+    use tracer::probe::{tcp_state, SockEventKind};
+    let mut tl = Tl::default();
+    warm_up(&mut tl);
+    let (d, u) = (client(40001), upstream(50000));
+    tl.fin(5_000 * MS, u, false);
+    tl.open(5_000 * MS - 300, d);
+    tl.req(5_000 * MS - 100, d, "POST", 2);
+    tl.req(5_000 * MS + 50, u, "POST", 2);
+    tl.rst(5_000 * MS + 150, u, false);
+    tl.res(5_000 * MS + 400, d, 502);
+    // later traffic moves the clock past the grace period: the verdict is handed out live
+    tl.open(8_000 * MS, client(40009));
+    tl.segs.sort_by_key(|s| s.ts_ns);
+    let mut events = vec![
+        kernel(
+            5_000 * MS + 20,
+            u,
+            SockEventKind::StateChange {
+                old: tcp_state::ESTABLISHED,
+                new: tcp_state::CLOSE_WAIT,
+            },
+            tcp_state::CLOSE_WAIT,
+        ),
+        kernel(
+            5_000 * MS + 50,
+            u,
+            SockEventKind::SendAfterIdle {
+                ret: 200,
+                idle_ns: 4_990_000_000,
+                ended_in: tcp_state::CLOSE_WAIT,
+            },
+            tcp_state::CLOSE_WAIT,
+        ),
+    ]
+    .into_iter()
+    .peekable();
+    let mut e = tracer::engine::Engine::new(Config::default());
+    let mut live = Vec::new();
+    for s in &tl.segs {
+        while let Some(k) = events.next_if(|k| k.ts_ns <= s.ts_ns) {
+            e.kernel_event(k);
+        }
+        e.push(s);
+        live.extend(e.new_verdicts());
+    }
+    assert_eq!(e.kernel_stats().0, 2, "both events reached the ledger");
+    let a = e.finish();
+    let v = only(&a);
+    assert_eq!(v.subcause, Some(Subcause::FinUnread), "{v:#?}");
+    assert_eq!(v.confidence, Confidence::Proven);
+    assert_eq!(v.process.as_deref(), Some("caddy[4242]"));
+    assert!(
+        v.evidence
+            .iter()
+            .filter(|x| x.to_string().contains("CLOSE_WAIT (FIN unread)"))
+            .count()
+            == 1,
+        "the kernel's evidence once, not once per enrichment: {:#?}",
+        v.evidence
+    );
+    assert_eq!(live.len(), 1, "handed out live: {live:#?}");
+    assert_eq!(live[0].process.as_deref(), Some("caddy[4242]"));
+    assert_eq!(live[0].subcause, Some(Subcause::FinUnread));
+}

@@ -1,15 +1,22 @@
-//! `cargo xtask bench-capture`: what attaching `tracer capture` costs a busy proxy.
+//! `cargo xtask bench-capture`: what attaching `tracer capture` or `tracer agent` costs a
+//! busy proxy.
 //!
 //! nginx (or Caddy) → nginx with upstream keep-alive in the lab's namespaces. Each round
 //! runs two loads from the client namespace: `wrk` at full speed (saturation), then a
 //! fixed-rate open-loop load (`xtask rate-load`, p99 from when each request was due).
 //! Rounds of the proxy alone (the baseline) alternate with rounds where something is
 //! attached: `tcpdump -w /dev/null` with the filter of `--all-data` (what the kernel's copy
-//! to userspace alone costs, for reference), `tracer capture --all-data` and `tracer
-//! capture` as it runs by default (the kernel's selection); both with the kernel probe.
+//! to userspace alone costs, for reference), `tracer capture --all-data`, `tracer capture`
+//! as it runs by default (the kernel's selection), both with the kernel probe, and `tracer
+//! agent`, which finds the proxy by itself and follows its namespace as the node agent does.
 //! Each round is compared with the baselines around it; the ratios of throughput and p99
-//! are printed with the machine's CPU per request, tracer's own CPU, peak memory and
-//! kernel events per request. Targets: at most 3% throughput loss and 5% p99 increase.
+//! are printed with the machine's CPU per request, the attached process's own CPU, peak
+//! memory and kernel events per request. Targets: at most 3% throughput loss and 5% p99
+//! increase; the agent at most `tcpdump`'s cost.
+//!
+//! `--busy` repeats every round with unrelated traffic in namespaces of their own (see
+//! [`Busy`]), each condition with its own baselines, so that what that traffic does to each
+//! kind's cost can be read off side by side.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +26,8 @@ use anyhow::{bail, Context, Result};
 use tracer_lab::net::Net;
 use tracer_lab::procs::Procs;
 use tracer_lab::scenario::{Hosts, Launcher, PROXY_PORT, UPSTREAM_PORT};
+
+use crate::bench_agent::{AgentNames, AgentRun, Busy, BusyTraffic};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -47,6 +56,21 @@ pub struct BenchArgs {
     /// instrumentation too (use `cargo xtask bench-probe` for per-call costs).
     #[arg(long)]
     bpf_stats: bool,
+    /// Also measure every kind with unrelated busy traffic in other namespaces (repeatable,
+    /// or comma-separated): `unfollowed` (a plain HTTP server the agent has no reason to
+    /// follow), `followed` (a second proxy → nginx pair the agent follows too).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    busy: Vec<Busy>,
+    /// The busy traffic's fixed rate, requests/s; default: a quarter of the proxy's
+    /// throughput measured first.
+    #[arg(long)]
+    busy_rate: Option<u32>,
+    /// Which proxies `tracer agent` looks for: `bench` (only the bench's own, by their
+    /// process name: other proxies on a shared machine stay out of the measurement) or
+    /// `default` (the agent's defaults, as deployed: every nginx, Caddy, HAProxy, ... on
+    /// the machine, the bench's nginx upstream included).
+    #[arg(long, value_enum, default_value_t = AgentNames::Bench)]
+    agent_names: AgentNames,
 }
 
 /// What is attached during a round besides the proxy.
@@ -58,6 +82,9 @@ pub enum Kind {
     AllData,
     /// `tracer capture` as it runs by default: the kernel's selection, and the probe.
     Sparse,
+    /// `tracer agent`: it finds the proxy by its process name and follows its network
+    /// namespace (the kernel's selection on `any` there, and the probe).
+    Agent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -73,6 +100,29 @@ impl Proxy {
             Proxy::Caddy => "caddy",
         }
     }
+
+    /// The process name the bench's proxy runs under (a link to the real program): the
+    /// agent can be told to follow it alone, and not every other nginx or Caddy that
+    /// happens to run on a shared machine.
+    pub(crate) fn comm(self) -> &'static str {
+        match self {
+            Proxy::Nginx => "bench-nginx",
+            Proxy::Caddy => "bench-caddy",
+        }
+    }
+}
+
+/// A symbolic link `<dir>/bin/<comm>` to `program`: started through it, the process is
+/// named `comm` (the kernel names a process after the file it was started from).
+pub(crate) fn named(dir: &Path, program: &Path, comm: &str) -> Result<std::path::PathBuf> {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let link = bin.join(comm);
+    if link.symlink_metadata().is_err() {
+        std::os::unix::fs::symlink(program, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), program.display()))?;
+    }
+    Ok(link)
 }
 
 /// One lab stack under test: client, proxy and upstream namespaces, an nginx upstream and
@@ -92,17 +142,60 @@ impl Stack {
         let net = Net::create()?;
         let h = net.hosts().clone();
         let mut procs = Procs::new(h.clone(), dir.to_path_buf());
+        let nginx = tracer_lab::scenario::require_program("nginx", "nginx")?;
         start_nginx(
             &mut procs,
+            &nginx,
             &h.upstream_ns,
             "backend",
             &backend_conf(dir, &h),
         )?;
         procs.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
+        // The proxy runs under a name of its own (see [`Proxy::comm`]).
+        let program = match proxy {
+            Proxy::Nginx => nginx,
+            Proxy::Caddy => tracer_lab::scenario::require_program("caddy", "caddy")?,
+        };
+        let program = named(dir, &program, proxy.comm())?;
         match proxy {
-            Proxy::Nginx => start_nginx(&mut procs, &h.proxy_ns, "front", &front_conf(dir, &h))?,
-            Proxy::Caddy => start_caddy(&mut procs, &h.proxy_ns, dir, &h)?,
+            Proxy::Nginx => start_nginx(
+                &mut procs,
+                &program,
+                &h.proxy_ns,
+                "front",
+                &front_conf(dir, &h),
+            )?,
+            Proxy::Caddy => start_caddy(&mut procs, &program, &h.proxy_ns, dir, &h)?,
         }
+        procs.wait_listening(&h.proxy_ns, h.proxy_front_ip, PROXY_PORT)?;
+        let url = format!("http://{}:{PROXY_PORT}/", h.proxy_front_ip);
+        Ok(Self {
+            h,
+            procs,
+            url,
+            _net: net,
+        })
+    }
+
+    /// A plain HTTP server and its clients, no proxy: nginx answering by itself on the
+    /// proxy's address, under the process name `comm` (named `front` in `procs`).
+    pub(crate) fn start_origin(dir: &Path, comm: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let net = Net::create()?;
+        let h = net.hosts().clone();
+        let mut procs = Procs::new(h.clone(), dir.to_path_buf());
+        let nginx = tracer_lab::scenario::require_program("nginx", "nginx")?;
+        let conf = backend_conf(dir, &h).replace(
+            &format!("listen {}:{UPSTREAM_PORT};", h.upstream_ip),
+            &format!("listen {}:{PROXY_PORT};", h.proxy_front_ip),
+        );
+        start_nginx(
+            &mut procs,
+            &named(dir, &nginx, comm)?,
+            &h.proxy_ns,
+            "front",
+            &conf,
+        )?;
         procs.wait_listening(&h.proxy_ns, h.proxy_front_ip, PROXY_PORT)?;
         let url = format!("http://{}:{PROXY_PORT}/", h.proxy_front_ip);
         Ok(Self {
@@ -138,19 +231,21 @@ pub(crate) fn stop_tcpdump(st: &mut Stack) {
 pub(crate) struct Round {
     pub(crate) rps: f64,
     pub(crate) p99_ms: f64,
-    requests: f64,
+    pub(crate) requests: f64,
     /// CPU seconds the whole machine was busy during the load (steal excluded), minus wrk's.
     cpu_s: f64,
     /// CPU seconds of the front nginx (the proxy) during the load.
     proxy_cpu_s: f64,
     /// CPU seconds spent in tracer's kernel programs (probe and filter) during the load.
     bpf_s: f64,
-    /// CPU seconds of the tracer process during the load.
-    tracer_s: f64,
+    /// CPU seconds of the attached processes (tracer, or both tcpdumps) during the load.
+    pub(crate) attached_s: f64,
+    /// Their context switches during the load (voluntary: wake-ups; and preemptions).
+    attached_cs: f64,
     /// At the fixed load: achieved requests/s, p99 latency from when each request was due,
     /// and failed requests.
     fixed_rps: f64,
-    fixed_p99_ms: f64,
+    pub(crate) fixed_p99_ms: f64,
     fixed_errors: u64,
 }
 
@@ -186,9 +281,10 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     // Warm up the keep-alive pools and caches, and find the proxy's capacity.
     let capacity = run_wrk(&wrk, &h.client_ns, &url, 3, args.connections)?.rps;
     let rate = args.rate.unwrap_or((capacity / 2.0) as u32).max(1);
+    let busy_rate = args.busy_rate.unwrap_or((capacity / 4.0) as u32).max(1);
     eprintln!("capacity {capacity:.0} req/s; fixed load {rate} req/s");
     // The kinds of round, alternated so that drift in the machine hits them all alike.
-    let all = [Kind::Tcpdump, Kind::AllData, Kind::Sparse];
+    let all = [Kind::Tcpdump, Kind::AllData, Kind::Sparse, Kind::Agent];
     let kinds: Vec<Option<Kind>> = std::iter::once(None)
         .chain(
             all.iter()
@@ -196,77 +292,83 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
                 .map(|k| Some(*k)),
         )
         .collect();
-    let modes: Vec<(&str, &[&str])> = kinds
+    // The conditions: the machine as it is, then with each kind of unrelated busy traffic
+    // asked for; each has its own rounds of the proxy alone to compare with.
+    let conditions: Vec<Option<Busy>> = std::iter::once(None)
+        .chain(args.busy.iter().map(|b| Some(*b)))
+        .collect();
+    let agent_args = crate::bench_agent::agent_args(args.agent_names, args.proxy);
+    let mut results: Vec<Condition> = conditions
         .iter()
-        .map(|k| match k {
-            None => ("proxy alone", &[][..]),
-            Some(Kind::Tcpdump) => (
-                "reference: tcpdump -w /dev/null, same filter as the full capture",
-                &[][..],
-            ),
-            Some(Kind::AllData) => ("--all-data + probe", &["--all-data"][..]),
-            Some(Kind::Sparse) => ("default (kernel selection) + probe", &[][..]),
+        .map(|_| Condition {
+            rounds: vec![Vec::new(); kinds.len()],
+            cost: vec![Cost::default(); kinds.len()],
         })
         .collect();
-    let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); modes.len()];
-    let mut cost: Vec<(f64, u64, u64)> = vec![(0.0, 0, 0); modes.len()];
-    for round in 0..args.rounds {
-        // The baseline opens each round; the other kinds rotate, so that none always
-        // follows the same one (a full capture's exit, for one, leaves the machine
-        // reclaiming memory for a while).
-        let others = modes.len() - 1;
-        let order =
-            std::iter::once(0).chain((0..others).map(|k| 1 + (k + round as usize) % others));
-        for m in order {
-            let (name, extra) = &modes[m];
-            let proxy = stack.procs.pid("front");
-            let r = if m == 0 {
-                measured(&wrk, &h.client_ns, &url, args, rate, proxy, None)?
-            } else if kinds[m] == Some(Kind::Tcpdump) {
-                start_tcpdump(&mut stack)?;
-                std::thread::sleep(Duration::from_millis(1500));
-                let r = measured(&wrk, &h.client_ns, &url, args, rate, proxy, None)?;
-                stop_tcpdump(&mut stack);
-                r
-            } else {
-                let err = dir.join(format!("tracer-{round}-{m}.err"));
-                let mut t = start_tracer(&tracer, &h, 2 * args.seconds + 6, extra, &err)?;
-                std::thread::sleep(Duration::from_millis(1500)); // probe attached, captures open
-                let r = measured(&wrk, &h.client_ns, &url, args, rate, proxy, Some(t.id()))?;
-                let (c, p) = usage(t.id());
-                let _ = t.wait();
-                cost[m].0 += c;
-                cost[m].1 = cost[m].1.max(p);
-                cost[m].2 += kernel_events(&err);
-                r
+    // A condition's rounds (its baseline and each kind) run back to back under the same
+    // busy traffic, which starts before them and stops after.
+    let per_mode = 2 * args.seconds + 12;
+    let busy_seconds = per_mode * u32::try_from(kinds.len()).unwrap_or(8) + 60;
+    for round in 0..=args.rounds {
+        let last = round == args.rounds;
+        for (c, cond) in conditions.iter().enumerate() {
+            let busy = match cond {
+                Some(b) => Some(BusyTraffic::start(
+                    *b,
+                    &dir.join(format!("busy-{round}-{c}")),
+                    args.proxy,
+                    busy_rate,
+                    busy_seconds,
+                )?),
+                None => None,
             };
-            eprintln!(
-                "round {round}: {name}: {:.0} req/s, p99 {:.2} ms; fixed load: {:.0} req/s, p99 {:.2} ms, {} errors",
-                r.rps, r.p99_ms, r.fixed_rps, r.fixed_p99_ms, r.fixed_errors
-            );
-            rounds[m].push(r);
+            // The agent must follow the bench's proxy, and the busy proxy when one runs.
+            let follow: Vec<u32> = stack
+                .procs
+                .pid("front")
+                .into_iter()
+                .chain(busy.as_ref().and_then(BusyTraffic::proxy_pid))
+                .collect();
+            // The baseline opens each round; the other kinds rotate, so that none always
+            // follows the same one (a full capture's exit, for one, leaves the machine
+            // reclaiming memory for a while). A last baseline closes the run, so that every
+            // round sits between two.
+            let others = kinds.len() - 1;
+            let order: Vec<usize> = if last {
+                vec![0]
+            } else {
+                std::iter::once(0)
+                    .chain((0..others).map(|k| 1 + (k + round as usize) % others))
+                    .collect()
+            };
+            for m in order {
+                let err = dir.join(format!("tracer-{round}-{c}-{m}.err"));
+                let run = Attach {
+                    wrk: &wrk,
+                    tracer: &tracer,
+                    args,
+                    rate,
+                    agent_args: &agent_args,
+                    follow: &follow,
+                };
+                let r = run.measure(&mut stack, kinds[m], &err, &mut results[c].cost[m])?;
+                eprintln!(
+                    "round {round}{}: {}: {:.0} req/s, p99 {:.2} ms; fixed load: {:.0} req/s, p99 {:.2} ms, {} errors",
+                    cond.map_or(String::new(), |b| format!(" ({})", b.name())),
+                    mode_name(kinds[m]),
+                    r.rps,
+                    r.p99_ms,
+                    r.fixed_rps,
+                    r.fixed_p99_ms,
+                    r.fixed_errors
+                );
+                results[c].rounds[m].push(r);
+            }
         }
     }
-    // A last baseline, so that every round sits between two.
-    let r = measured(
-        &wrk,
-        &h.client_ns,
-        &url,
-        args,
-        rate,
-        stack.procs.pid("front"),
-        None,
-    )?;
-    eprintln!(
-        "final: proxy alone: {:.0} req/s, p99 {:.2} ms",
-        r.rps, r.p99_ms
-    );
-    rounds[0].push(r);
     drop(stack);
     let _ = std::fs::remove_dir_all(&dir);
 
-    let base = &rounds[0];
-    let mean = |v: &[Round], f: fn(&Round) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     println!(
         "bench-capture: {} -> nginx, {} connections x {} s, {} rounds of each, alternated",
         args.proxy.name(),
@@ -277,6 +379,142 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
     println!(
         "  two loads per round: wrk at full speed (saturation), then a fixed {rate} req/s open-loop load (p99 from when each request was due)"
     );
+    if kinds.contains(&Some(Kind::Agent)) {
+        println!("  tracer agent: {}", agent_args.join(" "));
+    }
+    for (cond, res) in conditions.iter().zip(&results) {
+        match cond {
+            None => println!("condition: quiet (no traffic but the bench's)"),
+            Some(b) => println!(
+                "condition: {} at {busy_rate} req/s in namespaces of their own: {}",
+                b.name(),
+                b.about()
+            ),
+        }
+        report_condition(args, &kinds, res);
+    }
+    crate::bench_agent::summary(&conditions, &kinds, &results);
+    Ok(())
+}
+
+/// What is measured in one condition: per kind (index 0: the proxy alone), its rounds and
+/// what the attached process cost.
+pub(crate) struct Condition {
+    pub(crate) rounds: Vec<Vec<Round>>,
+    pub(crate) cost: Vec<Cost>,
+}
+
+/// What the attached process cost over all rounds of a kind.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cost {
+    /// CPU seconds over the process's whole life (start, attach, load, exit).
+    cpu_s: f64,
+    /// The highest peak resident memory, KiB.
+    peak_kib: u64,
+    /// Kernel events (tracer capture's closing line).
+    events: u64,
+    /// Packets dropped and kernel events lost (tracer agent's self-metrics).
+    dropped: u64,
+    lost: u64,
+}
+
+fn mode_name(kind: Option<Kind>) -> &'static str {
+    match kind {
+        None => "proxy alone",
+        Some(Kind::Tcpdump) => "reference: tcpdump -w /dev/null, same filter as the full capture",
+        Some(Kind::AllData) => "tracer capture --all-data + probe",
+        Some(Kind::Sparse) => "tracer capture (default: kernel selection) + probe",
+        Some(Kind::Agent) => {
+            "tracer agent (finds the proxy itself; kernel selection on `any` in its namespace + probe)"
+        }
+    }
+}
+
+/// What a round needs to measure a kind.
+struct Attach<'a> {
+    wrk: &'a Path,
+    tracer: &'a Path,
+    args: &'a BenchArgs,
+    rate: u32,
+    agent_args: &'a [String],
+    /// The proxies' pids the agent must report following before the load starts.
+    follow: &'a [u32],
+}
+
+impl Attach<'_> {
+    /// One round of `kind` (`None`: the proxy alone): attach, load, detach.
+    fn measure(
+        &self,
+        stack: &mut Stack,
+        kind: Option<Kind>,
+        err: &Path,
+        cost: &mut Cost,
+    ) -> Result<Round> {
+        let (h, url) = (stack.h.clone(), stack.url.clone());
+        let proxy = stack.procs.pid("front");
+        let load = |attached: &[u32]| {
+            measured(
+                self.wrk,
+                &h.client_ns,
+                &url,
+                self.args,
+                self.rate,
+                proxy,
+                attached,
+            )
+        };
+        let mut account = |pid: u32| {
+            let (c, p) = usage(pid);
+            cost.cpu_s += c;
+            cost.peak_kib = cost.peak_kib.max(p);
+        };
+        Ok(match kind {
+            None => load(&[])?,
+            Some(Kind::Tcpdump) => {
+                start_tcpdump(stack)?;
+                std::thread::sleep(Duration::from_millis(1500));
+                let pids: Vec<u32> = ["tcpdump-ref-0", "tcpdump-ref-1"]
+                    .iter()
+                    .filter_map(|n| stack.procs.pid(n))
+                    .collect();
+                let r = load(&pids)?;
+                pids.iter().for_each(|p| account(*p));
+                stop_tcpdump(stack);
+                r
+            }
+            Some(Kind::Agent) => {
+                let mut agent = AgentRun::start(self.tracer, self.agent_args, err)?;
+                agent.wait_following(self.follow, Duration::from_secs(30))?;
+                std::thread::sleep(Duration::from_millis(1500)); // as long as the others get
+                let r = load(&[agent.pid()])?;
+                account(agent.pid());
+                let end = agent.stop()?;
+                cost.dropped += end.packets_dropped;
+                cost.lost += end.events_lost;
+                r
+            }
+            Some(k @ (Kind::Sparse | Kind::AllData)) => {
+                let extra: &[&str] = if k == Kind::AllData {
+                    &["--all-data"]
+                } else {
+                    &[]
+                };
+                let mut t = start_tracer(self.tracer, &h, 2 * self.args.seconds + 6, extra, err)?;
+                std::thread::sleep(Duration::from_millis(1500)); // probe attached, captures open
+                let r = load(&[t.id()])?;
+                account(t.id());
+                let _ = t.wait();
+                cost.events += kernel_events(err);
+                r
+            }
+        })
+    }
+}
+
+/// The figures of one condition, kind by kind, against its own rounds of the proxy alone.
+fn report_condition(args: &BenchArgs, kinds: &[Option<Kind>], res: &Condition) {
+    let base = &res.rounds[0];
+    let mean = |v: &[Round], f: fn(&Round) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     println!(
         "  baseline (proxy alone): {:.0} req/s, p99 {:.2} ms (mean of {} rounds)",
         mean(base, |r| r.rps),
@@ -293,36 +531,37 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
         median(&noise),
         noise.iter().copied().fold(0.0, f64::max)
     );
-    for (m, (name, _)) in modes.iter().enumerate().skip(1) {
-        let ratio = |f: fn(&Round) -> f64| paired(&field(&rounds[m], f), &field(base, f));
+    for (m, kind) in kinds.iter().enumerate().skip(1) {
+        let rounds = &res.rounds[m];
+        let ratio = |f: fn(&Round) -> f64| paired(&field(rounds, f), &field(base, f));
         let rps = ratio(|r| r.rps);
         let p99 = ratio(|r| r.p99_ms);
-        let (rps_m, p99_m) = (median(&rps), median(&p99));
         let (f_rps, f_p99) = (ratio(|r| r.fixed_rps), ratio(|r| r.fixed_p99_ms));
-        let errors: u64 = rounds[m].iter().map(|r| r.fixed_errors).sum();
+        let errors: u64 = rounds.iter().map(|r| r.fixed_errors).sum();
         println!(
-            "  {name}: {:.0} req/s, p99 {:.2} ms",
-            mean(&rounds[m], |r| r.rps),
-            mean(&rounds[m], |r| r.p99_ms)
+            "  {}: {:.0} req/s, p99 {:.2} ms",
+            mode_name(*kind),
+            mean(rounds, |r| r.rps),
+            mean(rounds, |r| r.p99_ms)
         );
         println!(
-            "    fixed load: throughput ratio {:.3} (loss {:.1}%, target <= 3%), p99 ratio {:.3} (increase {:.1}%, target <= 5%; rounds {}), {errors} errors",
+            "    saturation: throughput {} (rounds {}), p99 {}",
+            increase(&rps),
+            list(&rps),
+            increase(&p99)
+        );
+        println!(
+            "    fixed load: throughput ratio {:.3} (loss {:.1}%, target <= 3%), p99 {} (target <= +5%; rounds {}), {errors} errors",
             median(&f_rps),
             (1.0 - median(&f_rps)) * 100.0,
-            median(&f_p99),
-            (median(&f_p99) - 1.0) * 100.0,
+            increase(&f_p99),
             list(&f_p99)
         );
-        println!(
-            "    saturation: throughput ratio {rps_m:.3} (loss {:.1}%; rounds {}), p99 ratio {p99_m:.3}",
-            (1.0 - rps_m) * 100.0,
-            list(&rps)
-        );
         // CPU per request: robust to a noisy host, since stolen time is not counted. What
-        // tracer adds (anywhere: its own process, the kernel's filter and copies) as a share
-        // of what the proxy itself spends per request is the throughput a CPU-bound proxy
-        // host would lose.
-        let extra: Vec<f64> = rounds[m]
+        // the attached process adds (anywhere: its own process, the kernel's filter and
+        // copies) as a share of what the proxy itself spends per request is the throughput
+        // a CPU-bound proxy host would lose.
+        let extra: Vec<f64> = rounds
             .iter()
             .enumerate()
             .map(|(i, r)| {
@@ -332,47 +571,56 @@ pub fn bench_capture(args: &BenchArgs) -> Result<()> {
             .collect();
         println!(
             "    CPU per request: {:.1} us for the machine vs {:.1} us alone; the extra is {:.1}% of the proxy's own {:.1} us (target <= 3%; rounds {})",
-            mean(&rounds[m], Round::cpu_us),
+            mean(rounds, Round::cpu_us),
             mean(base, Round::cpu_us),
             median(&extra) * 100.0,
             mean(base, Round::proxy_us),
             extra.iter().map(|x| format!("{:.1}", x * 100.0)).collect::<Vec<_>>().join(" ")
         );
-        if kinds[m] == Some(Kind::Tcpdump) {
-            continue;
-        }
-        // The attributable cost: tracer's process and its kernel programs, per request, as a
-        // share of the proxy's own CPU per request in the same round. Both are CPU time in
-        // one window, so a slow host inflates them alike.
-        let share: Vec<f64> = rounds[m]
+        // The attributable cost: the attached process (and with --bpf-stats tracer's kernel
+        // programs), per request, as a share of the proxy's own CPU per request in the same
+        // round. Both are CPU time in one window, so a slow host inflates them alike.
+        let share: Vec<f64> = rounds
             .iter()
-            .map(|r| (r.tracer_s + r.bpf_s) / r.proxy_cpu_s.max(1e-9))
+            .map(|r| (r.attached_s + r.bpf_s) / r.proxy_cpu_s.max(1e-9))
             .collect();
-        let kernel = if args.bpf_stats {
+        let kernel = if *kind == Some(Kind::Tcpdump) {
+            String::new()
+        } else if args.bpf_stats {
             format!(
-                "its kernel programs {:.2} us",
-                mean(&rounds[m], |r| r.bpf_s / r.requests.max(1.0) * 1e6)
+                " + its kernel programs {:.2} us",
+                mean(rounds, |r| r.bpf_s / r.requests.max(1.0) * 1e6)
             )
         } else {
-            "its kernel programs (not measured without --bpf-stats)".to_owned()
+            " + its kernel programs (not measured without --bpf-stats)".to_owned()
         };
         println!(
-            "    attributable CPU: tracer {:.2} us + {kernel} per request = {:.1}% of the proxy's own (target <= 3%; rounds {})",
-            mean(&rounds[m], |r| r.tracer_s / r.requests.max(1.0) * 1e6),
+            "    attributable CPU: its process {:.2} us{kernel} per request = {:.1}% of the proxy's own (rounds {}); {:.0} context switches per second",
+            median(&field(rounds, |r| r.attached_s / r.requests.max(1.0) * 1e6)),
             median(&share) * 100.0,
-            share.iter().map(|x| format!("{:.1}", x * 100.0)).collect::<Vec<_>>().join(" ")
+            share.iter().map(|x| format!("{:.1}", x * 100.0)).collect::<Vec<_>>().join(" "),
+            median(&field(rounds, |r| r.attached_cs)) / f64::from(args.seconds)
         );
-        let requests: f64 = rounds[m].iter().map(|r| r.requests).sum();
-        let (cpu, peak, events) = cost[m];
-        let per_round = cpu / f64::from(args.rounds);
+        let requests: f64 = rounds.iter().map(|r| r.requests).sum();
+        let cost = res.cost[m];
+        let per_round = cost.cpu_s / rounds.len().max(1) as f64;
+        let extra = match kind {
+            Some(Kind::Sparse | Kind::AllData) => format!(
+                ", kernel events per request {:.3}",
+                cost.events as f64 / requests.max(1.0)
+            ),
+            Some(Kind::Agent) => format!(
+                ", packets dropped {}, kernel events lost {}",
+                cost.dropped, cost.lost
+            ),
+            _ => String::new(),
+        };
         println!(
-            "    tracer: {per_round:.2} CPU s per round ({:.1}% of one core), peak memory {} MiB, kernel events per request {:.3}",
+            "    in all: {per_round:.2} CPU s per round ({:.1}% of one core), peak memory {} MiB{extra}",
             per_round / f64::from(args.seconds + 3) * 100.0,
-            peak / 1024,
-            events as f64 / requests.max(1.0)
+            cost.peak_kib / 1024
         );
     }
-    Ok(())
 }
 
 /// Each round's value against the mean of the baselines just before and after it
@@ -471,7 +719,7 @@ fn front_conf(dir: &Path, h: &Hosts) -> String {
 /// Caddy as the proxy, named `front` like nginx: keep-alive to the upstream with an idle
 /// pool larger than any load's concurrency (Caddy's default of 32 per host makes it close
 /// and reopen connections under wrk -c32, until its ports run out), no logs.
-fn start_caddy(procs: &mut Procs, ns: &str, dir: &Path, h: &Hosts) -> Result<()> {
+fn start_caddy(procs: &mut Procs, program: &Path, ns: &str, dir: &Path, h: &Hosts) -> Result<()> {
     let conf = dir.join("Caddyfile");
     std::fs::write(
         &conf,
@@ -483,7 +731,7 @@ fn start_caddy(procs: &mut Procs, ns: &str, dir: &Path, h: &Hosts) -> Result<()>
             up = h.upstream_ip,
         ),
     )?;
-    let mut cmd = Command::new(tracer_lab::scenario::require_program("caddy", "caddy")?);
+    let mut cmd = Command::new(program);
     cmd.args(["run", "--adapter", "caddyfile", "--config"])
         .arg(&conf)
         .env("HOME", dir)
@@ -492,10 +740,16 @@ fn start_caddy(procs: &mut Procs, ns: &str, dir: &Path, h: &Hosts) -> Result<()>
     procs.spawn(ns, "front", cmd)
 }
 
-fn start_nginx(procs: &mut Procs, ns: &str, name: &str, conf: &str) -> Result<()> {
+pub(crate) fn start_nginx(
+    procs: &mut Procs,
+    program: &Path,
+    ns: &str,
+    name: &str,
+    conf: &str,
+) -> Result<()> {
     let path = procs.dir().join(format!("{name}.conf"));
     std::fs::write(&path, conf)?;
-    let mut cmd = Command::new(tracer_lab::scenario::require_program("nginx", "nginx")?);
+    let mut cmd = Command::new(program);
     cmd.arg("-p")
         .arg(procs.dir())
         .arg("-c")
@@ -543,7 +797,8 @@ fn kernel_events(err: &Path) -> u64 {
 }
 
 /// [`run_wrk`] with the CPU the machine, the proxy (`proxy`: the nginx master, with its
-/// worker), tracer (`tracer`) and tracer's kernel programs spent meanwhile.
+/// worker), the attached processes (`attached`) and tracer's kernel programs spent
+/// meanwhile, and the attached processes' context switches.
 fn measured(
     wrk: &Path,
     ns: &str,
@@ -551,23 +806,24 @@ fn measured(
     args: &BenchArgs,
     rate: u32,
     proxy: Option<u32>,
-    tracer: Option<u32>,
+    attached: &[u32],
 ) -> Result<Round> {
     let snap = || {
         (
             busy_s(),
             children_cpu_s(),
             proxy.map_or(0.0, tree_cpu_s),
-            tracer.map_or(0.0, |p| usage(p).0),
+            attached.iter().map(|p| usage(*p).0).sum::<f64>(),
+            attached.iter().map(|p| context_switches(*p)).sum::<u64>(),
             bpf_programs(),
         )
     };
-    let (busy0, wrk0, proxy0, tracer0, progs0) = snap();
+    let (busy0, wrk0, proxy0, attached0, cs0, progs0) = snap();
     let mut r = run_wrk(wrk, ns, url, args.seconds, args.connections)?;
-    let (busy1, wrk1, proxy1, tracer1, progs1) = snap();
+    let (busy1, wrk1, proxy1, attached1, cs1, progs1) = snap();
     let run_s = |progs: &[(String, f64, u64)]| progs.iter().map(|(_, s, _)| s).sum::<f64>();
     r.bpf_s = run_s(&progs1) - run_s(&progs0);
-    if tracer.is_some() && args.bpf_stats {
+    if !attached.is_empty() && args.bpf_stats {
         let per: Vec<String> = progs1
             .iter()
             .zip(&progs0)
@@ -586,7 +842,8 @@ fn measured(
     }
     r.cpu_s = (busy1 - busy0) - (wrk1 - wrk0);
     r.proxy_cpu_s = proxy1 - proxy0;
-    r.tracer_s = tracer1 - tracer0;
+    r.attached_s = attached1 - attached0;
+    r.attached_cs = cs1.saturating_sub(cs0) as f64;
     (r.fixed_rps, r.fixed_p99_ms, r.fixed_errors) =
         fixed_load(ns, url, rate, args.connections, args.seconds)?;
     Ok(r)

@@ -26,6 +26,7 @@ use crate::bench::{
     closing_line, context_switches, fixed_load, increase, list, median, noise_pct, paired, run_wrk,
     start_tcpdump, start_tracer, stop_tcpdump, usage, Kind, Proxy, Stack,
 };
+use crate::bench_agent::AgentRun;
 
 #[derive(clap::Args)]
 pub struct PairedArgs {
@@ -44,7 +45,8 @@ pub struct PairedArgs {
     /// while both run.
     #[arg(long)]
     rate: Option<u32>,
-    /// What to attach: tracer capture as it runs by default, with --all-data, or tcpdump.
+    /// What to attach: tracer capture as it runs by default, with --all-data, tcpdump, or
+    /// tracer agent (told to follow the one stack's namespace).
     #[arg(long, value_enum, default_value_t = Kind::Sparse)]
     kind: Kind,
     /// A second kind measured in the same run, its rounds interleaved with the first's
@@ -54,7 +56,7 @@ pub struct PairedArgs {
     /// The proxy under test.
     #[arg(long, value_enum, default_value_t = Proxy::Nginx)]
     proxy: Proxy,
-    /// More arguments for `tracer capture` (e.g. `--tracer-arg=--no-probe`).
+    /// More arguments for `tracer capture` or `tracer agent` (e.g. `--tracer-arg=--no-probe`).
     #[arg(long = "tracer-arg", value_name = "ARG", allow_hyphen_values = true)]
     tracer_args: Vec<String>,
 }
@@ -102,6 +104,8 @@ enum Attached {
     /// `tracer capture`, and the file its stderr goes to.
     Tracer(Child, PathBuf),
     Tcpdump,
+    /// `tracer agent`, told to follow this stack's namespace only.
+    Agent(AgentRun),
 }
 
 impl Attached {
@@ -111,11 +115,23 @@ impl Attached {
         tracer: &Path,
         extra: &[&str],
         err: PathBuf,
+        proxy: Proxy,
     ) -> Result<Self> {
         Ok(match kind {
             Kind::Tcpdump => {
                 start_tcpdump(st)?;
                 Attached::Tcpdump
+            }
+            Kind::Agent => {
+                // Both stacks' proxies have the same name: the namespace picks this one.
+                let mut args: Vec<String> = ["--netns", &st.h.proxy_ns, "--name", proxy.comm()]
+                    .map(str::to_owned)
+                    .into();
+                args.extend(extra.iter().map(|s| (*s).to_owned()));
+                let mut agent = AgentRun::start(tracer, &args, &err)?;
+                let front: Vec<u32> = st.procs.pid("front").into_iter().collect();
+                agent.wait_following(&front, Duration::from_secs(30))?;
+                Attached::Agent(agent)
             }
             Kind::Sparse | Kind::AllData => {
                 let mut args: Vec<&str> = Vec::new();
@@ -134,6 +150,7 @@ impl Attached {
     fn pids(&self, st: &Stack) -> Vec<u32> {
         match self {
             Attached::Tracer(t, _) => vec![t.id()],
+            Attached::Agent(a) => vec![a.pid()],
             Attached::Tcpdump => ["tcpdump-ref-0", "tcpdump-ref-1"]
                 .iter()
                 .filter_map(|n| st.procs.pid(n))
@@ -151,12 +168,19 @@ impl Attached {
                     unsafe { libc::kill(pid, libc::SIGINT) };
                 }
                 let _ = t.wait();
-                closing_line(&err)
+                closing_line(&err).map(|l| format!("tracer capture: done: {l}"))
             }
             Attached::Tcpdump => {
                 stop_tcpdump(st);
                 None
             }
+            Attached::Agent(a) => Some(match a.stop() {
+                Ok(end) => format!(
+                    "tracer agent: {} packets dropped, {} kernel events lost",
+                    end.packets_dropped, end.events_lost
+                ),
+                Err(e) => format!("tracer agent: {e:#}"),
+            }),
         }
     }
 }
@@ -234,7 +258,7 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
         let i = turn % 2;
         let o = 1 - i;
         let err = dir.join(format!("tracer-{round}.err"));
-        let attached = Attached::start(kinds[k], &mut stacks[i], &tracer, &extra, err)?;
+        let attached = Attached::start(kinds[k], &mut stacks[i], &tracer, &extra, err, args.proxy)?;
         std::thread::sleep(Duration::from_millis(1500));
         let pids = attached.pids(&stacks[i]);
         let before = cost(&pids);
@@ -258,7 +282,7 @@ pub fn bench_paired(args: &PairedArgs) -> Result<()> {
             b.p99[o]
         );
         if let Some(done) = done {
-            eprintln!("    tracer capture: done: {done}");
+            eprintln!("    {done}");
         }
     }
     drop(stacks);

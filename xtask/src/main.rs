@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_agent;
 mod bench_analyze;
 mod bench_flood;
 mod bench_paired;
@@ -13,6 +14,7 @@ mod bench_probe;
 mod ebpf;
 mod lab;
 mod rate;
+mod soak;
 
 #[derive(Parser)]
 #[command(about = "Build and development tasks for tracer")]
@@ -42,12 +44,15 @@ enum Task {
     BenchAnalyze(bench_analyze::BenchArgs),
     /// Benchmark: tracer analyze's peak memory under a growing flood of half-open connections.
     BenchFlood(bench_flood::FloodArgs),
-    /// Benchmark: a busy proxy's throughput and p99 with and without `tracer capture`.
+    /// Benchmark: a busy proxy's throughput and p99 with and without `tracer capture` or
+    /// `tracer agent` (and `tcpdump`), optionally beside unrelated busy traffic.
     BenchCapture(bench::BenchArgs),
     /// Benchmark: bench-capture's question on two stacks loaded at once, cancelling host noise.
     BenchPaired(bench_paired::PairedArgs),
     /// Benchmark: the kernel side's cost per system call and per packet (loopback, no proxy).
     BenchProbe(bench_probe::BenchArgs),
+    /// Soak: `tracer agent` under lab load for many minutes, its memory sampled (slope).
+    SoakAgent(soak::SoakArgs),
     /// An open-loop load at a fixed rate, one JSON line of results (used by bench-capture).
     #[command(hide = true)]
     RateLoad(rate::RateArgs),
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
         Task::BenchFlood(args) => bench_flood::bench_flood(&args),
         Task::BenchProbe(args) => bench_probe::bench_probe(&args),
         Task::BenchPaired(args) => bench_paired::bench_paired(&args),
+        Task::SoakAgent(args) => soak::soak_agent(&args),
         Task::RateLoad(args) => rate::run(&args),
         Task::BuildEbpf { debug } => ebpf::build_ebpf(!debug),
     };

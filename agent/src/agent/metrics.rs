@@ -300,6 +300,37 @@ impl Metrics {
         }
     }
 
+    /// Removes the inferred-timeout gauges of a proxy whose session ended: a timeout is a
+    /// property of a running proxy, and a series left behind would show a proxy that is gone
+    /// (counters and histograms stay, as counters do).
+    pub fn forget_timeouts(&self, p: &ProxyLabels) {
+        for g in [&self.upstream_keepalive_timeout, &self.proxy_idle_timeout] {
+            let mut stale = Vec::new();
+            for family in prometheus::core::Collector::collect(g) {
+                for m in family.get_metric() {
+                    // label pairs come sorted by name
+                    let value = |name: &str| {
+                        m.get_label()
+                            .iter()
+                            .find(|l| l.name() == name)
+                            .map(|l| l.value())
+                    };
+                    if value("proxy") == Some(p.proxy.as_str())
+                        && value("namespace") == Some(p.namespace.as_str())
+                        && value("pod") == Some(p.pod.as_str())
+                    {
+                        if let Some(u) = value("upstream") {
+                            stale.push(u.to_owned());
+                        }
+                    }
+                }
+            }
+            for upstream in stale {
+                let _ = g.remove_label_values(&[&p.proxy, &p.namespace, &p.pod, &upstream]);
+            }
+        }
+    }
+
     /// The text exposition format (what `/metrics` serves).
     #[must_use]
     pub fn render(&self) -> String {
@@ -385,6 +416,28 @@ mod tests {
             m.upstream_label("a:1"),
             "a:1",
             "a known one keeps its label"
+        );
+    }
+
+    #[test]
+    fn a_finished_proxys_timeout_gauges_are_removed_and_others_stay() {
+        let m = Metrics::new(8).unwrap();
+        let other = ProxyLabels {
+            proxy: "nginx".into(),
+            ..proxy()
+        };
+        m.timeouts(&proxy(), "10.0.0.3:9000", Some(5.0), Some(90.0));
+        m.timeouts(&other, "10.0.0.4:9000", Some(2.0), None);
+        m.forget_timeouts(&proxy());
+        let text = m.render();
+        assert!(
+            !text.contains("10.0.0.3:9000"),
+            "the finished proxy's gauges are gone:\n{text}"
+        );
+        assert!(
+            text.contains("tracer_upstream_keepalive_timeout_seconds{")
+                && text.contains("10.0.0.4:9000"),
+            "the other proxy's stay:\n{text}"
         );
     }
 

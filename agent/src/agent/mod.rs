@@ -489,7 +489,22 @@ fn follow(
         }
         Err(e) => eprintln!("tracer agent: {who}: could not finish: {e}"),
     }
+    shared.metrics.forget_timeouts(&labels);
     eprintln!("tracer agent: stopped following {who}");
+    release_freed_memory();
+}
+
+/// Hands the memory a finished session freed back to the system. The allocator keeps freed
+/// memory for reuse, and a session that followed a busy proxy frees a lot at once (its
+/// connections and kernel records): without this, the agent stayed at that session's peak
+/// after the proxy was gone.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator's arenas to the system;
+    // it is thread-safe and leaves allocated memory untouched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Copies a session's counters and inferred timeouts into the metrics; returns the

@@ -10,7 +10,7 @@ use tracer::bundle;
 use tracer::capture::{open_many, CaptureStats};
 use tracer::correlate::Endpoint;
 use tracer::engine::{Analysis, Config, Engine};
-use tracer::kernel::{self, Ledger};
+use tracer::kernel::Ledger;
 use tracer::report::sides::Sides;
 use tracer::report::{self, CaptureSummary, Options};
 
@@ -89,11 +89,8 @@ fn analyze(args: &Args) -> Result<()> {
         sparse,
     });
     engine.set_max_connections(args.max_connections);
-    for idle in ledger.iter().flat_map(Ledger::send_idles) {
-        engine.kernel_send_idle(idle);
-    }
-    for open in ledger.iter().flat_map(Ledger::opens) {
-        engine.kernel_socket(open);
+    if let Some(ledger) = ledger {
+        engine.set_ledger(ledger);
     }
     let mut sides = Sides::new();
     for seg in segments.by_ref() {
@@ -103,12 +100,7 @@ fn analyze(args: &Args) -> Result<()> {
     let stats = segments.stats();
     warn_about_files(&stats);
     decodable(&stats)?;
-    let mut analysis = engine.finish();
-    if let Some(ledger) = &ledger {
-        for v in &mut analysis.verdicts {
-            kernel::enrich(v, ledger);
-        }
-    }
+    let analysis = engine.finish();
     let capture = CaptureSummary {
         packets: stats.packets,
         dropped_or_missing: analysis.flow.gaps,

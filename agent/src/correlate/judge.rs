@@ -6,6 +6,7 @@ use super::evidence::{base_evidence, downstream, ms, upstream_of};
 use super::rules::{self, classify_attempt, AttemptFailure, Finding, Habit, Rule};
 use super::state::{CConn, Ex, ExRef};
 use super::{Check, Correlator, Role, GRACE_NS};
+use crate::advice::recognise::Proxy;
 use crate::flow::ConnId;
 use crate::timeouts::IdleTimer;
 use crate::verdict::{Cause, Confidence, Evidence, Fact, Leg, Party, Verdict};
@@ -259,11 +260,15 @@ impl Correlator {
             }
             None => self.judge_unlinked(&d),
         };
-        if let Some(s) = e
-            .res
-            .as_ref()
-            .and_then(|r| r.server.clone().or_else(|| r.via.clone()))
-        {
+        let said = e.res.as_ref().map(|r| {
+            let page = r
+                .body_start
+                .as_deref()
+                .and_then(Proxy::from_error_page)
+                .map(|p| format!("{} (its error page)", p.name()));
+            [r.server.clone().or_else(|| r.via.clone()), page]
+        });
+        for s in said.into_iter().flatten().flatten() {
             if !self.obs.proxy_software.contains(&s) {
                 self.obs.proxy_software.push(s);
             }

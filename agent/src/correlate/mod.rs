@@ -489,11 +489,18 @@ impl Correlator {
                 tally::count(&mut self.response_tally, &c.info, status);
                 let role = self.roles.role(&c.info);
                 if matches!(role, Role::Up | Role::Unknown) {
-                    if let Some(s) = &head.server {
-                        self.obs
-                            .upstream_software
-                            .entry(c.info.server)
-                            .or_insert_with(|| s.clone());
+                    // Node names itself nowhere but in its `Keep-Alive` header's shape.
+                    let said = head.server.clone().or_else(|| {
+                        let t = head.keep_alive_timeout_s?;
+                        crate::advice::recognise::Upstream::from_response(
+                            None,
+                            Some(t),
+                            head.keep_alive_max,
+                        )
+                        .map(|u| format!("{} (Keep-Alive: timeout={t}, no Server)", u.name()))
+                    });
+                    if let Some(s) = said {
+                        self.obs.upstream_software.entry(c.info.server).or_insert(s);
                     }
                     if let Some(t) = head.keep_alive_timeout_s {
                         self.obs.keep_alive_header.insert(c.info.server, t);

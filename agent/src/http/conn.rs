@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use super::framer::{complete_lines, Framer, Framing, GapStep, Step};
 use super::head::{
     looks_like_request, looks_like_response, parse_request, parse_response, RequestHead,
-    ResponseHead,
+    ResponseHead, BODY_START,
 };
 
 /// Something that happened in an exchange. `index` numbers exchanges on the connection
@@ -136,7 +136,7 @@ impl HttpConn {
                 Step::NeedMore => break,
                 Step::Head { consumed } => {
                     pos += consumed;
-                    self.head(client, ts, false, out);
+                    self.head(client, ts, false, &data[pos..], out);
                 }
                 Step::End { consumed } => {
                     pos += consumed;
@@ -159,7 +159,7 @@ impl HttpConn {
         match framer.gap(n) {
             GapStep::Continue => {}
             GapStep::End => self.end(client, ts, out),
-            GapStep::PartialHead => self.head(client, ts, true, out),
+            GapStep::PartialHead => self.head(client, ts, true, &[], out),
             GapStep::Lost => {
                 if client {
                     self.requesting = None;
@@ -179,7 +179,16 @@ impl HttpConn {
         });
     }
 
-    fn head(&mut self, client: bool, ts: i64, partial: bool, out: &mut Vec<HttpEvent>) {
+    /// A message head is complete (or `partial`, cut short); `after` holds the bytes that
+    /// followed it in the same segment.
+    fn head(
+        &mut self,
+        client: bool,
+        ts: i64,
+        partial: bool,
+        after: &[u8],
+        out: &mut Vec<HttpEvent>,
+    ) {
         let framer = if client { &mut self.req } else { &mut self.res };
         let owned;
         let bytes = if partial {
@@ -238,7 +247,12 @@ impl HttpConn {
             }
         } else {
             match parse_response(bytes) {
-                Ok(head) => self.response_head(ts, head, partial, out),
+                Ok(mut head) => {
+                    if head.status >= 500 && !after.is_empty() {
+                        head.body_start = Some(after[..after.len().min(BODY_START)].to_vec());
+                    }
+                    self.response_head(ts, head, partial, out);
+                }
                 Err(_) if partial => self.res.lose(),
                 Err(_) => {
                     self.res.lose();

@@ -32,7 +32,15 @@ pub struct ResponseHead {
     /// `Keep-Alive: timeout=N`: the seconds the server says it keeps an idle connection
     /// open (RFC 2068 §19.7.1.1; Node and Apache send it).
     pub keep_alive_timeout_s: Option<u32>,
+    /// `Keep-Alive: max=N` (Apache sends it, Node does not).
+    pub keep_alive_max: Option<u32>,
+    /// The first bytes of a 5xx response's body that came with its head (at most
+    /// [`BODY_START`]): the proxy's own error page names the proxy.
+    pub body_start: Option<Vec<u8>>,
 }
+
+/// Bytes of a 5xx body kept in [`ResponseHead::body_start`].
+pub const BODY_START: usize = 512;
 
 impl RequestHead {
     /// The request method is idempotent (RFC 9110 §9.2.2): a proxy may retry it safely.
@@ -172,7 +180,8 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseHead, HeadError> {
         if h.name.eq_ignore_ascii_case("server") {
             head.server = Some(text(h.value));
         } else if h.name.eq_ignore_ascii_case("keep-alive") {
-            head.keep_alive_timeout_s = keep_alive_timeout(h.value);
+            head.keep_alive_timeout_s = keep_alive_param(h.value, "timeout");
+            head.keep_alive_max = keep_alive_param(h.value, "max");
         }
     }
     head.via = c.via;
@@ -184,11 +193,11 @@ pub fn parse_response(buf: &[u8]) -> Result<ResponseHead, HeadError> {
 
 /// The `timeout` parameter of a `Keep-Alive` header (`timeout=5, max=100`), in seconds;
 /// `None` when it is absent or not a number.
-fn keep_alive_timeout(value: &[u8]) -> Option<u32> {
+fn keep_alive_param(value: &[u8], name: &str) -> Option<u32> {
     std::str::from_utf8(value).ok()?.split(',').find_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim()
-            .eq_ignore_ascii_case("timeout")
+            .eq_ignore_ascii_case(name)
             .then(|| v.trim().trim_matches('"').parse().ok())
             .flatten()
     })
@@ -259,6 +268,8 @@ mod tests {
             parse_response(b"HTTP/1.1 200 OK\r\nkeep-alive: max=100, Timeout = 15\r\n\r\n")
                 .unwrap();
         assert_eq!(apache.keep_alive_timeout_s, Some(15));
+        assert_eq!(apache.keep_alive_max, Some(100));
+        assert_eq!(node.keep_alive_max, None);
         let odd = parse_response(b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=soon\r\n\r\n").unwrap();
         assert_eq!(odd.keep_alive_timeout_s, None);
     }

@@ -1,7 +1,7 @@
 //! Capture filters (tcpdump syntax) that keep what proves a verdict.
 //!
-//! Copying every packet costs the proxy throughput (DESIGN.md: tcpdump writing a file cost
-//! 21% at 47k requests/s). What proves a verdict is the SYN/FIN/RST segments and the
+//! Copying every packet costs the proxy throughput (`tcpdump` writing a file cost a busy
+//! proxy about a fifth of its throughput early on; docs/benchmarks.md). What proves a verdict is the SYN/FIN/RST segments and the
 //! segments that begin an HTTP message; body bytes are accounted from sequence numbers.
 
 /// The first four payload bytes of every TCP segment, as a BPF expression.

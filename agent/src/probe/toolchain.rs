@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The one line that installs what the Rust kernel side needs on Debian 12 (see RECIPES.md).
+/// The one line that installs what the Rust kernel side needs on Debian 12 (see docs/building.md).
 pub const INSTALL_HINT: &str = "run ./bootstrap.sh, or `apt-get install rustc-web rust-web-src \
 cargo-web llvm-22-dev` and `LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker@0.13.0 \
 --no-default-features --features llvm-22 --locked`, or point TRACER_EBPF_RUSTC, \

@@ -49,6 +49,9 @@ struct JAdvice<'a> {
     about: &'static str,
     software: Option<&'a str>,
     text: &'a str,
+    /// For the proxy or upstream recognised, or for none in particular (what the text
+    /// report prints without `--all`).
+    shown: bool,
 }
 
 #[derive(Serialize)]
@@ -130,10 +133,12 @@ fn report(a: &Analysis, capture: CaptureSummary, opts: Options) -> Report<'_> {
         advice: a
             .advice
             .iter()
+            .filter(|x| x.in_json)
             .map(|x| JAdvice {
                 about: x.about,
                 software: x.software.as_deref(),
                 text: &x.text,
+                shown: x.shown,
             })
             .collect(),
         capture: JCapture {

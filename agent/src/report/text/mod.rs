@@ -173,11 +173,18 @@ fn fix(a: &Analysis, opts: Options) -> String {
     if a.advice.is_empty() {
         return s;
     }
+    let all = opts.limit == super::Limit::All;
     let _ = writeln!(s, "\nfix:");
-    for x in &a.advice {
+    for x in a.advice.iter().filter(|x| all || x.shown) {
         s.push_str(&wrap(&format!("  - [{}]", x.about), "    ", &x.text));
     }
-    let _ = opts;
+    let more = a.advice.iter().filter(|x| !x.shown).count();
+    if !all && more > 0 {
+        let _ = writeln!(
+            s,
+            "  ({more} more for other proxies, upstreams and Kubernetes: --all)"
+        );
+    }
     s
 }
 

@@ -6,6 +6,9 @@ use std::fmt::Write;
 use super::wrap;
 use crate::timeouts::UpstreamTimeouts;
 
+/// A close this soon after the last response is no idle timeout, ms.
+const IMMEDIATE_MS: f64 = 1.0;
+
 /// `0.006 s`, `5.000 s`.
 fn secs(ms: f64) -> String {
     format!("{:.3} s", ms / 1000.0)
@@ -15,16 +18,19 @@ fn secs(ms: f64) -> String {
 #[must_use]
 pub fn upstream(t: &UpstreamTimeouts) -> String {
     let mut s = String::new();
-    let proxy = t.proxy_idle_close_ms.map_or_else(
-        || "the proxy's idle close was not seen".to_owned(),
-        |m| {
-            format!(
-                "the proxy closes idle connections after up to {} ({} samples)",
-                secs(m),
-                t.proxy_samples
-            )
-        },
-    );
+    let proxy = match t.proxy_idle_close_ms {
+        None => "the proxy's idle close was not seen".to_owned(),
+        // Not an idle timeout: the proxy closed them as their response ended.
+        Some(m) if m < IMMEDIATE_MS => format!(
+            "the proxy closed {} right after their response",
+            t.proxy_samples
+        ),
+        Some(m) => format!(
+            "the proxy closes idle connections after up to {} ({} samples)",
+            secs(m),
+            t.proxy_samples
+        ),
+    };
     let line = if t.closes_after_every_response {
         format!(
             "{} closes every connection after its response (no keep-alive; {} of {} \
@@ -97,8 +103,22 @@ mod tests {
             s.contains("closes every connection after its response (no keep-alive"),
             "{s}"
         );
-        assert!(!s.contains("after 0.000 s"), "{s}");
+        assert!(!s.contains("0.000 s"), "{s}");
         assert!(s.contains("308 of 339"), "{s}");
+    }
+
+    #[test]
+    fn a_proxy_closing_as_the_response_ends_has_no_idle_timeout() {
+        let s = said(&UpstreamTimeouts {
+            proxy_idle_close_ms: Some(0.2),
+            proxy_samples: 18,
+            ..t()
+        });
+        assert!(
+            s.contains("the proxy closed 18 right after their response"),
+            "{s}"
+        );
+        assert!(!s.contains("0.000 s"), "{s}");
     }
 
     #[test]
