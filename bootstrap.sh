@@ -14,7 +14,8 @@ fi
 #  build:      libpcap-dev pkg-config gcc
 #  eBPF build: rustc-web rust-web-src cargo-web (Debian's compiler ships the core source
 #              the bpfel target needs) and llvm-22-dev (bpf-linker links against it)
-#  lab:        iproute2 tcpdump tshark + the real proxies and upstreams; curl (HTTPS clients)
+#  lab:        iproute2 tcpdump tshark + the real proxies and upstreams; curl (HTTPS and
+#              HTTP/2 clients), openssl (a certificate per TLS run)
 #  benchmarks: wrk (bench-capture), tshark (bench-analyze's baseline)
 #  dashboards: prometheus (prometheus and promtool: the rules' unit tests, and a real
 #              Prometheus that evaluates every panel query; tests start their own on a free port)
@@ -24,7 +25,7 @@ PACKAGES="
   ca-certificates pkg-config gcc libc6-dev libpcap-dev
   rustc-web rust-web-src cargo-web llvm-22-dev
   iproute2 tcpdump tshark
-  nginx haproxy caddy uwsgi uwsgi-plugin-python3 gunicorn python3 nodejs wrk curl
+  nginx haproxy caddy uwsgi uwsgi-plugin-python3 gunicorn python3 nodejs wrk curl openssl
   prometheus
   python3-venv
   chromium fonts-dejavu-core

@@ -61,6 +61,8 @@ pub struct Engine {
     /// Verdicts already handed out by [`Engine::new_verdicts`].
     handed_out: usize,
     last_advance: i64,
+    /// HTTP on encrypted connections, from the probe's plaintext copies.
+    plain: crate::plaintext::Plaintext,
     /// What the kernel probe saw, per socket.
     ledger: Ledger,
     /// Upstream connections that kept verdicts name: their kernel records outlive
@@ -87,6 +89,7 @@ impl Engine {
             verdicts: Vec::new(),
             handed_out: 0,
             last_advance: i64::MIN,
+            plain: crate::plaintext::Plaintext::default(),
             ledger: Ledger::new(),
             pinned: HashSet::new(),
         }
@@ -105,9 +108,14 @@ impl Engine {
     }
 
     /// Feeds one kernel event (live, in time order with the packets, give or take the
-    /// reorder window): it goes into the engine's ledger, and what the correlator needs of
-    /// it — a socket opened and by whom, a write after idle — goes on at once.
+    /// reorder window): a plaintext copy goes to the HTTP reader of its connection; any
+    /// other goes into the engine's ledger, and what the correlator needs of it — a socket
+    /// opened and by whom, a write after idle — goes on at once.
     pub fn kernel_event(&mut self, ev: KernelEvent) {
+        // the plaintext the proxy handed its TLS library is the engine's to read
+        if self.kernel_plaintext(&ev) {
+            return;
+        }
         if let Some(idle) = self.ledger.push(ev) {
             self.corr.kernel_send_idle(idle);
         }
@@ -130,7 +138,9 @@ impl Engine {
 
     /// Feeds one segment (segments should come in time order, give or take a few ms).
     pub fn push(&mut self, seg: &Segment) {
+        self.plain.release(seg.ts_ns, &mut self.events);
         self.tracker.push(seg, &mut self.events);
+        self.plain.filter(&mut self.events);
         for ev in self.events.drain(..) {
             self.corr.on_event(ev);
         }
@@ -153,6 +163,30 @@ impl Engine {
     /// not the proxy's at all. [`Engine::kernel_event`] does this itself.
     pub fn kernel_socket(&mut self, open: crate::kernel::SocketOpen) {
         self.corr.kernel_socket(open);
+    }
+
+    /// A kernel event the engine reads itself: the plaintext the proxy handed its TLS
+    /// library ([`crate::plaintext`]), applied to its connection once the packets reach its
+    /// time. False for every other event (the ledger's).
+    pub fn kernel_plaintext(&mut self, ke: &crate::kernel::KernelEvent) -> bool {
+        match crate::plaintext::PlainRecord::of(ke) {
+            Some(rec) => {
+                self.plaintext(rec);
+                true
+            }
+            None => matches!(ke.event.kind, crate::probe::SockEventKind::TlsData { .. }),
+        }
+    }
+
+    /// One plaintext copy (from [`Engine::kernel_plaintext`], or read from a bundle).
+    pub fn plaintext(&mut self, rec: crate::plaintext::PlainRecord) {
+        self.plain.push(rec);
+    }
+
+    /// What became of the plaintext copies.
+    #[must_use]
+    pub fn plaintext_stats(&self) -> crate::plaintext::PlainStats {
+        self.plain.stats
     }
 
     /// Verdicts made since the last call, with the kernel's evidence so far (for live use,
@@ -230,10 +264,16 @@ impl Engine {
     /// The input ended: judge what is pending and infer timeouts and advice.
     #[must_use]
     pub fn finish(mut self) -> Analysis {
-        // in batches: the closing events of every open connection never wait all at once
-        while self.tracker.finish_some(FINISH_BATCH, &mut self.events) {
+        // the plaintext still held goes first, then the closing events of every open
+        // connection, in batches so that they never wait all at once
+        self.plain.release(i64::MAX, &mut self.events);
+        loop {
+            self.plain.filter(&mut self.events);
             for ev in self.events.drain(..) {
                 self.corr.on_event(ev);
+            }
+            if !self.tracker.finish_some(FINISH_BATCH, &mut self.events) {
+                break;
             }
         }
         self.corr.finish();

@@ -194,6 +194,10 @@ impl Ledger {
     /// Takes one event. For a write after idle on a socket whose tuple is known, returns
     /// what a sparse capture needs of it (see [`SendIdle`]).
     pub fn push(&mut self, ev: KernelEvent) -> Option<SendIdle> {
+        if matches!(ev.event.kind, SockEventKind::TlsData { .. }) {
+            // the engine's ([`crate::plaintext`]), not a socket's story
+            return None;
+        }
         self.events += 1;
         let sk = ev.event.skaddr;
         // A new socket at a kernel address that was used before: start a new record. A

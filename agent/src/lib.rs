@@ -14,6 +14,7 @@ pub mod flow;
 pub mod http;
 pub mod kernel;
 pub mod live;
+pub mod plaintext;
 pub mod pod;
 pub mod probe;
 pub mod report;

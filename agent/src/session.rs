@@ -93,6 +93,9 @@ pub struct SessionOptions {
     pub keep_verdicts: bool,
     /// Bound of the engine's connection table (see [`Engine::set_max_connections`]).
     pub max_connections: usize,
+    /// Attach uprobes to the followed servers' TLS libraries, so that the responses they
+    /// encrypt are seen (see `docs/tls.md`).
+    pub tls: bool,
 }
 
 /// Something the front end should tell the user at start.
@@ -213,6 +216,7 @@ fn probe_config(opts: &SessionOptions) -> ProbeConfig {
         idle_threshold: Duration::from_millis(1),
         sparse_idle,
         sparse_hot,
+        tls: opts.tls,
     }
 }
 
@@ -235,6 +239,14 @@ fn start_probe(opts: &SessionOptions, notices: &mut Vec<Notice>) -> Option<Probe
     };
     for w in probe.warnings() {
         notices.push(Notice::Warning(w.clone()));
+    }
+    for t in probe.tls() {
+        let line = format!("TLS: {t}");
+        notices.push(if t.error.is_some() {
+            Notice::Warning(line)
+        } else {
+            Notice::Note(line)
+        });
     }
     for a in probe.attached().iter().filter(|a| a.error.is_some()) {
         notices.push(Notice::Warning(format!(
@@ -575,15 +587,16 @@ impl LiveSession {
                 },
                 Some(remote),
                 Some(pid),
-            ) = (ke.event.kind, ke.event.remote, ke.event.pid)
+            ) = (&ke.event.kind, ke.event.remote, ke.event.pid)
             {
                 if self.opened.len() >= MAX_OPENED {
                     self.opened.clear();
                 }
                 self.opened.insert(remote, pid);
             }
-            self.engine.kernel_event(ke);
             self.stats.events += 1;
+            // packets' and plaintext copies' kernel facts alike: the engine sorts them
+            self.engine.kernel_event(ke);
         }
         Ok(())
     }

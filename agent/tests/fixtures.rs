@@ -77,7 +77,7 @@ fn score(dir: &Path) -> Score {
     let tls = truth["scenario"]
         .as_str()
         .and_then(tracer_lab::scenarios::by_name)
-        .is_some_and(|s| s.client_tls());
+        .is_some_and(|s| s.client().encrypted());
     let verdicts = report["verdicts"].as_array().cloned().unwrap_or_default();
     let mut by_rid: BTreeMap<u64, Vec<&Value>> = BTreeMap::new();
     let mut s = Score {

@@ -178,7 +178,7 @@ fn check(browser: &str, dir: &Path, out: &Path, profile: &Path) {
     let tls = truth["scenario"]
         .as_str()
         .and_then(tracer_lab::scenarios::by_name)
-        .is_some_and(|s| s.client_tls());
+        .is_some_and(|s| s.client().encrypted());
     if errors && !tls {
         // The red of the client's 5xx is drawn in the timelines (the count at the top
         // alone is under a hundred pixels); an encrypted client side shows none.

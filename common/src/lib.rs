@@ -12,6 +12,7 @@ use core::mem::size_of;
 
 pub mod ipv6;
 pub mod select;
+pub mod tls;
 
 /// `AF_INET`, as in the kernel's `family` tracepoint fields.
 pub const AF_INET: u16 = 2;
@@ -80,6 +81,9 @@ pub mod kind {
     pub const DESTROY: u32 = 6;
     /// A segment was retransmitted; `value` is the kernel's `err` (0 = sent).
     pub const RETRANSMIT: u32 = 7;
+    /// Plaintext the proxy handed its TLS library: a [`crate::tls::RawTlsEvent`], not a
+    /// [`crate::RawSockEvent`] (the record is longer).
+    pub const TLS_DATA: u32 = 8;
 
     /// A short name for a kind (`"state_change"`), or `"unknown"`.
     pub const fn name(kind: u32) -> &'static str {
@@ -91,6 +95,7 @@ pub mod kind {
             RECV_EOF_OR_ERROR => "recv_eof_or_error",
             DESTROY => "destroy",
             RETRANSMIT => "retransmit",
+            TLS_DATA => "tls_data",
             _ => "unknown",
         }
     }
@@ -695,7 +700,7 @@ mod tests {
 
     #[test]
     fn names_cover_every_kind() {
-        for k in 1..=7 {
+        for k in 1..=8 {
             assert_ne!(kind::name(k), "unknown");
         }
         assert_eq!(tcp_state::name(tcp_state::CLOSE_WAIT), "CLOSE_WAIT");

@@ -9,6 +9,8 @@
 #![no_std]
 #![no_main]
 
+mod tls;
+
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
@@ -333,6 +335,9 @@ fn try_sock_send_length(ctx: &RawTracePointContext) -> Res {
     let Some((skaddr, ptr, ret)) = tracked_io(ctx) else {
         return Ok(());
     };
+    if tls::enabled() {
+        tls::on_socket_op(skaddr, true, ret);
+    }
     let cfg = CONFIG.load();
     let now = now_ns();
     // SAFETY: `ptr` points at a live map value; tracepoint programs on one socket may run
@@ -394,6 +399,9 @@ fn try_sock_recv_length(ctx: &RawTracePointContext) -> Res {
     let Some((skaddr, ptr, ret)) = tracked_io(ctx) else {
         return Ok(());
     };
+    if tls::enabled() {
+        tls::on_socket_op(skaddr, false, ret);
+    }
     let now = now_ns();
     // SAFETY: as in `try_sock_send_length`.
     let info = unsafe { &mut *ptr };
@@ -572,6 +580,9 @@ fn try_tcp_destroy_sock(ctx: &TracePointContext) -> Res {
     let (skaddr, info) = tcp_socket(ctx, &RESET_OR_DESTROY_AT, &cfg)?;
     if let Some(info) = info.filter(|i| passes(&cfg, i)) {
         emit(kind::DESTROY, skaddr, &info, now_ns(), info.state, 0, 0, 0);
+    }
+    if tls::enabled() {
+        tls::on_socket_destroyed(skaddr);
     }
     let _ = SOCKS.remove(skaddr);
     Ok(())

@@ -11,6 +11,8 @@
 pub mod capture;
 pub mod grafana;
 pub mod load;
+pub mod load_h2;
+pub mod load_tls;
 pub mod logs;
 pub mod net;
 pub mod procs;

@@ -30,10 +30,6 @@ pub struct LoadProfile {
     pub path: String,
     /// Size of the POST body in bytes.
     pub body_len: usize,
-    /// Speak HTTPS to the proxy (through `curl`, certificate not verified: the proxy's
-    /// own CA), one connection per request as in plain HTTP.
-    #[serde(default)]
-    pub tls: bool,
 }
 
 /// What happened to one request, from the client's side.
@@ -163,11 +159,7 @@ pub fn request_bytes(profile: &LoadProfile, rid: u64) -> Vec<u8> {
 fn one_request(target: SocketAddr, profile: &LoadProfile, rid: u64) -> ClientResult {
     let start_ns = unix_ns();
     let started = Instant::now();
-    let outcome = if profile.tls {
-        tls_exchange(target, profile, rid)
-    } else {
-        exchange(target, profile, rid, started)
-    };
+    let outcome = exchange(target, profile, rid, started);
     ClientResult {
         rid,
         method: "POST".into(),
@@ -223,58 +215,6 @@ fn exchange(target: SocketAddr, profile: &LoadProfile, rid: u64, started: Instan
         Some(code) => Outcome::Status(code),
         None if buf.is_empty() => Outcome::Error("empty reply".into()),
         None => Outcome::Error("malformed status line".into()),
-    }
-}
-
-/// `curl`'s exit codes the load tells apart (see curl(1)).
-const CURL_TIMEOUT: i32 = 28;
-const CURL_EMPTY_REPLY: i32 = 52;
-
-/// The same request over HTTPS, by `curl` (spawned from this thread, so inside its network
-/// namespace): the status it printed, or what its exit code says.
-fn tls_exchange(target: SocketAddr, profile: &LoadProfile, rid: u64) -> Outcome {
-    let req = request_bytes(profile, rid);
-    let body = req
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(&[][..], |i| &req[i + 4..]);
-    let url = format!("https://{target}{}?rid={rid}", profile.path);
-    let out = std::process::Command::new("curl")
-        .args([
-            "--silent",
-            "--insecure",
-            "--http1.1",
-            "--output",
-            "/dev/null",
-        ])
-        .args(["--write-out", "%{http_code}", "--max-time"])
-        .arg(format!("{:.3}", profile.client_timeout.as_secs_f64()))
-        .args(["-H", &format!("X-Request-Id: {rid}")])
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            "Connection: close",
-        ])
-        .args(["-H", "User-Agent: tracer-lab", "--data-binary"])
-        .arg(String::from_utf8_lossy(body).into_owned())
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .output();
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => return Outcome::Error(format!("curl: {e}")),
-    };
-    let code: u16 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    match out.status.code() {
-        Some(0) if (100..600).contains(&code) => Outcome::Status(code),
-        Some(CURL_TIMEOUT) => Outcome::Timeout,
-        Some(CURL_EMPTY_REPLY) => Outcome::Error("empty reply".into()),
-        Some(n) => Outcome::Error(format!("curl exit {n}")),
-        None => Outcome::Error("curl killed".into()),
     }
 }
 
@@ -359,7 +299,6 @@ mod tests {
             client_timeout: Duration::from_secs(1),
             path: "/login".into(),
             body_len: 64,
-            tls: false,
         };
         let r = String::from_utf8(request_bytes(&p, 42)).unwrap();
         assert!(r.starts_with("POST /login?rid=42 HTTP/1.1\r\n"));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::capture;
-use crate::load::{self, outcome_counts, ClientResult, LoadProfile};
+use crate::load::{outcome_counts, ClientResult, LoadProfile};
 use crate::net::Net;
 use crate::procs::Procs;
 use crate::scenario::{require_program, Scenario, PROXY_PORT};
@@ -153,7 +153,7 @@ pub fn run(scenario: &dyn Scenario, dir: &Path, opts: &RunOptions) -> Result<Run
         profile.requests = n;
     }
     let target = SocketAddr::from((h.proxy_front_ip, PROXY_PORT));
-    let results = load::run(&h.client_ns, target, &profile)?;
+    let results = crate::load_tls::run(&h.client_ns, target, &profile, scenario.client())?;
     write_results(&dir.join("client.jsonl"), &results)?;
 
     std::thread::sleep(SETTLE);

@@ -74,10 +74,10 @@ pub trait Scenario: Send + Sync {
     /// join them with the client's results by request id, one row per non-2xx result.
     fn ground_truth(&self, dir: &Path, results: &[ClientResult]) -> anyhow::Result<Vec<TruthRow>>;
     fn expect(&self) -> Expectation;
-    /// The clients speak TLS to the proxy: its client-facing capture is unreadable, and a
-    /// failure that left nothing on the upstream leg cannot be seen in it.
-    fn client_tls(&self) -> bool {
-        false
+    /// How the client talks to the proxy: plain HTTP/1.1 unless the scenario says (TLS,
+    /// kept-alive connections, HTTP/2; see [`crate::load_tls`]).
+    fn client(&self) -> crate::load_tls::Client {
+        crate::load_tls::Client::Plain
     }
 }
 

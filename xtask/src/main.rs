@@ -11,6 +11,8 @@ mod bench_analyze;
 mod bench_flood;
 mod bench_paired;
 mod bench_probe;
+mod bench_tls;
+mod bench_tls_hit;
 mod ebpf;
 mod lab;
 mod rate;
@@ -51,6 +53,9 @@ enum Task {
     BenchPaired(bench_paired::PairedArgs),
     /// Benchmark: the kernel side's cost per system call and per packet (loopback, no proxy).
     BenchProbe(bench_probe::BenchArgs),
+    /// What the TLS uprobes cost a TLS-terminating nginx per request, against nginx alone
+    /// and the probe without uprobes, in the same run.
+    BenchTls(bench_tls::BenchArgs),
     /// Soak: `tracer agent` under lab load for many minutes, its memory sampled (slope).
     SoakAgent(soak::SoakArgs),
     /// An open-loop load at a fixed rate, one JSON line of results (used by bench-capture).
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
         Task::BenchAnalyze(args) => bench_analyze::bench_analyze(&args),
         Task::BenchFlood(args) => bench_flood::bench_flood(&args),
         Task::BenchProbe(args) => bench_probe::bench_probe(&args),
+        Task::BenchTls(args) => bench_tls::bench_tls(&args),
         Task::BenchPaired(args) => bench_paired::bench_paired(&args),
         Task::SoakAgent(args) => soak::soak_agent(&args),
         Task::RateLoad(args) => rate::run(&args),

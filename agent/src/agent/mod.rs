@@ -66,6 +66,8 @@ pub struct AgentOptions {
     pub max_upstreams: usize,
     /// Bound of each session's connection table.
     pub max_connections: usize,
+    /// Attach uprobes to the proxies' TLS libraries (see `docs/tls.md` for the cost).
+    pub tls: bool,
 }
 
 /// Why the agent could not start.
@@ -414,6 +416,7 @@ fn follow(
         bundle: None,
         keep_verdicts: false,
         max_connections: opts.max_connections,
+        tls: opts.tls,
     });
     let mut session = match started {
         Ok((s, notices)) => {

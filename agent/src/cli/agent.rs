@@ -59,6 +59,11 @@ pub struct Args {
     /// Packets only: do not load the kernel probe.
     #[arg(long)]
     pub no_probe: bool,
+    /// Attach uprobes to the proxies' TLS libraries (OpenSSL, Go's crypto/tls), so that the
+    /// errors they encrypt for their clients are seen; off by default on a node agent until
+    /// their cost on a busy TLS proxy is down (see docs/tls.md).
+    #[arg(long)]
+    pub tls: bool,
     /// Where the kubelet keeps pod logs, which name this node's pods: a proxy in a pod is
     /// labelled with its namespace and pod.
     #[arg(long, value_name = "DIR", default_value = "/var/log/pods")]
@@ -141,5 +146,6 @@ fn options(args: &Args) -> anyhow::Result<AgentOptions> {
         },
         max_upstreams: args.max_upstreams,
         max_connections: args.max_connections,
+        tls: args.tls,
     })
 }

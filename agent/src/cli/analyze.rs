@@ -92,6 +92,13 @@ fn analyze(args: &Args) -> Result<()> {
     if let Some(ledger) = ledger {
         engine.set_ledger(ledger);
     }
+    for dir in args.files.iter().filter(|p| bundle::is_bundle(p)) {
+        let copies = tracer::plaintext::read_bundle(dir)
+            .with_context(|| format!("cannot read the bundle {}", dir.display()))?;
+        for rec in copies {
+            engine.plaintext(rec);
+        }
+    }
     let mut sides = Sides::new();
     for seg in segments.by_ref() {
         sides.push(&seg);

@@ -84,6 +84,11 @@ pub struct Args {
     /// Packets only: do not load the kernel probe.
     #[arg(long)]
     pub no_probe: bool,
+    /// Do not attach uprobes to the proxy's TLS library (OpenSSL, Go's crypto/tls): the
+    /// responses it encrypts for its clients are then not seen (see docs/tls.md for what the
+    /// uprobes cost a busy TLS proxy).
+    #[arg(long)]
+    pub no_tls: bool,
     /// Also write the report as one self-contained HTML page (summary, timelines of
     /// examples, idle-time distributions) to FILE at the end.
     #[arg(long, value_name = "FILE")]
@@ -388,6 +393,7 @@ fn capture(args: &Args) -> Result<()> {
         bundle,
         keep_verdicts: true,
         max_connections: args.max_connections,
+        tls: !args.no_tls,
     })?;
     for n in &notices {
         note!("{n}");

@@ -176,6 +176,18 @@ impl Correlator {
         };
         if let Some(v) = verdict {
             self.mark_judged(conn, index);
+            if role == Role::Down {
+                // the verdict covers its last attempt, whose own check then has nothing to
+                // judge even once this exchange is no longer kept
+                let last = self
+                    .conns
+                    .get(&conn)
+                    .and_then(|c| c.ex(index))
+                    .and_then(|e| e.attempts.last().copied());
+                if let Some((ac, ai)) = last {
+                    self.mark_judged(ac, ai);
+                }
+            }
             let v = self.vet(v);
             self.verdicts_out.push(v);
         }

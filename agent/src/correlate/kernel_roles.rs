@@ -12,16 +12,23 @@ use super::Role;
 use crate::flow::ConnInfo;
 use crate::kernel::{Opened, SocketOpen};
 
-/// Sockets remembered (a long capture forgets the oldest half at this size).
-const MAX_SOCKETS: usize = 1 << 18;
+/// Sockets remembered per generation: at this size the older generation is dropped and the
+/// current one becomes it, so at most twice this many are kept, the newest always. A
+/// connection's role is asked when it is first seen, moments after its opening; a busy
+/// proxy (600 new sockets a second in the lab's seed) cycles a generation in about a
+/// minute. Before, one map grew to 262 144 sockets (some 30 MiB) before it was cleared,
+/// and kept its capacity.
+const GENERATION: usize = 1 << 15;
 
 /// What the kernel said about sockets, for roles.
 #[derive(Debug, Default)]
 pub struct KernelRoles {
     /// Per process: (sockets it accepted, sockets it connected).
     procs: HashMap<u32, (u32, u32)>,
-    /// (local, remote) → how the socket was opened and its owner, when known.
+    /// (local, remote) → how the socket was opened and its owner, when known: the current
+    /// generation, and the one before it.
     sockets: HashMap<(SocketAddr, SocketAddr), (Opened, Option<u32>)>,
+    older: HashMap<(SocketAddr, SocketAddr), (Opened, Option<u32>)>,
     /// Local endpoints of accepted sockets → the processes seen accepting there.
     listeners: HashMap<SocketAddr, HashSet<u32>>,
 }
@@ -29,10 +36,13 @@ pub struct KernelRoles {
 impl KernelRoles {
     /// Takes one socket opening.
     pub fn saw(&mut self, s: SocketOpen) {
-        if self.sockets.len() >= MAX_SOCKETS {
-            self.sockets.clear();
+        if self.sockets.len() >= GENERATION {
+            self.older = std::mem::take(&mut self.sockets);
         }
-        let prev = self.sockets.insert((s.local, s.remote), (s.opened, s.pid));
+        let prev = self
+            .sockets
+            .insert((s.local, s.remote), (s.opened, s.pid))
+            .or_else(|| self.older.get(&(s.local, s.remote)).copied());
         let Some(pid) = s.pid else { return };
         if prev.is_some_and(|(_, p)| p == Some(pid)) {
             return; // already counted
@@ -45,6 +55,19 @@ impl KernelRoles {
             }
             Opened::Active => n.1 += 1,
         }
+    }
+
+    /// What is known of socket (local, remote), in either generation.
+    fn socket(&self, local: SocketAddr, remote: SocketAddr) -> Option<&(Opened, Option<u32>)> {
+        self.sockets
+            .get(&(local, remote))
+            .or_else(|| self.older.get(&(local, remote)))
+    }
+
+    /// Sockets remembered now (at most twice [`GENERATION`]).
+    #[must_use]
+    pub fn remembered(&self) -> usize {
+        self.sockets.len() + self.older.len()
     }
 
     /// `pid` both accepts connections and makes them: a proxy.
@@ -66,10 +89,10 @@ impl KernelRoles {
     /// The role of a connection as the kernel tells it, when it does.
     #[must_use]
     pub fn role(&self, info: &ConnInfo) -> Option<Role> {
-        if self.sockets.is_empty() {
+        if self.sockets.is_empty() && self.older.is_empty() {
             return None;
         }
-        let client_side = self.sockets.get(&(info.client, info.server));
+        let client_side = self.socket(info.client, info.server);
         // The proxy connected it: it faces the upstream.
         if let Some(&(Opened::Active, Some(pid))) = client_side {
             if self.is_proxy(pid) {
@@ -77,7 +100,7 @@ impl KernelRoles {
             }
         }
         // The proxy accepted it, or it goes to where the proxy accepts: it faces a client.
-        let server_side = self.sockets.get(&(info.server, info.client));
+        let server_side = self.socket(info.server, info.client);
         if let Some(&(Opened::Passive, Some(pid))) = server_side {
             if self.is_proxy(pid) {
                 return Some(Role::Down);
@@ -252,5 +275,30 @@ mod tests {
             Some(2),
         ));
         assert_eq!(k.role(&conn("127.0.0.1:40000", "127.0.0.1:8080")), None);
+    }
+
+    #[test]
+    fn memory_is_bounded_and_the_newest_sockets_are_kept() {
+        let mut k = KernelRoles::default();
+        // the proxy: accepts and connects
+        k.saw(open("10.0.0.2:80", "10.0.0.1:1", Opened::Passive, Some(7)));
+        k.saw(open("10.0.0.2:2", "10.0.0.3:9000", Opened::Active, Some(7)));
+        for i in 0..(3 * GENERATION as u32) {
+            let port = 1024 + (i % 60_000) as u16;
+            let host = i / 60_000;
+            k.saw(open(
+                &format!("10.0.{host}.2:{port}"),
+                "10.0.0.3:9000",
+                Opened::Active,
+                Some(7),
+            ));
+        }
+        assert!(k.remembered() <= 2 * GENERATION, "{}", k.remembered());
+        let last = 3 * GENERATION as u32 - 1;
+        let newest = conn(
+            &format!("10.0.{}.2:{}", last / 60_000, 1024 + (last % 60_000) as u16),
+            "10.0.0.3:9000",
+        );
+        assert_eq!(k.role(&newest), Some(Role::Up), "the newest is still known");
     }
 }

@@ -54,6 +54,9 @@ pub enum Role {
     Unknown,
 }
 
+/// Client and server addresses remembered for roles, each.
+const MAX_IPS: usize = 65_536;
+
 /// What is known about roles.
 #[derive(Debug, Default)]
 pub struct Roles {
@@ -89,8 +92,14 @@ impl Roles {
     /// Notes a connection's endpoints (connections whose opener was seen only).
     pub fn saw(&mut self, info: &ConnInfo) {
         if info.opener_known {
-            self.client_ips.insert(info.client.ip());
-            self.server_ips.insert(info.server.ip());
+            // (bounded: an ingress sees ever new client addresses; the first ones teach
+            // what there is to learn, the proxy's own among them)
+            if self.client_ips.len() < MAX_IPS {
+                self.client_ips.insert(info.client.ip());
+            }
+            if self.server_ips.len() < MAX_IPS {
+                self.server_ips.insert(info.server.ip());
+            }
         }
     }
 

@@ -7,8 +7,15 @@ use crate::flow::{ConnId, ConnInfo};
 use crate::http::{RequestHead, ResponseHead};
 use crate::verdict::Conn;
 
-/// Exchanges kept per connection (older ones are dropped).
+/// Settled exchanges kept per connection (see [`Ex::settled`]); the oldest settled one
+/// goes first.
 pub const KEEP_EXCHANGES: usize = 64;
+
+/// Exchanges kept per connection at most, settled or not. An error is judged a second
+/// after it happened and one HTTP/2 connection carries every request of a client, a
+/// thousand a second and more: those still to be judged are kept past [`KEEP_EXCHANGES`],
+/// and this bounds what one connection can hold when nothing settles.
+pub const MAX_EXCHANGES: usize = 1024;
 
 /// Reference to one exchange.
 pub type ExRef = (ConnId, u32);
@@ -40,6 +47,15 @@ impl Ex {
     #[must_use]
     pub fn status(&self) -> Option<u16> {
         self.res.as_ref().map(|r| r.status)
+    }
+
+    /// Nothing is left to judge: a verdict was made, or its response came whole and is not
+    /// an error, or it is a number the connection skipped (no request, no response).
+    #[must_use]
+    pub fn settled(&self) -> bool {
+        self.judged
+            || (self.res_end_ns.is_some() && self.status().is_some_and(|s| s < 500))
+            || (self.req.is_none() && self.res.is_none())
     }
 }
 
@@ -101,40 +117,59 @@ impl CConn {
         }
     }
 
+    /// Where the exchange numbered `index` is kept, or where it would go (exchanges are kept
+    /// in order of their numbers, with gaps where some were dropped).
+    fn position(&self, index: u32) -> Result<usize, usize> {
+        match self.exchanges.back() {
+            None => Err(0),
+            Some(last) if last.index == index => Ok(self.exchanges.len() - 1),
+            Some(last) if last.index < index => Err(self.exchanges.len()),
+            Some(_) => self.exchanges.binary_search_by_key(&index, |e| e.index),
+        }
+    }
+
     #[must_use]
     pub fn ex(&self, index: u32) -> Option<&Ex> {
-        let first = self.exchanges.front()?.index;
-        self.exchanges.get(index.checked_sub(first)? as usize)
+        self.position(index).ok().map(|p| &self.exchanges[p])
     }
 
     pub fn ex_mut(&mut self, index: u32) -> Option<&mut Ex> {
-        let first = self.exchanges.front()?.index;
-        self.exchanges.get_mut(index.checked_sub(first)? as usize)
+        self.position(index).ok().map(|p| &mut self.exchanges[p])
     }
 
-    /// The exchange numbered `index`, created (with any skipped numbers) if new.
+    /// The exchange numbered `index`, created if new; then the oldest settled exchanges
+    /// (never this one) are dropped down to [`KEEP_EXCHANGES`], and any beyond
+    /// [`MAX_EXCHANGES`].
     pub fn ex_entry(&mut self, index: u32) -> &mut Ex {
-        let next = self.exchanges.back().map_or(index, |e| e.index + 1);
-        for i in next..=index {
-            self.exchanges.push_back(Ex {
-                index: i,
-                ..Ex::default()
-            });
-            if self.exchanges.len() > KEEP_EXCHANGES {
-                self.exchanges.pop_front();
-            }
+        if let Err(p) = self.position(index) {
+            self.exchanges.insert(
+                p,
+                Ex {
+                    index,
+                    ..Ex::default()
+                },
+            );
+            self.trim(index);
         }
-        if self.ex(index).is_none() {
-            // older than what is kept: reuse a scratch slot at the back
-            self.exchanges.push_back(Ex {
-                index,
-                ..Ex::default()
-            });
+        let p = self.position(index).expect("just kept");
+        &mut self.exchanges[p]
+    }
+
+    fn trim(&mut self, keep: u32) {
+        while self.exchanges.len() > KEEP_EXCHANGES {
+            let settled = self
+                .exchanges
+                .iter()
+                .position(|e| e.index != keep && e.settled());
+            let drop = match settled {
+                Some(p) => p,
+                None if self.exchanges.len() > MAX_EXCHANGES => {
+                    usize::from(self.exchanges.front().is_some_and(|e| e.index == keep))
+                }
+                None => break,
+            };
+            self.exchanges.remove(drop);
         }
-        let first = self.exchanges.front().map_or(index, |e| e.index);
-        let pos = (index - first) as usize;
-        let last = self.exchanges.len() - 1;
-        self.exchanges.get_mut(pos.min(last)).expect("not empty")
     }
 
     /// The upstream side (server) closed first: its FIN or RST time, whichever came first.
@@ -207,5 +242,74 @@ pub fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, None) => x,
         (None, y) => y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::ConnId;
+
+    fn conn() -> CConn {
+        let a: std::net::SocketAddr = "198.18.1.1:40000".parse().unwrap();
+        let b: std::net::SocketAddr = "198.18.1.2:8443".parse().unwrap();
+        CConn::new(ConnInfo {
+            id: ConnId(1),
+            client: a,
+            server: b,
+            opener_known: true,
+            first_ns: 0,
+            syn_ns: None,
+        })
+    }
+
+    fn request(c: &mut CConn, i: u32) {
+        c.ex_entry(i).req = Some(RequestHead::default());
+    }
+
+    fn answer(c: &mut CConn, i: u32, status: u16) {
+        let e = c.ex_entry(i);
+        e.res = Some(ResponseHead {
+            status,
+            ..ResponseHead::default()
+        });
+        e.res_end_ns = Some(1);
+    }
+
+    #[test]
+    fn an_error_still_to_judge_outlives_thousands_of_answered_exchanges() {
+        let mut c = conn();
+        request(&mut c, 1);
+        answer(&mut c, 1, 502);
+        for i in 2..5000 {
+            request(&mut c, i);
+            answer(&mut c, i, 200);
+        }
+        assert_eq!(c.exchanges.len(), KEEP_EXCHANGES);
+        assert_eq!(c.ex(1).and_then(Ex::status), Some(502));
+        assert!(c.ex(2).is_none(), "the oldest answered one went first");
+        assert_eq!(c.ex(4999).and_then(Ex::status), Some(200));
+        // judged, it may go too
+        c.ex_mut(1).unwrap().judged = true;
+        request(&mut c, 5000);
+        assert!(c.ex(1).is_none());
+    }
+
+    #[test]
+    fn nothing_settling_is_still_bounded() {
+        let mut c = conn();
+        for i in 1..3000 {
+            request(&mut c, i);
+        }
+        assert_eq!(c.exchanges.len(), MAX_EXCHANGES);
+        assert!(c.ex(2999).is_some() && c.ex(1).is_none());
+        // an old number comes back: kept in order, found again
+        request(&mut c, 1);
+        assert!(c.ex(1).is_some_and(|e| e.req.is_some()));
+        assert!(c
+            .exchanges
+            .iter()
+            .zip(c.exchanges.iter().skip(1))
+            .all(|(a, b)| a.index < b.index));
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod framer;
+pub mod h2;
 pub mod head;
 
 pub use conn::{HttpConn, HttpEvent};

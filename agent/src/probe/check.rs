@@ -182,6 +182,7 @@ pub fn check() -> CheckReport {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let config = ProbeConfig {
         ports: vec![port],
+        tls: true,
         ..ProbeConfig::default()
     };
     let started = Instant::now();
@@ -203,6 +204,7 @@ pub fn check() -> CheckReport {
             Some(e) => r.push(&a.tracepoint, Fail, e.clone()),
         }
     }
+    tls_items(&mut r, probe.tls());
     // The sparse-capture filter: loaded by the verifier, attachable to a socket.
     let select = match probe.selector() {
         Err(e) => Err(e.to_string()),
@@ -269,6 +271,28 @@ pub fn check() -> CheckReport {
         Err(e) => r.push("lost events", Fail, e.to_string()),
     }
     r
+}
+
+/// One item per server of this network namespace that uses a TLS library: whether the
+/// uprobes that read its plaintext attached. Without them tracer still works, from packets
+/// and the tracepoints, but cannot read the client side of a TLS connection.
+fn tls_items(r: &mut CheckReport, tls: &[super::TlsAttachment]) {
+    if tls.is_empty() {
+        r.push(
+            "TLS uprobes",
+            CheckStatus::Ok,
+            "no server in this network namespace uses OpenSSL or Go crypto/tls: nothing to attach \
+             (tracer capture attaches to the proxies it follows)",
+        );
+    }
+    for t in tls {
+        let status = if t.error.is_none() && t.probes > 0 {
+            CheckStatus::Ok
+        } else {
+            CheckStatus::Warn
+        };
+        r.push("TLS uprobes", status, t.to_string());
+    }
 }
 
 /// Connects to `listener`, lets the server side close, reads the EOF, then collects events.

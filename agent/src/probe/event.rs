@@ -7,10 +7,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::Serialize;
+use tracer_common::tls::{op, tls_flags, RawTlsEvent, RAW_TLS_EVENT_SIZE, TLS_HEAD_MAX};
 use tracer_common::{flags, kind, tcp_state, RawSockEvent, AF_INET, AF_INET6, RAW_SOCK_EVENT_SIZE};
 
 /// What happened to the socket, with the values that matter for each kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SockEventKind {
     /// TCP state change `old` → `new` (kernel numbering, see [`tcp_state`]).
@@ -33,6 +34,49 @@ pub enum SockEventKind {
     Destroy,
     /// A segment was retransmitted; `err` is 0 when it was sent.
     Retransmit { err: i64 },
+    /// The process handed its TLS library plaintext to send (`write`) or got plaintext
+    /// from it (a read): `len` bytes, of which `data` holds the first (a message head).
+    /// `conn` is the library's connection object; `by_conn` says the socket was named by
+    /// that object's last socket, not by the call's own socket operation. `close`: the
+    /// process ended the TLS session instead (no data).
+    TlsData {
+        write: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        close: bool,
+        len: u64,
+        conn: u64,
+        by_conn: bool,
+        #[serde(with = "hex")]
+        data: Vec<u8>,
+    },
+}
+
+/// Plaintext bytes in `events.jsonl`, as lowercase hex (HTTP/2 frames are binary).
+mod hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = String::with_capacity(b.len() * 2);
+        for byte in b {
+            out.push_str(&format!("{byte:02x}"));
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("odd number of hex digits"));
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                s.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| serde::de::Error::custom("not hex"))
+            })
+            .collect()
+    }
 }
 
 /// One kernel event about one TCP socket, as the engine sees it.
@@ -88,9 +132,53 @@ pub fn decode_raw(bytes: &[u8]) -> Result<RawSockEvent, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawSockEvent>()) })
 }
 
-/// Decodes one ring-buffer record.
+/// Decodes one ring-buffer record: a socket event, or a TLS plaintext copy (told apart by
+/// the `kind` both layouts keep at the same offset).
 pub fn decode(bytes: &[u8]) -> Result<SockEvent, DecodeError> {
+    let kind_at = std::mem::offset_of!(RawSockEvent, kind);
+    let kind = bytes
+        .get(kind_at..kind_at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes);
+    if kind == Some(kind::TLS_DATA) {
+        return Ok(from_raw_tls(&decode_raw_tls(bytes)?));
+    }
     from_raw(&decode_raw(bytes)?)
+}
+
+/// Reinterprets a record as a TLS plaintext copy, after a length check.
+pub fn decode_raw_tls(bytes: &[u8]) -> Result<RawTlsEvent, DecodeError> {
+    if bytes.len() < RAW_TLS_EVENT_SIZE {
+        return Err(DecodeError::TooShort(bytes.len()));
+    }
+    // SAFETY: `bytes` holds at least `size_of::<RawTlsEvent>()` bytes (checked above; the
+    // size is pinned in tracer-common), `read_unaligned` has no alignment requirement, and
+    // every bit pattern is a valid `RawTlsEvent` (integers and byte arrays only).
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawTlsEvent>()) })
+}
+
+/// Turns a TLS plaintext copy into the engine's event.
+pub fn from_raw_tls(raw: &RawTlsEvent) -> SockEvent {
+    let copied = usize::from(raw.copied).min(TLS_HEAD_MAX);
+    SockEvent {
+        ktime_ns: raw.ktime_ns,
+        skaddr: raw.skaddr,
+        kind: SockEventKind::TlsData {
+            write: raw.dir == op::WRITE,
+            close: raw.dir == op::CLOSE,
+            len: raw.len,
+            conn: raw.conn,
+            by_conn: raw.flags & tls_flags::SOCKET_BY_CONN != 0,
+            data: raw.data[..copied].to_vec(),
+        },
+        state: 0,
+        pid: Some(raw.pid),
+        tid: Some(raw.tid),
+        comm: None,
+        netns: (raw.netns != 0).then_some(raw.netns),
+        local: sockaddr(raw.family, &raw.saddr, raw.sport),
+        remote: sockaddr(raw.family, &raw.daddr, raw.dport),
+    }
 }
 
 /// Turns the shared layout into the engine's event.
@@ -308,6 +396,61 @@ mod tests {
         };
         let e = decode(&bytes_of(&raw)).unwrap();
         assert_eq!(e.local, Some("[::1]:40000".parse().unwrap()));
+    }
+
+    #[test]
+    fn tls_plaintext_is_told_apart_by_kind_and_keeps_only_the_copied_bytes() {
+        let mut raw = RawTlsEvent {
+            ktime_ns: 7,
+            skaddr: 0xffff_8880_0000_2000,
+            kind: kind::TLS_DATA,
+            pid: 10,
+            tid: 11,
+            dir: op::WRITE,
+            len: 4096,
+            conn: 0xc000_1000,
+            saddr: TEMPLATE.saddr,
+            daddr: TEMPLATE.daddr,
+            family: AF_INET,
+            sport: 443,
+            dport: 50_000,
+            copied: 12,
+            flags: tls_flags::SOCKET_BY_THREAD | tls_flags::TRUNCATED,
+            netns: 0,
+            data: [0; TLS_HEAD_MAX],
+        };
+        raw.data[..12].copy_from_slice(b"HTTP/1.1 502");
+        // SAFETY: a plain-data struct read as its bytes.
+        let b = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const RawTlsEvent).cast::<u8>(),
+                RAW_TLS_EVENT_SIZE,
+            )
+        };
+        let e = decode(b).unwrap();
+        assert_eq!(
+            e.kind,
+            SockEventKind::TlsData {
+                write: true,
+                close: false,
+                len: 4096,
+                conn: 0xc000_1000,
+                by_conn: false,
+                data: b"HTTP/1.1 502".to_vec()
+            }
+        );
+        assert_eq!(e.local, Some("127.0.0.1:443".parse().unwrap()));
+        assert_eq!(
+            decode(&b[..RAW_SOCK_EVENT_SIZE]),
+            Err(DecodeError::TooShort(RAW_SOCK_EVENT_SIZE))
+        );
+        // and back from events.jsonl
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(
+            json.contains("\"data\":\"485454502f312e3120353032\""),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<SockEvent>(&json).unwrap(), e);
     }
 
     #[test]

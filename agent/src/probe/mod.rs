@@ -11,10 +11,13 @@
 mod btf;
 mod check;
 mod clock;
+pub mod elf;
 mod event;
+pub mod gopclntab;
 mod layout;
 mod select;
 mod sys;
+pub mod tls;
 pub mod toolchain;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -24,13 +27,18 @@ use std::time::Duration;
 use aya::maps::{MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{ProgramError, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
+use tracer_common::tls::{tls_names, TlsConfig};
 use tracer_common::{names, Config, Tracepoint, MAX_FILTER_PORTS, TRACEPOINTS};
 
 pub use check::{check, CheckItem, CheckReport, CheckStatus};
 pub use clock::{monotonic_now_ns, ClockAlignment, ClockSample};
-pub use event::{decode, decode_raw, from_raw, DecodeError, SockEvent, SockEventKind};
+pub use event::{
+    decode, decode_raw, decode_raw_tls, from_raw, from_raw_tls, DecodeError, SockEvent,
+    SockEventKind,
+};
 pub use select::{ResponseCount, SelectTestRun, Selector};
-pub use sys::{missing_caps, Tracefs};
+pub use sys::{ensure_tracefs, missing_caps, Tracefs};
+pub use tls::{Library, TlsAttachment};
 pub use tracer_common::{kind, tcp_state, RawSockEvent};
 
 /// The kernel object built by `build.rs` (empty when it was built without the toolchain).
@@ -154,6 +162,9 @@ pub struct ProbeConfig {
     /// Sparse capture: how long a connection is kept whole after its SYN, its first data,
     /// a reuse or the reply to a kept request (5xx heads keep it for longer).
     pub sparse_hot: Duration,
+    /// Attach uprobes to the TLS library of the followed servers ([`tls`]): the `pid`
+    /// process and its children, else the processes with a listening TCP socket in `netns`.
+    pub tls: bool,
 }
 
 impl Default for ProbeConfig {
@@ -165,6 +176,7 @@ impl Default for ProbeConfig {
             pid: None,
             sparse_idle: Duration::from_nanos(Config::DEFAULT_IDLE_THRESHOLD_NS),
             sparse_hot: Duration::from_nanos(Config::DEFAULT_SELECT_HOT_NS),
+            tls: false,
         }
     }
 }
@@ -216,6 +228,13 @@ struct PodConfig(Config);
 // (its size is pinned in tracer-common), so every bit pattern is valid.
 unsafe impl aya::Pod for PodConfig {}
 
+/// [`TlsConfig`] as aya global data.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct PodTls(TlsConfig);
+// SAFETY: `TlsConfig` is `#[repr(C)]`, two `u32`s (its size is pinned in tracer-common).
+unsafe impl aya::Pod for PodTls {}
+
 /// Whether one tracepoint attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachOutcome {
@@ -234,6 +253,7 @@ pub struct Probe {
     tracefs: Tracefs,
     config: Config,
     decode_errors: u64,
+    tls: Vec<TlsAttachment>,
 }
 
 impl std::fmt::Debug for Probe {
@@ -243,6 +263,7 @@ impl std::fmt::Debug for Probe {
             .field("warnings", &self.warnings)
             .field("tracefs", &self.tracefs)
             .field("config", &self.config)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -278,9 +299,19 @@ impl Probe {
             }
         };
         let raw = config.to_raw(offsets)?;
+        let tls_plan = if config.tls {
+            tls::plan(config.pid, config.netns)
+        } else {
+            Vec::new()
+        };
+        let tls_on = TlsConfig {
+            enabled: u32::from(tls_plan.iter().any(|(_, s)| s.is_ok())),
+            _pad0: 0,
+        };
 
         let mut ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &PodConfig(raw), true)
+            .override_global(tls_names::CONFIG, &PodTls(tls_on), true)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
 
@@ -309,6 +340,8 @@ impl Probe {
             }
         }
 
+        let tls = tls::attach(&mut ebpf, &tls_plan);
+
         let map = ebpf.take_map(names::EVENTS).ok_or(ProbeError::Map {
             name: names::EVENTS,
             source: MapError::InvalidName {
@@ -327,7 +360,26 @@ impl Probe {
             tracefs,
             config: raw,
             decode_errors: 0,
+            tls,
         })
+    }
+
+    /// The TLS uprobes, per followed process (empty unless [`ProbeConfig::tls`] found one).
+    pub fn tls(&self) -> &[TlsAttachment] {
+        &self.tls
+    }
+
+    /// How often the TLS programs ran and for how long, per program name: the kernel counts
+    /// only while BPF run-time statistics are enabled (`aya::sys::enable_stats`), so this is
+    /// for benchmarks. One entry per loaded TLS program.
+    pub fn tls_program_stats(&self) -> Vec<(&'static str, u64, Duration)> {
+        [tls_names::ENTRY, tls_names::OPENSSL_RET]
+            .into_iter()
+            .filter_map(|name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some((name, info.run_count(), info.run_time()))
+            })
+            .collect()
     }
 
     /// Which tracepoints attached, and why the others did not.
@@ -465,6 +517,7 @@ mod tests {
             pid: Some(7),
             sparse_idle: Duration::from_millis(400),
             sparse_hot: Duration::from_millis(30),
+            tls: false,
         }
         .to_raw(Some((48, 120)))
         .unwrap();

@@ -14,15 +14,16 @@ use crate::scenario::{require_program, Launcher, PROXY_PORT};
 use crate::truth::TruthRow;
 
 /// Writes the Caddyfile proxying to `upstream` (`ip:port`) and starts Caddy in the proxy
-/// namespace; with `tls`, the clients' side is HTTPS with a certificate from Caddy's own
-/// internal CA (nothing is installed in the system's trust store). Returns once it listens.
+/// namespace; with `tls`, the clients' side is HTTPS for the lab's name
+/// ([`crate::load_tls::SERVER_NAME`]) with a certificate from Caddy's own internal CA
+/// (nothing is installed in the system's trust store). Returns once it listens.
 pub fn start(l: &mut dyn Launcher, upstream: &str, tls: bool) -> Result<()> {
     let h = l.hosts().clone();
     let dir = l.dir().to_path_buf();
     let (global, site, site_tls) = if tls {
         (
             "\tauto_https disable_redirects\n\tskip_install_trust\n",
-            format!("https://{}:{PROXY_PORT}", h.proxy_front_ip),
+            format!("https://{}:{PROXY_PORT}", crate::load_tls::SERVER_NAME),
             "\ttls internal\n",
         )
     } else {
@@ -52,6 +53,10 @@ pub fn ground_truth(dir: &Path, results: &[ClientResult]) -> Result<Vec<TruthRow
     let mut access: HashMap<u64, caddy::CaddyEntry> = HashMap::new();
     let mut errors: HashMap<u64, caddy::CaddyEntry> = HashMap::new();
     for file in ["caddy-access.log", "caddy-error.log"] {
+        // Behind TLS, Caddy may write the site's access lines to its default log alone.
+        if file == "caddy-access.log" && !dir.join(file).exists() {
+            continue;
+        }
         let text =
             std::fs::read_to_string(dir.join(file)).with_context(|| format!("reading {file}"))?;
         for e in text.lines().filter_map(caddy::parse_line) {

@@ -133,7 +133,6 @@ impl Scenario for Contrast {
             },
             path: self.path(),
             body_len: 120,
-            tls: false,
         }
     }
 

@@ -19,6 +19,11 @@ pub const LOG: &str = "haproxy.out";
 /// Writes `haproxy.cfg` proxying to `upstream` (`ip:port`) and starts HAProxy in the proxy
 /// namespace; returns once it listens.
 pub fn start(l: &mut dyn Launcher, upstream: &str) -> Result<()> {
+    start_with(l, upstream, "")
+}
+
+/// [`start`] with `bind` appended to the frontend's `bind` line (` ssl crt …`).
+pub fn start_with(l: &mut dyn Launcher, upstream: &str, bind: &str) -> Result<()> {
     let h = l.hosts().clone();
     let dir = l.dir().to_path_buf();
     let cfg = format!(
@@ -34,7 +39,7 @@ pub fn start(l: &mut dyn Launcher, upstream: &str) -> Result<()> {
          \x20 timeout client 30s\n\
          \x20 timeout server 30s\n\
          frontend lab\n\
-         \x20 bind {front}:{PROXY_PORT}\n\
+         \x20 bind {front}:{PROXY_PORT}{bind}\n\
          \x20 http-request capture req.hdr(X-Request-Id) len 24\n\
          \x20 log-format \"{format}\"\n\
          \x20 default_backend app\n\

@@ -37,22 +37,7 @@ impl Scenario for HaproxyGunicorn {
     }
 
     fn start(&self, l: &mut dyn Launcher) -> Result<()> {
-        let h = l.hosts().clone();
-        let dir = l.dir().to_path_buf();
-        std::fs::write(dir.join("app.py"), APP)?;
-        let mut gunicorn = Command::new(require_program("gunicorn", "gunicorn")?);
-        gunicorn
-            .args(["--bind", &format!("{}:{UPSTREAM_PORT}", h.upstream_ip)])
-            .args(["--worker-class", "gthread", "--workers", "1"])
-            .args(["--threads", &(2 * CLIENTS).to_string()])
-            .args(["--keep-alive", &KEEPALIVE_S.to_string()])
-            .args(["--graceful-timeout", "1", "--chdir"])
-            .arg(&dir)
-            .arg("app:application")
-            .env("TICK_MS", TICK_MS.to_string());
-        l.spawn(&h.upstream_ns, "gunicorn", gunicorn)?;
-        l.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
-        haproxy::start(l, &format!("{}:{UPSTREAM_PORT}", h.upstream_ip))
+        start_with(l, "")
     }
 
     fn load(&self) -> LoadProfile {
@@ -68,7 +53,6 @@ impl Scenario for HaproxyGunicorn {
             client_timeout: Duration::from_secs(5),
             path: "/api/orders".into(),
             body_len: 120,
-            tls: false,
         }
     }
 
@@ -82,4 +66,24 @@ impl Scenario for HaproxyGunicorn {
             only_cause: None,
         }
     }
+}
+
+/// Starts gunicorn, then HAProxy with `bind` appended to its `bind` line (` ssl crt …`).
+pub fn start_with(l: &mut dyn Launcher, bind: &str) -> Result<()> {
+    let h = l.hosts().clone();
+    let dir = l.dir().to_path_buf();
+    std::fs::write(dir.join("app.py"), APP)?;
+    let mut gunicorn = Command::new(require_program("gunicorn", "gunicorn")?);
+    gunicorn
+        .args(["--bind", &format!("{}:{UPSTREAM_PORT}", h.upstream_ip)])
+        .args(["--worker-class", "gthread", "--workers", "1"])
+        .args(["--threads", &(2 * CLIENTS).to_string()])
+        .args(["--keep-alive", &KEEPALIVE_S.to_string()])
+        .args(["--graceful-timeout", "1", "--chdir"])
+        .arg(&dir)
+        .arg("app:application")
+        .env("TICK_MS", TICK_MS.to_string());
+    l.spawn(&h.upstream_ns, "gunicorn", gunicorn)?;
+    l.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
+    haproxy::start_with(l, &format!("{}:{UPSTREAM_PORT}", h.upstream_ip), bind)
 }

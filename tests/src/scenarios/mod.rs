@@ -12,21 +12,18 @@ pub mod nginx;
 pub mod nginx_node;
 pub mod node;
 pub mod seed;
+pub mod tls;
 
 /// All scenarios.
 pub fn all() -> Vec<Box<dyn Scenario>> {
     vec![
         Box::new(seed::CaddyUwsgi {
             fixed: false,
-            tls: false,
+            front: seed::Front::Plain,
         }),
         Box::new(seed::CaddyUwsgi {
             fixed: true,
-            tls: false,
-        }),
-        Box::new(seed::CaddyUwsgi {
-            fixed: false,
-            tls: true,
+            front: seed::Front::Plain,
         }),
         Box::new(nginx_node::NginxNode),
         Box::new(haproxy_gunicorn::HaproxyGunicorn),
@@ -38,6 +35,17 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(contrast::Contrast(contrast::Kind::ClientAbort)),
         Box::new(contrast::Contrast(contrast::Kind::Upstream500)),
         Box::new(contrast::Contrast(contrast::Kind::Upstream502)),
+        // The client side behind TLS (and HTTP/2): the probe's uprobes read it.
+        Box::new(tls::NginxNodeTls),
+        Box::new(seed::CaddyUwsgi {
+            fixed: false,
+            front: seed::Front::Tls,
+        }),
+        Box::new(tls::HaproxyGunicornTls),
+        Box::new(seed::CaddyUwsgi {
+            fixed: false,
+            front: seed::Front::Http2,
+        }),
     ]
 }
 

@@ -21,6 +21,19 @@ pub const ERROR_LOG: &str = "nginx-error.log";
 /// keep-alive pool of `keepalive` connections, with `extra` directives in the location, and
 /// starts nginx in the proxy namespace; returns once it listens.
 pub fn start(l: &mut dyn Launcher, upstream: &str, keepalive: u32, extra: &str) -> Result<()> {
+    start_with(l, upstream, keepalive, extra, "", "")
+}
+
+/// [`start`], with `listen` appended to the `listen` directive (` ssl`) and `server`
+/// lines in the `server` block (the certificate).
+pub fn start_with(
+    l: &mut dyn Launcher,
+    upstream: &str,
+    keepalive: u32,
+    extra: &str,
+    listen: &str,
+    server: &str,
+) -> Result<()> {
     let h = l.hosts().clone();
     let dir = l.dir().to_path_buf();
     let d = dir.display();
@@ -44,7 +57,8 @@ pub fn start(l: &mut dyn Launcher, upstream: &str, keepalive: u32, extra: &str) 
          \x20   keepalive {keepalive};\n\
          \x20 }}\n\
          \x20 server {{\n\
-         \x20   listen {front}:{PROXY_PORT};\n\
+         \x20   listen {front}:{PROXY_PORT}{listen};\n\
+         \x20   {server}\n\
          \x20   location / {{\n\
          \x20     proxy_pass http://app;\n\
          \x20     proxy_http_version 1.1;\n\

@@ -17,7 +17,7 @@ use crate::scenarios::node;
 use crate::truth::TruthRow;
 
 /// Concurrent clients; nginx keeps at least this many idle upstream connections.
-const CLIENTS: u32 = 48;
+pub const CLIENTS: u32 = 48;
 
 pub struct NginxNode;
 

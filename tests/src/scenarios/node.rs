@@ -54,6 +54,5 @@ pub fn race_load(requests: u32, clients: u32, max_duration: Duration) -> LoadPro
         client_timeout: Duration::from_secs(5),
         path: "/api/orders".into(),
         body_len: 120,
-        tls: false,
     }
 }

@@ -8,7 +8,11 @@
 //! **seed-tls**: the seed with Caddy terminating TLS for the clients (`tls internal`), as
 //! most ingresses do: the client leg of a capture is unreadable, the upstream leg plain.
 //! Races that reached uwsgi show on the upstream leg; those Caddy never sent (`server
-//! closed idle connection`) leave nothing readable there.
+//! closed idle connection`) leave nothing readable there, only in the plaintext Caddy hands
+//! Go's crypto/tls (the probe's uprobes).
+//!
+//! **seed-h2**: `seed-tls` with HTTP/2 clients (`curl --http2`), every request of the load
+//! multiplexed on one connection: the 502s are in HPACK-encoded HEADERS frames.
 
 use std::path::Path;
 use std::process::Command;
@@ -17,6 +21,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::load::{ClientResult, LoadProfile, Pacing};
+use crate::load_tls::Client;
 use crate::scenario::{require_program, Expectation, Launcher, Scenario, UPSTREAM_PORT};
 use crate::scenarios::caddy;
 use crate::truth::TruthRow;
@@ -27,30 +32,49 @@ const APP: &str = include_str!("../../lab/uwsgi/app.py");
 pub struct CaddyUwsgi {
     /// Run uwsgi with `--http-keepalive` (the fix).
     pub fixed: bool,
-    /// Caddy terminates TLS for the clients (`tls internal`); the upstream leg stays plain.
-    pub tls: bool,
+    /// How clients reach Caddy.
+    pub front: Front,
+}
+
+/// Caddy's client side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// Plain HTTP/1.1 (the field report's lab).
+    Plain,
+    /// TLS with Caddy's own certificate (`tls internal`), HTTP/1.1 clients, a connection
+    /// per request.
+    Tls,
+    /// TLS, HTTP/2 clients (`curl --http2`), every request on one connection.
+    Http2,
 }
 
 impl Scenario for CaddyUwsgi {
     fn name(&self) -> &'static str {
-        match (self.fixed, self.tls) {
+        match (self.fixed, self.front) {
             (true, _) => "fixed",
-            (false, true) => "seed-tls",
-            (false, false) => "seed",
+            (false, Front::Plain) => "seed",
+            (false, Front::Tls) => "seed-tls",
+            (false, Front::Http2) => "seed-h2",
         }
     }
 
     fn about(&self) -> &'static str {
-        match (self.fixed, self.tls) {
+        match (self.fixed, self.front) {
             (true, _) => "caddy -> uwsgi --http --http-keepalive: the seed with the fix applied, no 502",
-            (false, true) => "the seed with Caddy terminating TLS for the clients (tls internal): the client leg is encrypted",
-            (false, false) => "caddy -> uwsgi --http without http-keepalive: keep-alive race 502s (the field report)",
+            (false, Front::Tls) => "the seed with Caddy terminating TLS for the clients (tls internal): the client leg is encrypted",
+            (false, Front::Http2) => "the seed with Caddy terminating TLS for HTTP/2 clients: 502s in HPACK-encoded headers",
+            (false, Front::Plain) => "caddy -> uwsgi --http without http-keepalive: keep-alive race 502s (the field report)",
         }
     }
 
-    fn client_tls(&self) -> bool {
-        self.tls
+    fn client(&self) -> Client {
+        match self.front {
+            Front::Plain => Client::Plain,
+            Front::Tls => Client::Tls { keep_alive: false },
+            Front::Http2 => Client::Http2,
+        }
     }
+
     fn start(&self, l: &mut dyn Launcher) -> Result<()> {
         let h = l.hosts().clone();
         let dir = l.dir().to_path_buf();
@@ -80,20 +104,22 @@ impl Scenario for CaddyUwsgi {
         l.spawn(&h.upstream_ns, "uwsgi", uwsgi)?;
         l.wait_listening(&h.upstream_ns, h.upstream_ip, UPSTREAM_PORT)?;
 
-        caddy::start(l, &format!("{}:{UPSTREAM_PORT}", h.upstream_ip), self.tls)
+        caddy::start(
+            l,
+            &format!("{}:{UPSTREAM_PORT}", h.upstream_ip),
+            self.front != Front::Plain,
+        )
     }
 
     fn load(&self) -> LoadProfile {
         LoadProfile {
-            // Each HTTPS request is a curl process: fewer of them, in as little time.
-            requests: if self.tls { 600 } else { 2000 },
+            requests: 2000,
             concurrency: 8,
             pacing: Pacing::BackToBack,
-            max_duration: Duration::from_secs(if self.tls { 25 } else { 40 }),
+            max_duration: Duration::from_secs(40),
             client_timeout: Duration::from_secs(5),
             path: "/account/users/login/".into(),
             body_len: 120,
-            tls: self.tls,
         }
     }
 
@@ -103,11 +129,12 @@ impl Scenario for CaddyUwsgi {
 
     fn expect(&self) -> Expectation {
         Expectation {
-            // Behind TLS the clients are slower (a curl each), and races rarer.
-            rate_502: match (self.fixed, self.tls) {
+            // Behind TLS each request costs the clients a handshake (or shares one
+            // connection), and races are rarer.
+            rate_502: match (self.fixed, self.front) {
                 (true, _) => (0.0, 0.0),
-                (false, true) => (0.01, 1.0),
-                (false, false) => (0.05, 1.0),
+                (false, Front::Plain) => (0.05, 1.0),
+                (false, _) => (0.01, 1.0),
             },
             only_cause: None,
         }
