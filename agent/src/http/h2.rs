@@ -494,7 +494,7 @@ impl H2Conn {
                 // HTTP/2 has no Keep-Alive header
                 keep_alive_timeout_s: None,
                 keep_alive_max: None,
-                // The body comes in DATA frames, not after the head.
+                // a DATA frame of its own, not read here
                 body_start: None,
             };
             out.push(HttpEvent::Response {

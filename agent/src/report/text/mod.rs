@@ -16,7 +16,7 @@ use std::fmt::Write;
 use super::sides::{Missing, OneSide};
 use super::{rfc3339, CaptureSummary, Options};
 use crate::engine::Analysis;
-use crate::verdict::{Cause, Verdict};
+use crate::verdict::{Cause, Upstream, Verdict};
 pub use wrap::{wrap, WIDTH};
 
 /// Renders the text report, query values redacted.
@@ -260,15 +260,16 @@ fn verdict_block(v: &Verdict, opts: Options, with_reason: bool, with_cause: bool
             );
         }
     } else if let Some(e) = key::evidence(v) {
+        // The upstream connection goes without saying: the sentence above names it.
+        let on = if v.upstream.as_ref().map(Upstream::conn) == Some(e.connection) {
+            String::new()
+        } else {
+            format!(" on {}", e.connection)
+        };
         s.push_str(&wrap(
             &format!("{BODY}evidence:"),
             BODY,
-            &format!(
-                "{} {} on {}",
-                time_of_day(e.ts_ns),
-                opts.text(&e.to_string()),
-                e.connection
-            ),
+            &format!("{} {}{on}", time_of_day(e.ts_ns), opts.text(&e.to_string())),
         ));
     }
     s
