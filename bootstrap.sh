@@ -20,6 +20,7 @@ fi
 #  dashboards: prometheus (prometheus and promtool: the rules' unit tests, and a real
 #              Prometheus that evaluates every panel query; tests start their own on a free port)
 #  deploy/:    python3-venv (kubernetes-validate, below)
+#  HTML report: chromium fonts-dejavu-core (headless screenshots of every scenario's page)
 PACKAGES="
   ca-certificates pkg-config gcc libc6-dev libpcap-dev
   rustc-web rust-web-src cargo-web llvm-22-dev
@@ -27,6 +28,7 @@ PACKAGES="
   nginx haproxy caddy uwsgi uwsgi-plugin-python3 gunicorn python3 nodejs wrk curl openssl
   prometheus
   python3-venv
+  chromium fonts-dejavu-core
 "
 missing=""
 for p in $PACKAGES; do

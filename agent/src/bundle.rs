@@ -4,8 +4,9 @@
 //! |---|---|
 //! | `capture.pcap` | every packet tracer analysed, in the order it analysed them (raw IP) |
 //! | `events.jsonl` | the kernel probe's events, one JSON object a line, on the pcap clock |
-//! | `evidence.pcap` | just the connections behind the verdicts, for Wireshark |
+//! | `evidence.pcapng` | just the connections behind the verdicts, for Wireshark; each packet a verdict rests on carries a comment (`frame.comment`) with the verdict's cause and summary |
 //! | `report.json` | the report (`tracer.report/v1`) |
+//! | `report.html` | the report as one self-contained page, with timelines |
 //!
 //! Reading `capture.pcap` and `events.jsonl` again gives the same verdicts.
 //!
@@ -21,7 +22,7 @@
 //! (a truncated `capture.pcap`, a last line of `events.jsonl` written halfway) with a
 //! warning.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -29,20 +30,23 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::capture::{open_many_with_frames, CaptureError, LinkType, PcapWriter, RawPacket};
+use crate::capture::{
+    open_many_with_frames, CaptureError, LinkType, PcapWriter, PcapngWriter, RawPacket,
+};
 use crate::flow::{key, Key};
 use crate::kernel::{KernelEvent, Ledger};
 use crate::verdict::Verdict;
 
 pub const CAPTURE: &str = "capture.pcap";
 pub const EVENTS: &str = "events.jsonl";
-pub const EVIDENCE: &str = "evidence.pcap";
+pub const EVIDENCE: &str = "evidence.pcapng";
 pub const REPORT: &str = "report.json";
+pub const HTML: &str = "report.html";
 /// Present when the capture was sparse (what `tracer capture` does by default): the packets are a
 /// selection, and `tracer analyze` must read them as such.
 pub const SPARSE: &str = "SPARSE";
 /// Every file name a bundle may hold: what a forced write replaces.
-pub const FILES: [&str; 5] = [CAPTURE, EVENTS, EVIDENCE, REPORT, SPARSE];
+pub const FILES: [&str; 6] = [CAPTURE, EVENTS, EVIDENCE, REPORT, HTML, SPARSE];
 /// A live bundle's packets and events reach the disk at least this often.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -361,8 +365,8 @@ impl BundleWriter {
         f.events.write_all(b"\n").map_err(io(&path))
     }
 
-    /// Puts the packet and event files on disk, then writes `evidence.pcap` (the
-    /// connections of `verdicts`) and `report.json`.
+    /// Puts the packet and event files on disk, then writes `evidence.pcapng` (the
+    /// connections of `verdicts`), `report.json` and `report.html`.
     ///
     /// # Errors
     /// When any of it cannot be written; the error names the file.
@@ -370,6 +374,7 @@ impl BundleWriter {
         mut self,
         verdicts: &[Verdict],
         report_json: &str,
+        report_html: &str,
     ) -> Result<PathBuf, BundleError> {
         if let Some(f) = self.flusher.take() {
             f.stop();
@@ -395,6 +400,7 @@ impl BundleWriter {
             verdicts,
         )?;
         write_private(&self.dir.join(REPORT), report_json.as_bytes())?;
+        write_private(&self.dir.join(HTML), report_html.as_bytes())?;
         Ok(self.dir.clone())
     }
 }
@@ -409,13 +415,20 @@ impl Drop for BundleWriter {
     }
 }
 
-/// Copies every packet of the connections behind `verdicts` from `inputs` into `out`.
+/// Copies every packet of the connections behind `verdicts` from `inputs` into a new
+/// pcapng file at `out` (raw IP), each packet a verdict's evidence names (its connection
+/// and time) with a comment per such verdict (see [`evidence_comment`]); returns how many
+/// packets were written.
+///
+/// # Errors
+/// When an input cannot be read or `out` cannot be written; the error names the file.
 pub fn write_evidence(
     inputs: &[PathBuf],
     out: &Path,
     verdicts: &[Verdict],
 ) -> Result<u64, BundleError> {
     let mut wanted: HashSet<Key> = HashSet::new();
+    let mut comments: HashMap<(Key, i64), Vec<String>> = HashMap::new();
     for v in verdicts {
         if let Some(d) = &v.downstream {
             wanted.insert(key(d.client, d.proxy));
@@ -423,19 +436,51 @@ pub fn write_evidence(
         if let Some(u) = &v.upstream {
             wanted.insert(key(u.proxy, u.server));
         }
+        for e in &v.evidence {
+            let c = evidence_comment(v, &e.to_string());
+            let k = key(e.connection.client, e.connection.server);
+            let at = comments.entry((k, e.ts_ns)).or_default();
+            if !at.contains(&c) {
+                at.push(c);
+            }
+        }
     }
     let file = create_private(out)?;
-    let mut w = PcapWriter::new(BufWriter::with_capacity(1 << 16, file), LinkType::RAW)
+    let mut w = PcapngWriter::new(BufWriter::with_capacity(1 << 16, file), LinkType::RAW)
         .map_err(|e| e.in_file(out))?;
     for (seg, raw) in open_many_with_frames(inputs)? {
-        if wanted.contains(&key(seg.src, seg.dst)) {
-            w.write(&raw).map_err(|e| e.in_file(out))?;
+        let k = key(seg.src, seg.dst);
+        if wanted.contains(&k) {
+            let c = comments.get(&(k, raw.ts_ns)).map_or(&[][..], Vec::as_slice);
+            w.write(&raw, c).map_err(|e| e.in_file(out))?;
         }
     }
     let n = w.written();
     let file = w.finish().map_err(|e| e.in_file(out))?;
     file.get_ref().sync_data().map_err(io(out))?;
     Ok(n)
+}
+
+/// The comment on a packet `v` rests on: `tracer: CAUSE[/SUBCAUSE] (CONFIDENCE): WHAT |
+/// verdict TIME: SUMMARY`, where `what` is what the verdict's evidence says of that packet
+/// and `TIME` the verdict's (RFC 3339, as the reports say it), which tells verdicts with
+/// the same summary apart.
+#[must_use]
+pub fn evidence_comment(v: &Verdict, what: &str) -> String {
+    let cause = match v.subcause {
+        Some(sc) => format!("{}/{}", v.cause, sc.name()),
+        None => v.cause.to_string(),
+    };
+    let confidence = if v.cause == crate::verdict::Cause::Unexplained {
+        String::new()
+    } else {
+        format!(" ({})", v.confidence.name())
+    };
+    format!(
+        "tracer: {cause}{confidence}: {what} | verdict {}: {}",
+        crate::report::rfc3339(v.ts_ns),
+        v.summary
+    )
 }
 
 /// The probe events of a bundle, and what was odd about them.
@@ -557,7 +602,7 @@ mod tests {
         w.mark_sparse().unwrap();
         w.packet(&packet()).unwrap();
         w.event(&event()).unwrap();
-        w.finish(&[], "{}").unwrap();
+        w.finish(&[], "{}", "<html></html>").unwrap();
         assert_eq!(mode(&dir), 0o700);
         for f in FILES {
             assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
@@ -572,7 +617,7 @@ mod tests {
         let e = BundleWriter::create(&s.0, false).err().unwrap();
         assert!(matches!(e, BundleError::NotEmpty { .. }), "{e}");
         let w = BundleWriter::create(&s.0, true).unwrap();
-        w.finish(&[], "new").unwrap();
+        w.finish(&[], "new", "").unwrap();
         assert_eq!(std::fs::read_to_string(s.0.join(REPORT)).unwrap(), "new");
         // What is not tracer's stays.
         assert_eq!(std::fs::read_to_string(s.0.join("notes")).unwrap(), "mine");
@@ -591,7 +636,7 @@ mod tests {
         let mut w = BundleWriter::create(&dir, true).unwrap();
         w.mark_sparse().unwrap();
         w.packet(&packet()).unwrap();
-        w.finish(&[], "{}").unwrap();
+        w.finish(&[], "{}", "<html></html>").unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         for f in FILES {
             assert!(

@@ -32,6 +32,8 @@ pub struct Analysis {
     /// In time order.
     pub verdicts: Vec<Verdict>,
     pub timeouts: Vec<UpstreamTimeouts>,
+    /// The idle times behind `timeouts`, per upstream, for drawing.
+    pub idle: Vec<crate::timeouts::IdleSamples>,
     pub advice: Vec<Advice>,
     pub flow: FlowStats,
     /// `Server`/`Via` values of the proxy's own error responses, and the proxy its error
@@ -307,6 +309,7 @@ impl Engine {
             kernel::enrich(v, &self.ledger);
         }
         let timeouts = self.timeouts();
+        let idle = crate::timeouts::idle_samples(&self.corr.obs, &timeouts);
         let mut ups: Vec<String> = self.corr.obs.upstream_software.values().cloned().collect();
         ups.sort();
         ups.dedup();
@@ -319,6 +322,7 @@ impl Engine {
         Analysis {
             verdicts: self.verdicts,
             timeouts,
+            idle,
             advice,
             flow: self.tracker.stats,
             proxy_software: self.corr.obs.proxy_software.clone(),

@@ -28,6 +28,36 @@ pub struct UpstreamTimeouts {
     pub upstream_shorter: bool,
 }
 
+/// The idle times one upstream's connections were seen with, for drawing their
+/// distribution (the first few thousand of each kind, ns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleSamples {
+    pub upstream: SocketAddr,
+    /// Quiet time before the upstream closed an idle pooled connection.
+    pub upstream_closes_ns: Vec<i64>,
+    /// Quiet time before the proxy reused a pooled connection.
+    pub proxy_reuses_ns: Vec<i64>,
+    /// Quiet time before the proxy closed an idle pooled connection.
+    pub proxy_closes_ns: Vec<i64>,
+}
+
+/// The idle samples of each upstream in `timeouts` (the upstreams the inference speaks of).
+#[must_use]
+pub fn idle_samples(obs: &Observations, timeouts: &[UpstreamTimeouts]) -> Vec<IdleSamples> {
+    let get = |m: &std::collections::HashMap<SocketAddr, Vec<i64>>, s: &SocketAddr| {
+        m.get(s).cloned().unwrap_or_default()
+    };
+    timeouts
+        .iter()
+        .map(|t| IdleSamples {
+            upstream: t.upstream,
+            upstream_closes_ns: get(&obs.upstream_idle_closes, &t.upstream),
+            proxy_reuses_ns: get(&obs.proxy_reuses, &t.upstream),
+            proxy_closes_ns: get(&obs.proxy_idle_closes, &t.upstream),
+        })
+        .collect()
+}
+
 fn median(v: &[i64]) -> Option<f64> {
     if v.is_empty() {
         return None;

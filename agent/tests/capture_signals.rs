@@ -286,8 +286,9 @@ fn stops_like_ctrl_c(sig: libc::c_int, tag: &str, port: u16, close_stderr: bool)
     for f in [
         "capture.pcap",
         "events.jsonl",
-        "evidence.pcap",
+        "evidence.pcapng",
         "report.json",
+        "report.html",
     ] {
         let p = bundle.join(f);
         if f != "events.jsonl" || p.exists() {

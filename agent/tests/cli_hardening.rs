@@ -84,7 +84,7 @@ fn evidence_directory_is_0700_and_its_files_0600() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(mode(&s.path("ev")), 0o700, "the evidence directory");
-    for f in ["evidence.pcap", "report.json"] {
+    for f in ["evidence.pcapng", "report.json", "report.html"] {
         assert_eq!(mode(&s.path("ev").join(f)), 0o600, "{f}");
     }
 }
@@ -124,7 +124,7 @@ fn a_symlink_planted_in_the_evidence_directory_is_not_followed() {
     let s = Scratch::new("symlink");
     std::fs::write(s.path("victim"), "precious").unwrap();
     std::fs::create_dir(s.path("ev")).unwrap();
-    for f in ["evidence.pcap", "report.json"] {
+    for f in ["evidence.pcapng", "report.json", "report.html"] {
         std::os::unix::fs::symlink(s.path("victim"), s.path("ev").join(f)).unwrap();
     }
     let ev = s.str("ev");
@@ -140,7 +140,7 @@ fn a_symlink_planted_in_the_evidence_directory_is_not_followed() {
         std::fs::read_to_string(s.path("victim")).unwrap(),
         "precious"
     );
-    for f in ["evidence.pcap", "report.json"] {
+    for f in ["evidence.pcapng", "report.json", "report.html"] {
         let m = std::fs::symlink_metadata(s.path("ev").join(f)).unwrap();
         assert!(m.file_type().is_file(), "{f} is still a link");
         assert_eq!(m.mode() & 0o777, 0o600, "{f}");
@@ -195,7 +195,7 @@ fn a_failed_write_names_the_file_and_the_reason_once() {
     let out = cmd.output().expect("tracer runs");
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    let file = s.path("ev/evidence.pcap").display().to_string();
+    let file = s.path("ev/evidence.pcapng").display().to_string();
     assert_eq!(err.matches("os error 27").count(), 1, "{err}");
     assert_eq!(err.matches(&file).count(), 1, "{err}");
 }

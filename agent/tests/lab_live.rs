@@ -23,6 +23,8 @@ use serde_json::Value;
 use tracer_lab::run::{preflight, run, RunOptions};
 use tracer_lab::scenarios;
 
+mod chromium;
+
 fn verdicts_by_rid(report: &Value) -> BTreeMap<u64, Vec<Value>> {
     let mut m: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
     for v in report["verdicts"].as_array().into_iter().flatten() {
@@ -260,6 +262,11 @@ fn check_every_scenario(label: &str, args: &[&str], uprobes: bool) {
                 live.symmetric_difference(&offline).take(3).collect::<Vec<_>>()
             ));
         }
+        mine.extend(check_html(
+            name,
+            &out.dir.join("tracer"),
+            with_kernel > 0 && !encrypted,
+        ));
         if err.contains("probe lost") {
             mine.push(format!(
                 "the probe lost events: {}",
@@ -307,4 +314,35 @@ fn check_every_scenario(label: &str, args: &[&str], uprobes: bool) {
         root.display(),
         failures.join("\n")
     );
+}
+
+/// The bundle's HTML report: there, with the kernel's evidence drawn when the verdicts
+/// carry it; for the seed scenario, also drawn by headless Chromium (when installed) with
+/// its errors in red.
+fn check_html(name: &str, bundle: &std::path::Path, kernel: bool) -> Vec<String> {
+    let html = bundle.join("report.html");
+    let Ok(page) = std::fs::read_to_string(&html) else {
+        return vec!["the bundle has no report.html".into()];
+    };
+    let mut mine = Vec::new();
+    if !page.contains("<title>tracer report: ") || !page.contains("interface") {
+        mine.push("report.html has no title or no summary".into());
+    }
+    if kernel && !page.contains("class=\"m krn\"") {
+        mine.push("report.html draws no kernel evidence though the verdicts carry it".into());
+    }
+    let Some(browser) = chromium::browser().filter(|_| name == "seed") else {
+        return mine;
+    };
+    let png = bundle.join("report.png");
+    let shot = chromium::screenshot(browser, &html, &png, &bundle.join("chromium-profile"))
+        .and_then(|()| chromium::ink(&png));
+    match shot {
+        Ok(ink) if ink.inked > 0.03 && ink.colours >= 24 && ink.red > 300 => {
+            eprintln!("    report.html in chromium: {ink:?}");
+        }
+        Ok(ink) => mine.push(format!("report.html looks blank in chromium: {ink:?}")),
+        Err(e) => mine.push(format!("report.html in chromium: {e}")),
+    }
+    mine
 }

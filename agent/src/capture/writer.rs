@@ -104,21 +104,7 @@ impl<W: Write> PcapWriter<W> {
         data: &[u8],
         orig_len: u32,
     ) -> Result<(), CaptureError> {
-        let (bytes, orig_len) = if linktype == self.linktype {
-            (data, orig_len)
-        } else if self.linktype == LinkType::RAW {
-            let ip = ip_packet(linktype, data).ok_or(CaptureError::LinkTypeMismatch {
-                file: LinkType::RAW.name(),
-                packet: "non-IP",
-            })?;
-            let header = (data.len() - ip.len()) as u32;
-            (ip, orig_len.saturating_sub(header))
-        } else {
-            return Err(CaptureError::LinkTypeMismatch {
-                file: self.linktype.name(),
-                packet: linktype.name(),
-            });
-        };
+        let (bytes, orig_len) = frame_bytes(self.linktype, linktype, data, orig_len)?;
         let caplen = bytes.len().min(WRITE_SNAPLEN as usize);
         let sec = ts_ns.div_euclid(1_000_000_000);
         let nsec = ts_ns.rem_euclid(1_000_000_000) as u32;
@@ -155,5 +141,34 @@ impl<W: Write> PcapWriter<W> {
     pub fn finish(mut self) -> Result<W, CaptureError> {
         self.out.flush()?;
         Ok(self.out)
+    }
+}
+
+/// A frame's bytes and original length as a file of link type `file` holds them: as
+/// captured when the link types agree, its bare IP packet when the file is
+/// [`LinkType::RAW`].
+///
+/// # Errors
+/// [`CaptureError::LinkTypeMismatch`] when the frame can be neither copied nor re-encoded.
+pub(super) fn frame_bytes(
+    file: LinkType,
+    linktype: LinkType,
+    data: &[u8],
+    orig_len: u32,
+) -> Result<(&[u8], u32), CaptureError> {
+    if linktype == file {
+        Ok((data, orig_len))
+    } else if file == LinkType::RAW {
+        let ip = ip_packet(linktype, data).ok_or(CaptureError::LinkTypeMismatch {
+            file: LinkType::RAW.name(),
+            packet: "non-IP",
+        })?;
+        let header = (data.len() - ip.len()) as u32;
+        Ok((ip, orig_len.saturating_sub(header)))
+    } else {
+        Err(CaptureError::LinkTypeMismatch {
+            file: file.name(),
+            packet: linktype.name(),
+        })
     }
 }

@@ -1,5 +1,5 @@
 //! `tracer analyze FILE… [--proxy ADDR[:PORT]] [--upstream ADDR[:PORT]] [--format text|json]
-//! [-v] [--show-query] [--evidence DIR [--force]]`
+//! [-v] [--show-query] [--html FILE] [--evidence DIR [--force]]`
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,9 +50,14 @@ pub struct Args {
     /// reports; by default they read `<redacted>`, as they often carry secrets.
     #[arg(long)]
     pub show_query: bool,
-    /// Write the evidence bundle here: `evidence.pcap` (the implicated connections, opens
-    /// in Wireshark) and `report.json`. evidence.pcap keeps full packets by design
-    /// (headers, cookies, query strings): a new directory is made 0700, the files 0600.
+    /// Also write the report as one self-contained HTML page (summary, timelines of
+    /// examples, idle-time distributions) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write the evidence bundle here: `evidence.pcapng` (the implicated connections, each
+    /// packet a verdict rests on commented, opens in Wireshark), `report.json` and
+    /// `report.html`. evidence.pcapng keeps full packets by design (headers, cookies,
+    /// query strings): a new directory is made 0700, the files 0600.
     #[arg(long, value_name = "DIR")]
     pub evidence: Option<PathBuf>,
     /// With --evidence: write into a directory that already holds files (tracer's own
@@ -116,8 +121,11 @@ fn analyze(args: &Args) -> Result<()> {
     };
     let read: Vec<String> = args.files.iter().map(|p| p.display().to_string()).collect();
     super::print_report(&analysis, capture, args.format, opts, &read)?;
+    if let Some(path) = &args.html {
+        super::write_html(path, &report::html::render(&analysis, capture, opts, &read))?;
+    }
     if let Some(dir) = &args.evidence {
-        write_evidence(dir, args.force, &files, &analysis, capture, opts)
+        write_evidence(dir, args.force, &files, &analysis, capture, opts, &read)
             .context("cannot write the evidence bundle")?;
     }
     Ok(())
@@ -233,12 +241,17 @@ fn write_evidence(
     a: &Analysis,
     capture: CaptureSummary,
     opts: Options,
+    read: &[String],
 ) -> Result<()> {
     bundle::prepare_dir(dir, force)?;
     bundle::write_evidence(files, &dir.join(bundle::EVIDENCE), &a.verdicts)?;
     bundle::write_private(
         &dir.join(bundle::REPORT),
         report::json::render_with(a, capture, opts).as_bytes(),
+    )?;
+    bundle::write_private(
+        &dir.join(bundle::HTML),
+        report::html::render(a, capture, opts, read).as_bytes(),
     )?;
     Ok(())
 }

@@ -89,8 +89,12 @@ pub struct Args {
     /// uprobes cost a busy TLS proxy).
     #[arg(long)]
     pub no_tls: bool,
-    /// Write the evidence bundle here: capture.pcap, events.jsonl, evidence.pcap,
-    /// report.json (`tracer analyze DIR` reads it again). The pcaps keep full packets by
+    /// Also write the report as one self-contained HTML page (summary, timelines of
+    /// examples, idle-time distributions) to FILE at the end.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write the evidence bundle here: capture.pcap, events.jsonl, evidence.pcapng,
+    /// report.json, report.html (`tracer analyze DIR` reads it again). The captures keep full packets by
     /// design (headers, cookies, query strings): a new directory is made 0700, the files
     /// 0600; packets reach the disk every second, so a kill loses at most the last one.
     #[arg(long, value_name = "DIR")]
@@ -481,6 +485,16 @@ fn capture(args: &Args) -> Result<()> {
     }
     // The bundle is finished even when the report cannot be printed (its terminal gone).
     let printed = print_report(args, target.pod.as_ref(), &end.analysis, end.capture);
+    let html = if args.html.is_some() || end.bundle.is_some() {
+        report::html::render(
+            &end.analysis,
+            end.capture,
+            args.report_options(),
+            &args.read(),
+        )
+    } else {
+        String::new()
+    };
     if let Some(b) = end.bundle {
         let dir = b.finish(
             &end.analysis.verdicts,
@@ -488,12 +502,16 @@ fn capture(args: &Args) -> Result<()> {
                 report::json::render_with(&end.analysis, end.capture, args.report_options()),
                 target.pod.as_ref(),
             )?,
+            &html,
         )?;
         note!(
             "evidence bundle: {} (tracer analyze {} reads it again)",
             dir.display(),
             dir.display()
         );
+    }
+    if let Some(path) = &args.html {
+        super::write_html(path, &html)?;
     }
     printed.context("cannot print the report")
 }

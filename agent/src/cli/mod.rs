@@ -78,3 +78,20 @@ pub fn print_report(
     }
     out.flush()
 }
+
+/// Writes the HTML report `page` to `path` (replaced when it exists; a new file is 0600,
+/// as the page names clients and upstreams).
+pub fn write_html(path: &std::path::Path, page: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write the HTML report to {}", path.display()))?;
+    f.write_all(page.as_bytes())
+        .with_context(|| format!("cannot write the HTML report to {}", path.display()))
+}

@@ -110,6 +110,9 @@ pub struct Observations {
     pub stream_samples: bool,
     /// Per upstream server: idle time before the upstream closed an idle connection.
     pub upstream_idle_closes: HashMap<std::net::SocketAddr, Vec<i64>>,
+    /// Per upstream server: idle time before the proxy reused a pooled connection (the
+    /// first [`MAX_SAMPLES`]).
+    pub proxy_reuses: HashMap<std::net::SocketAddr, Vec<i64>>,
     /// Per upstream server: idle time before the proxy closed an idle connection.
     pub proxy_idle_closes: HashMap<std::net::SocketAddr, Vec<i64>>,
     /// Per upstream server: (responses without `Connection: close` followed within 5 ms by
@@ -495,6 +498,10 @@ impl Correlator {
                     });
                     if let Some(idle_ns) = idle {
                         let upstream = c.info.server;
+                        let reuses = self.obs.proxy_reuses.entry(upstream).or_default();
+                        if reuses.len() < MAX_SAMPLES {
+                            reuses.push(idle_ns);
+                        }
                         self.obs.sample(Sample::ProxyReuse { upstream, idle_ns });
                     }
                 }

@@ -1,6 +1,7 @@
 //! Reports: human text ([`text`]) and the versioned JSON schema ([`json`],
 //! `docs/report-schema.md`).
 
+pub mod html;
 pub mod json;
 pub mod redact;
 pub mod sides;
