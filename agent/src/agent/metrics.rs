@@ -14,7 +14,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::verdict::Verdict;
+use crate::verdict::{Confidence, Verdict};
 
 /// The `upstream` label of every upstream past the cap.
 pub const OVERFLOW: &str = "other";
@@ -284,7 +284,8 @@ impl Metrics {
                 &status,
                 v.cause.name(),
                 v.subcause.map_or("", |s| s.name()),
-                v.confidence.name(),
+                // `unexplained` claims no confidence, as in the report
+                v.claimed_confidence().map_or("", Confidence::name),
             ])
             .inc();
     }
@@ -373,7 +374,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verdict::{Cause, Confidence, Subcause, Upstream};
+    use crate::verdict::{Cause, Subcause, Upstream};
 
     fn race(server: &str) -> Verdict {
         Verdict {
@@ -445,6 +446,21 @@ mod tests {
             "a:1",
             "a known one keeps its label"
         );
+    }
+
+    #[test]
+    fn an_unexplained_verdict_claims_no_confidence_in_its_labels() {
+        let m = Metrics::new(8).unwrap();
+        let mut v = race("10.0.0.3:9000");
+        v.cause = Cause::Unexplained;
+        v.subcause = None;
+        m.verdict(&proxy(), &v);
+        let text = m.render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("tracer_verdicts_total{"))
+            .expect("a verdict series");
+        assert!(line.contains("confidence=\"\""), "{line}");
     }
 
     #[test]
