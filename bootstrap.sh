@@ -38,6 +38,8 @@ for p in $PACKAGES; do
 done
 if [ -n "$missing" ]; then
     say "installing Debian packages:$missing"
+    # an install cut short earlier (a killed apt) blocks every later one until finished
+    dpkg --configure -a
     apt-get update -qq
     # tshark asks whether non-root users may capture; the answer does not matter here.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
