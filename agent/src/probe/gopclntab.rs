@@ -267,8 +267,9 @@ mod tests {
     /// Debian's caddy: a stripped Go binary that keeps its function table.
     #[test]
     fn debians_caddy_names_the_tls_calls_and_read_returns_somewhere() {
-        let Ok(data) = std::fs::read("/usr/bin/caddy") else {
-            eprintln!("SKIPPED: /usr/bin/caddy is not installed (apt-get install caddy)");
+        let Some(data) =
+            crate::probe::installed::program("caddy", "caddy").and_then(|p| std::fs::read(p).ok())
+        else {
             return;
         };
         let elf = super::super::elf::Elf::parse(&data).unwrap();

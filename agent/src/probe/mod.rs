@@ -14,6 +14,8 @@ mod clock;
 pub mod elf;
 mod event;
 pub mod gopclntab;
+#[cfg(test)]
+mod installed;
 mod layout;
 mod select;
 mod sys;
