@@ -122,7 +122,6 @@ impl KernelRoles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::ConnId;
 
     fn open(local: &str, remote: &str, opened: Opened, pid: Option<u32>) -> SocketOpen {
         SocketOpen {
@@ -134,14 +133,7 @@ mod tests {
     }
 
     fn conn(client: &str, server: &str) -> ConnInfo {
-        ConnInfo {
-            id: ConnId(1),
-            client: client.parse().unwrap(),
-            server: server.parse().unwrap(),
-            opener_known: true,
-            first_ns: 0,
-            syn_ns: Some(0),
-        }
+        ConnInfo::for_test(client, server)
     }
 
     #[test]

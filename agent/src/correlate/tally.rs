@@ -87,17 +87,9 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::ConnId;
 
     fn info(c: &str, s: &str) -> ConnInfo {
-        ConnInfo {
-            id: ConnId(1),
-            client: c.parse().unwrap(),
-            server: s.parse().unwrap(),
-            opener_known: true,
-            first_ns: 0,
-            syn_ns: Some(0),
-        }
+        ConnInfo::for_test(c, s)
     }
 
     #[test]

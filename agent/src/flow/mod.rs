@@ -38,6 +38,21 @@ pub struct ConnInfo {
     pub syn_ns: Option<i64>,
 }
 
+#[cfg(test)]
+impl ConnInfo {
+    /// A connection seen from its SYN, `client` → `server` (`ip:port` each), for tests.
+    pub(crate) fn for_test(client: &str, server: &str) -> Self {
+        ConnInfo {
+            id: ConnId(1),
+            client: client.parse().unwrap(),
+            server: server.parse().unwrap(),
+            opener_known: true,
+            first_ns: 0,
+            syn_ns: Some(0),
+        }
+    }
+}
+
 /// Something that happened on a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
