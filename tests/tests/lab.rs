@@ -34,6 +34,13 @@ fn no_lab_namespace_outlives_its_network() {
     }
 }
 
+/// The failing scenario's sleeper runs for 300 s and a fraction this test's process alone
+/// uses, so that another `sleep 300` on the machine (a shell waiting on the suite) is never
+/// taken for it.
+fn sleeper_arg() -> String {
+    format!("300.{}", std::process::id())
+}
+
 #[test]
 fn a_failing_scenario_leaves_nothing_behind() {
     if let Err(why) = preflight() {
@@ -51,7 +58,7 @@ fn a_failing_scenario_leaves_nothing_behind() {
         fn start(&self, l: &mut dyn tracer_lab::scenario::Launcher) -> anyhow::Result<()> {
             let h = l.hosts().clone();
             let mut sleeper = std::process::Command::new("sleep");
-            sleeper.arg("300");
+            sleeper.arg(sleeper_arg());
             l.spawn(&h.upstream_ns, "sleeper", sleeper)?;
             anyhow::bail!("this scenario fails on purpose")
         }
@@ -77,7 +84,7 @@ fn a_failing_scenario_leaves_nothing_behind() {
     assert!(format!("{err:#}").contains("fails on purpose"));
     // The sleeper it started is gone with its namespace.
     let ps = std::process::Command::new("pgrep")
-        .args(["-f", "^sleep 300$"])
+        .args(["-f", &format!("^sleep {}$", sleeper_arg().replace('.', "[.]"))])
         .output()
         .unwrap();
     assert!(
