@@ -72,12 +72,20 @@ pub mod site {
     pub const OPENSSL_SHUTDOWN: u64 = 10;
 }
 
-/// One plaintext copy, as written to the `EVENTS` ring buffer. Its first three fields sit
-/// where [`crate::RawSockEvent`]'s do, so a reader tells the two apart by `kind`
+/// Bytes of plaintext a small record holds ([`RawTlsEventSmall`]): HTTP/2's 9-byte frame
+/// headers, its small frames and short reads fit, in a record a quarter of the full size.
+pub const TLS_SMALL_MAX: usize = 64;
+
+/// One plaintext copy, as written to the `EVENTS` ring buffer, with room for `N` bytes of
+/// plaintext: [`RawTlsEvent`] (up to [`TLS_HEAD_MAX`]) or [`RawTlsEventSmall`] (up to
+/// [`TLS_SMALL_MAX`]), whichever the copy fits, so that short copies (an HTTP/2 frame
+/// header read takes 9 bytes) do not take a full record's room in the ring. A reader takes
+/// the record's length as the room. Its first three fields sit where
+/// [`crate::RawSockEvent`]'s do, so a reader tells the two apart by `kind`
 /// ([`crate::kind::TLS_DATA`]) before it looks at the length.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RawTlsEvent {
+pub struct RawTlsEventOf<const N: usize> {
     /// CLOCK_MONOTONIC ns: when the socket operation (write) or the call's return (read) ran.
     pub ktime_ns: u64,
     /// The socket the plaintext travels on.
@@ -106,12 +114,21 @@ pub struct RawTlsEvent {
     /// Network namespace inode of the socket, 0 when unknown.
     pub netns: u32,
     /// The first `copied` bytes of the plaintext.
-    pub data: [u8; TLS_HEAD_MAX],
+    pub data: [u8; N],
 }
 
+/// A plaintext copy of up to [`TLS_HEAD_MAX`] bytes.
+pub type RawTlsEvent = RawTlsEventOf<TLS_HEAD_MAX>;
+/// A plaintext copy of up to [`TLS_SMALL_MAX`] bytes.
+pub type RawTlsEventSmall = RawTlsEventOf<TLS_SMALL_MAX>;
+
+/// Size of a record's fields before `data`.
+pub const RAW_TLS_HEAD_SIZE: usize = 96;
 /// Size of [`RawTlsEvent`] in bytes.
-pub const RAW_TLS_EVENT_SIZE: usize = 96 + TLS_HEAD_MAX;
+pub const RAW_TLS_EVENT_SIZE: usize = RAW_TLS_HEAD_SIZE + TLS_HEAD_MAX;
 const _: () = assert!(size_of::<RawTlsEvent>() == RAW_TLS_EVENT_SIZE);
+const _: () = assert!(size_of::<RawTlsEventSmall>() == RAW_TLS_HEAD_SIZE + TLS_SMALL_MAX);
+const _: () = assert!(TLS_SMALL_MAX % 8 == 0 && TLS_SMALL_MAX < TLS_HEAD_MAX);
 
 /// A library call waiting for its socket (map `TLS_PENDING`, keyed by thread id; Go's reads
 /// in `GO_READS`, keyed by [`GoKey`]).

@@ -22,10 +22,10 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use tracer_common::tls::{
-    op, site, tls_flags, GoKey, RawTlsEvent, TlsConfig, TlsConnKey, TlsPending, TLS_HEAD_MAX,
-    TLS_PENDING_MAX_NS,
+    op, site, tls_flags, GoKey, RawTlsEventOf, TlsConfig, TlsConnKey, TlsPending, TLS_HEAD_MAX,
+    TLS_PENDING_MAX_NS, TLS_SMALL_MAX,
 };
-use tracer_common::kind;
+use tracer_common::{kind, SockInfo};
 
 use crate::{now_ns, passes, CONFIG, EVENTS, LOST, SOCKS};
 
@@ -465,25 +465,50 @@ fn emit(dir: u32, skaddr: u64, conn: u64, buf: u64, len: u64, how: u32, now: u64
     if !passes(&cfg, &info) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<RawTlsEvent>(0) else {
-        if let Some(lost) = LOST.get_ptr_mut(0) {
-            // SAFETY: this CPU's slot of a live per-CPU array (see `emit` in main.rs).
-            unsafe { *lost += 1 };
-        }
-        return;
-    };
-    let ev = entry.as_mut_ptr();
     let n = if len > TLS_HEAD_MAX as u64 {
         TLS_HEAD_MAX
     } else {
         len as usize
     };
+    let sent = if n <= TLS_SMALL_MAX {
+        record::<TLS_SMALL_MAX>(dir, skaddr, conn, buf, len, n, how, now, &info)
+    } else {
+        record::<TLS_HEAD_MAX>(dir, skaddr, conn, buf, len, n, how, now, &info)
+    };
+    if !sent {
+        if let Some(lost) = LOST.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot of a live per-CPU array (see `emit` in main.rs).
+            unsafe { *lost += 1 };
+        }
+    }
+}
+
+/// Writes one record with room for `N >= n` bytes of plaintext; false when the ring is full.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn record<const N: usize>(
+    dir: u32,
+    skaddr: u64,
+    conn: u64,
+    buf: u64,
+    len: u64,
+    n: usize,
+    how: u32,
+    now: u64,
+    info: &SockInfo,
+) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<RawTlsEventOf<N>>(0) else {
+        return false;
+    };
+    let ev = entry.as_mut_ptr();
+    // (a bound the verifier sees; `n <= N` already)
+    let n = if n > N { N } else { n };
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: `ev` points at a reserved ring buffer record of `RawTlsEvent`'s size. Every
-    // field is written through the raw pointer (the record is larger than the program's
-    // stack, so it is never built there, and no reference to its uninitialised bytes is
-    // made); `data` is filled by the helper, which checks the user address and writes at
-    // most `n <= TLS_HEAD_MAX` bytes, or zeroes them and fails.
+    // SAFETY: `ev` points at a reserved ring buffer record of `RawTlsEventOf<N>`'s size.
+    // Every field is written through the raw pointer (the record may be larger than the
+    // program's stack, so it is never built there, and no reference to its uninitialised
+    // bytes is made); `data` is filled by the helper, which checks the user address and
+    // writes at most `n <= N` bytes, or zeroes them and fails.
     unsafe {
         let data = core::ptr::addr_of_mut!((*ev).data) as *mut core::ffi::c_void;
         let rc = raw_read_user(data, n as u32, buf as *const core::ffi::c_void);
@@ -512,4 +537,5 @@ fn emit(dir: u32, skaddr: u64, conn: u64, buf: u64, len: u64, how: u32, now: u64
     }
     // Like the socket events: no wake-up per record.
     entry.submit(crate::BPF_RB_NO_WAKEUP);
+    true
 }

@@ -7,7 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::Serialize;
-use tracer_common::tls::{op, tls_flags, RawTlsEvent, RAW_TLS_EVENT_SIZE, TLS_HEAD_MAX};
+use tracer_common::tls::{
+    op, tls_flags, RawTlsEvent, RAW_TLS_EVENT_SIZE, RAW_TLS_HEAD_SIZE, TLS_HEAD_MAX,
+};
 use tracer_common::{flags, kind, tcp_state, RawSockEvent, AF_INET, AF_INET6, RAW_SOCK_EVENT_SIZE};
 
 /// What happened to the socket, with the values that matter for each kind.
@@ -146,15 +148,22 @@ pub fn decode(bytes: &[u8]) -> Result<SockEvent, DecodeError> {
     from_raw(&decode_raw(bytes)?)
 }
 
-/// Reinterprets a record as a TLS plaintext copy, after a length check.
+/// Reads a TLS plaintext record of either size (see [`tracer_common::tls::RawTlsEventOf`]):
+/// its `data` holds what the record had room for, its `copied` no more than that.
 pub fn decode_raw_tls(bytes: &[u8]) -> Result<RawTlsEvent, DecodeError> {
-    if bytes.len() < RAW_TLS_EVENT_SIZE {
+    if bytes.len() < RAW_TLS_HEAD_SIZE {
         return Err(DecodeError::TooShort(bytes.len()));
     }
-    // SAFETY: `bytes` holds at least `size_of::<RawTlsEvent>()` bytes (checked above; the
-    // size is pinned in tracer-common), `read_unaligned` has no alignment requirement, and
-    // every bit pattern is a valid `RawTlsEvent` (integers and byte arrays only).
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawTlsEvent>()) })
+    let held = bytes.len().min(RAW_TLS_EVENT_SIZE);
+    let mut full = [0u8; RAW_TLS_EVENT_SIZE];
+    full[..held].copy_from_slice(&bytes[..held]);
+    // SAFETY: `full` holds `size_of::<RawTlsEvent>()` bytes (the size is pinned in
+    // tracer-common), `read_unaligned` has no alignment requirement, and every bit pattern
+    // is a valid `RawTlsEvent` (integers and byte arrays only).
+    let mut raw = unsafe { std::ptr::read_unaligned(full.as_ptr().cast::<RawTlsEvent>()) };
+    let room = u16::try_from(held - RAW_TLS_HEAD_SIZE).unwrap_or(u16::MAX);
+    raw.copied = raw.copied.min(room);
+    Ok(raw)
 }
 
 /// Turns a TLS plaintext copy into the engine's event.
@@ -244,6 +253,7 @@ fn comm_str(comm: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracer_common::tls::TLS_SMALL_MAX;
 
     const TEMPLATE: RawSockEvent = RawSockEvent {
         ktime_ns: 1_000,
@@ -440,9 +450,17 @@ mod tests {
             }
         );
         assert_eq!(e.local, Some("127.0.0.1:443".parse().unwrap()));
+        // a small record (the probe's choice for short copies) reads the same
+        let small = &b[..RAW_TLS_HEAD_SIZE + TLS_SMALL_MAX];
+        assert_eq!(decode(small).unwrap(), e);
+        // a record with less room than its `copied` keeps only what it holds
+        match decode(&b[..RAW_TLS_HEAD_SIZE + 8]).unwrap().kind {
+            SockEventKind::TlsData { data, .. } => assert_eq!(data, b"HTTP/1.1"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
-            decode(&b[..RAW_SOCK_EVENT_SIZE]),
-            Err(DecodeError::TooShort(RAW_SOCK_EVENT_SIZE))
+            decode(&b[..RAW_TLS_HEAD_SIZE - 1]),
+            Err(DecodeError::TooShort(RAW_TLS_HEAD_SIZE - 1))
         );
         // and back from events.jsonl
         let json = serde_json::to_string(&e).unwrap();
