@@ -128,7 +128,7 @@ pub const RAW_TLS_HEAD_SIZE: usize = 96;
 pub const RAW_TLS_EVENT_SIZE: usize = RAW_TLS_HEAD_SIZE + TLS_HEAD_MAX;
 const _: () = assert!(size_of::<RawTlsEvent>() == RAW_TLS_EVENT_SIZE);
 const _: () = assert!(size_of::<RawTlsEventSmall>() == RAW_TLS_HEAD_SIZE + TLS_SMALL_MAX);
-const _: () = assert!(TLS_SMALL_MAX % 8 == 0 && TLS_SMALL_MAX < TLS_HEAD_MAX);
+const _: () = assert!(TLS_SMALL_MAX & 7 == 0 && TLS_SMALL_MAX < TLS_HEAD_MAX);
 
 /// A library call waiting for its socket (map `TLS_PENDING`, keyed by thread id; Go's reads
 /// in `GO_READS`, keyed by [`GoKey`]).

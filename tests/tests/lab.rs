@@ -84,7 +84,10 @@ fn a_failing_scenario_leaves_nothing_behind() {
     assert!(format!("{err:#}").contains("fails on purpose"));
     // The sleeper it started is gone with its namespace.
     let ps = std::process::Command::new("pgrep")
-        .args(["-f", &format!("^sleep {}$", sleeper_arg().replace('.', "[.]"))])
+        .args([
+            "-f",
+            &format!("^sleep {}$", sleeper_arg().replace('.', "[.]")),
+        ])
         .output()
         .unwrap();
     assert!(
