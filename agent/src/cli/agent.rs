@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use tracer::agent::discover::Selection;
 use tracer::agent::{AgentOptions, VerdictSink, DEFAULT_LISTEN};
-use tracer::session::CopyMode;
 
-use super::capture::{parse_duration, parse_snaplen};
+use super::capture::parse_duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,28 +36,8 @@ pub struct Args {
     /// How often to look for proxies that started or exited.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "2s")]
     pub rescan: Duration,
-    /// Copy every TCP segment with data or SYN/FIN/RST instead of the kernel's selection
-    /// (every request seen, at several times the cost).
-    #[arg(long)]
-    pub all_data: bool,
-    /// With the kernel's selection: quiet time after which a connection's next exchange is
-    /// captured.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "500ms")]
-    pub sparse_idle: Duration,
-    /// With the kernel's selection: how long a connection is copied whole after its SYN,
-    /// its first data, a reuse or the reply to a kept request.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "25ms")]
-    pub sparse_hot: Duration,
-    /// Only these TCP ports (repeatable).
-    #[arg(long = "port", value_name = "PORT")]
-    pub ports: Vec<u16>,
-    /// Bytes kept of each packet (enough for HTTP message heads); at least 134, what a
-    /// status line behind the longest link, IP and TCP headers needs.
-    #[arg(long, default_value_t = 512, value_parser = parse_snaplen)]
-    pub snaplen: u32,
-    /// Packets only: do not load the kernel probe.
-    #[arg(long)]
-    pub no_probe: bool,
+    #[command(flatten)]
+    pub following: super::follow::Following,
     /// Attach uprobes to the proxies' TLS libraries (OpenSSL, Go's crypto/tls), so that the
     /// errors they encrypt for their clients are seen; off by default on a node agent until
     /// their cost on a busy TLS proxy is down (see docs/tls.md).
@@ -71,10 +50,6 @@ pub struct Args {
     /// Distinct upstreams labelled in the metrics; the rest are counted as `other`.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_upstreams: usize,
-    /// Connections each followed proxy's engine tracks at most; when full, the oldest idle
-    /// or half-open are forgotten first (counted in tracer_connections_evicted_total).
-    #[arg(long, value_name = "N", default_value_t = tracer::flow::DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: usize,
 }
 
 pub fn run(args: &Args) -> ExitCode {
@@ -113,12 +88,6 @@ fn options(args: &Args) -> anyhow::Result<AgentOptions> {
         })?;
         selection.netns = Some(meta.ino());
     }
-    if args.snaplen < 64 {
-        anyhow::bail!(
-            "--snaplen {} cannot hold an HTTP status line: give at least 64",
-            args.snaplen
-        );
-    }
     if args.rescan.is_zero() {
         anyhow::bail!("--rescan must be longer than zero");
     }
@@ -128,24 +97,17 @@ fn options(args: &Args) -> anyhow::Result<AgentOptions> {
         proc_root: PathBuf::from("/proc"),
         pods_dir: args.pods_dir.clone(),
         rescan: args.rescan,
-        copy: if args.all_data {
-            CopyMode::AllData
-        } else {
-            CopyMode::Sparse {
-                idle: args.sparse_idle,
-                hot: args.sparse_hot,
-            }
-        },
-        snaplen: args.snaplen,
-        probe: !args.no_probe,
-        ports: args.ports.clone(),
+        copy: args.following.copy_mode(),
+        snaplen: args.following.snaplen,
+        probe: !args.following.no_probe,
+        ports: args.following.ports.clone(),
         verdicts: match args.verdicts.as_str() {
             "-" => VerdictSink::Stdout,
             "off" => VerdictSink::Off,
             path => VerdictSink::File(PathBuf::from(path)),
         },
         max_upstreams: args.max_upstreams,
-        max_connections: args.max_connections,
+        max_connections: args.following.max_connections,
         tls: args.tls,
     })
 }

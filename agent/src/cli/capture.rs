@@ -51,10 +51,8 @@ pub struct Args {
     /// segment is copied (as with --all-data).
     #[arg(long, value_name = "EXPR", conflicts_with = "full")]
     pub filter: Option<String>,
-    /// Copy every TCP segment with data or SYN/FIN/RST instead of the kernel's selection:
-    /// every request is seen, at several times the cost on a busy proxy.
-    #[arg(long)]
-    pub all_data: bool,
+    #[command(flatten)]
+    pub following: super::follow::Following,
     /// Copy every TCP segment, pure ACKs too (implies --all-data).
     #[arg(long)]
     pub full: bool,
@@ -64,26 +62,6 @@ pub struct Args {
     /// of busy keep-alive connections are not seen (their 5xx heads are).
     #[arg(long, conflicts_with_all = ["filter", "all_data", "full"])]
     pub sparse: bool,
-    /// With the kernel's selection: quiet time after which a connection's next exchange is
-    /// captured.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "500ms")]
-    pub sparse_idle: Duration,
-    /// With the kernel's selection: how long a connection is copied whole after its SYN,
-    /// its first data, a reuse or the reply to a kept request. Longer keeps more of long
-    /// responses, at a cost that grows with it on busy connections; a 5xx response head
-    /// always keeps the next 250 ms.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "25ms")]
-    pub sparse_hot: Duration,
-    /// Only these TCP ports (repeatable), for the capture filter and the probe.
-    #[arg(long = "port", value_name = "PORT")]
-    pub ports: Vec<u16>,
-    /// Bytes kept of each packet (enough for HTTP message heads); at least 134, what a
-    /// status line behind the longest link, IP and TCP headers needs.
-    #[arg(long, default_value_t = 512, value_parser = parse_snaplen)]
-    pub snaplen: u32,
-    /// Packets only: do not load the kernel probe.
-    #[arg(long)]
-    pub no_probe: bool,
     /// Do not attach uprobes to the proxy's TLS library (OpenSSL, Go's crypto/tls): the
     /// responses it encrypts for its clients are then not seen (see docs/tls.md for what the
     /// uprobes cost a busy TLS proxy).
@@ -109,9 +87,6 @@ pub struct Args {
     /// An upstream's address (IP or IP:PORT); inferred when absent.
     #[arg(long, value_name = "ADDR[:PORT]")]
     pub upstream: Option<Endpoint>,
-    /// Most connections tracked at once; when full, the oldest idle or half-open are evicted first (counted in the report; verdicts on them are unexplained).
-    #[arg(long, value_name = "N", default_value_t = tracer::flow::DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: usize,
     /// Report format at the end.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -338,13 +313,8 @@ fn copy_mode(args: &Args) -> CopyMode {
         CopyMode::Filter(f.clone())
     } else if args.full {
         CopyMode::Full
-    } else if args.all_data {
-        CopyMode::AllData
     } else {
-        CopyMode::Sparse {
-            idle: args.sparse_idle,
-            hot: args.sparse_hot,
-        }
+        args.following.copy_mode()
     }
 }
 
@@ -384,15 +354,15 @@ fn capture(args: &Args) -> Result<()> {
         interfaces: interfaces.clone(),
         netns: netns.clone(),
         pid: target.pid,
-        ports: args.ports.clone(),
-        snaplen: args.snaplen,
+        ports: args.following.ports.clone(),
+        snaplen: args.following.snaplen,
         copy: copy_mode(args),
-        probe: !args.no_probe,
+        probe: !args.following.no_probe,
         proxy: args.proxy,
         upstream: args.upstream,
         bundle,
         keep_verdicts: true,
-        max_connections: args.max_connections,
+        max_connections: args.following.max_connections,
         tls: !args.no_tls,
     })?;
     for n in &notices {
@@ -415,7 +385,7 @@ fn capture(args: &Args) -> Result<()> {
         note!(
             "tracer capture: sparse: the kernel keeps control segments, new connections' first \
              exchange, reuses after {:?} quiet, 5xx heads and closing connections",
-            args.sparse_idle
+            args.following.sparse_idle
         );
     }
 
@@ -547,7 +517,7 @@ mod tests {
         assert!(parse_snaplen("10").unwrap_err().contains("status line"));
         assert!(parse_snaplen(&(MIN_SNAPLEN - 1).to_string()).is_err());
         assert_eq!(parse_snaplen(&MIN_SNAPLEN.to_string()), Ok(MIN_SNAPLEN));
-        assert_eq!(parse(&[]).unwrap().snaplen, 512);
+        assert_eq!(parse(&[]).unwrap().following.snaplen, 512);
         assert!(parse_snaplen("1000000").is_err());
     }
 

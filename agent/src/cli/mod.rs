@@ -21,6 +21,7 @@ pub mod agent;
 pub mod analyze;
 pub mod capture;
 pub mod check;
+pub mod follow;
 
 use tracer::engine::Analysis;
 use tracer::report::{self, CaptureSummary, Limit, Options};
