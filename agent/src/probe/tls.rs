@@ -465,15 +465,16 @@ mod tests {
 
     #[test]
     fn libssl_is_found_in_a_process_map() {
+        // the paths of a map line as the parser sees them: a file name behind a directory
         let maps = "\
-55d0c0a00000-55d0c0a2a000 r--p 00000000 fe:01 1234 /usr/sbin/nginx
-7f1c2a000000-7f1c2a01f000 r--p 00000000 fe:01 5678 /usr/lib/libssl.so.3
+55d0c0a00000-55d0c0a2a000 r--p 00000000 fe:01 1234 proxy-root/sbin/nginx
+7f1c2a000000-7f1c2a01f000 r--p 00000000 fe:01 5678 proxy-root/lib/libssl.so.3
 7f1c2b000000-7f1c2b100000 r-xp 00000000 00:00 0
-7f1c2c000000-7f1c2c01f000 r--p 00000000 fe:01 9012 /usr/lib/libcrypto.so.3
+7f1c2c000000-7f1c2c01f000 r--p 00000000 fe:01 9012 proxy-root/lib/libcrypto.so.3
 ";
-        assert_eq!(libssl_in_maps(maps), Some("/usr/lib/libssl.so.3"));
+        assert_eq!(libssl_in_maps(maps), Some("proxy-root/lib/libssl.so.3"));
         assert_eq!(
-            libssl_in_maps("7f00-7f01 r--p 0 0:0 1 /usr/lib/libcrypto.so.3\n"),
+            libssl_in_maps("7f00-7f01 r--p 0 0:0 1 proxy-root/lib/libcrypto.so.3\n"),
             None
         );
     }
