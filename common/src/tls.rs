@@ -122,10 +122,14 @@ pub type RawTlsEvent = RawTlsEventOf<TLS_HEAD_MAX>;
 /// A plaintext copy of up to [`TLS_SMALL_MAX`] bytes.
 pub type RawTlsEventSmall = RawTlsEventOf<TLS_SMALL_MAX>;
 
+/// A record's fields before `data`, what every record of either size begins with.
+pub type RawTlsHead = RawTlsEventOf<0>;
+
 /// Size of a record's fields before `data`.
-pub const RAW_TLS_HEAD_SIZE: usize = 96;
+pub const RAW_TLS_HEAD_SIZE: usize = size_of::<RawTlsHead>();
 /// Size of [`RawTlsEvent`] in bytes.
 pub const RAW_TLS_EVENT_SIZE: usize = RAW_TLS_HEAD_SIZE + TLS_HEAD_MAX;
+const _: () = assert!(RAW_TLS_HEAD_SIZE == 96);
 const _: () = assert!(size_of::<RawTlsEvent>() == RAW_TLS_EVENT_SIZE);
 const _: () = assert!(size_of::<RawTlsEventSmall>() == RAW_TLS_HEAD_SIZE + TLS_SMALL_MAX);
 const _: () = assert!(TLS_SMALL_MAX & 7 == 0 && TLS_SMALL_MAX < TLS_HEAD_MAX);

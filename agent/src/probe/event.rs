@@ -7,9 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::Serialize;
-use tracer_common::tls::{
-    op, tls_flags, RawTlsEvent, RAW_TLS_EVENT_SIZE, RAW_TLS_HEAD_SIZE, TLS_HEAD_MAX,
-};
+use tracer_common::tls::{op, tls_flags, RawTlsHead, RAW_TLS_HEAD_SIZE, TLS_HEAD_MAX};
 use tracer_common::{flags, kind, tcp_state, RawSockEvent, AF_INET, AF_INET6, RAW_SOCK_EVENT_SIZE};
 
 /// What happened to the socket, with the values that matter for each kind.
@@ -143,32 +141,29 @@ pub fn decode(bytes: &[u8]) -> Result<SockEvent, DecodeError> {
         .and_then(|b| b.try_into().ok())
         .map(u32::from_ne_bytes);
     if kind == Some(kind::TLS_DATA) {
-        return Ok(from_raw_tls(&decode_raw_tls(bytes)?));
+        let (head, data) = decode_raw_tls(bytes)?;
+        return Ok(from_raw_tls(&head, data));
     }
     from_raw(&decode_raw(bytes)?)
 }
 
 /// Reads a TLS plaintext record of either size (see [`tracer_common::tls::RawTlsEventOf`]):
-/// its `data` holds what the record had room for, its `copied` no more than that.
-pub fn decode_raw_tls(bytes: &[u8]) -> Result<RawTlsEvent, DecodeError> {
+/// its head, and the plaintext it holds (its `copied` bytes, no more than it has room for).
+pub fn decode_raw_tls(bytes: &[u8]) -> Result<(RawTlsHead, &[u8]), DecodeError> {
     if bytes.len() < RAW_TLS_HEAD_SIZE {
         return Err(DecodeError::TooShort(bytes.len()));
     }
-    let held = bytes.len().min(RAW_TLS_EVENT_SIZE);
-    let mut full = [0u8; RAW_TLS_EVENT_SIZE];
-    full[..held].copy_from_slice(&bytes[..held]);
-    // SAFETY: `full` holds `size_of::<RawTlsEvent>()` bytes (the size is pinned in
-    // tracer-common), `read_unaligned` has no alignment requirement, and every bit pattern
-    // is a valid `RawTlsEvent` (integers and byte arrays only).
-    let mut raw = unsafe { std::ptr::read_unaligned(full.as_ptr().cast::<RawTlsEvent>()) };
-    let room = u16::try_from(held - RAW_TLS_HEAD_SIZE).unwrap_or(u16::MAX);
-    raw.copied = raw.copied.min(room);
-    Ok(raw)
+    // SAFETY: `bytes` holds at least `size_of::<RawTlsHead>()` bytes (checked above; the
+    // size is pinned in tracer-common), `read_unaligned` has no alignment requirement, and
+    // every bit pattern is a valid `RawTlsHead` (integers and byte arrays only).
+    let head = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawTlsHead>()) };
+    let room = &bytes[RAW_TLS_HEAD_SIZE..];
+    let copied = usize::from(head.copied).min(TLS_HEAD_MAX).min(room.len());
+    Ok((head, &room[..copied]))
 }
 
-/// Turns a TLS plaintext copy into the engine's event.
-pub fn from_raw_tls(raw: &RawTlsEvent) -> SockEvent {
-    let copied = usize::from(raw.copied).min(TLS_HEAD_MAX);
+/// Turns a TLS plaintext copy (its head and the plaintext it holds) into the engine's event.
+pub fn from_raw_tls(raw: &RawTlsHead, data: &[u8]) -> SockEvent {
     SockEvent {
         ktime_ns: raw.ktime_ns,
         skaddr: raw.skaddr,
@@ -178,7 +173,7 @@ pub fn from_raw_tls(raw: &RawTlsEvent) -> SockEvent {
             len: raw.len,
             conn: raw.conn,
             by_conn: raw.flags & tls_flags::SOCKET_BY_CONN != 0,
-            data: raw.data[..copied].to_vec(),
+            data: data.to_vec(),
         },
         state: 0,
         pid: Some(raw.pid),
@@ -253,7 +248,7 @@ fn comm_str(comm: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracer_common::tls::TLS_SMALL_MAX;
+    use tracer_common::tls::{RawTlsEvent, RAW_TLS_EVENT_SIZE, TLS_SMALL_MAX};
 
     const TEMPLATE: RawSockEvent = RawSockEvent {
         ktime_ns: 1_000,
