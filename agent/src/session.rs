@@ -560,25 +560,25 @@ impl LiveSession {
             let mark = self.watermark().saturating_sub(REORDER_NS);
             self.held.partition_point(|lp| lp.segment.ts_ns <= mark)
         };
-        let later = self.held.split_off(cut);
-        let now_due = std::mem::replace(&mut self.held, later);
+        // Taken out while it is handed over (the loop below needs `self`), then put back
+        // with its capacity, so the next steps' packets do not grow a new vector.
+        let mut held = std::mem::take(&mut self.held);
+        let mut done = Ok(());
         let mut drained = Instant::now();
-        for (i, lp) in now_due.into_iter().enumerate() {
+        for (i, lp) in held.drain(..cut).enumerate() {
             // A long batch (a slow machine, a burst) must not leave the probe's ring buffer
             // unread until it is done: the kernel drops what does not fit.
             if i % DRAIN_CHECK_EVERY == DRAIN_CHECK_EVERY - 1 && drained.elapsed() >= DRAIN_EVERY {
-                self.take_events()?;
+                done = self.take_events();
                 drained = Instant::now();
             }
-            if let (Some(b), Some(raw)) = (&mut self.bundle, &lp.raw) {
-                b.packet(raw)?;
+            done = done.and_then(|()| self.hand_over(&lp));
+            if done.is_err() {
+                break;
             }
-            if let Some(sides) = &mut self.sides {
-                sides.push(&lp.segment);
-            }
-            self.engine.push(&lp.segment);
-            self.stats.packets += 1;
         }
+        self.held = held;
+        done?;
         if self.last_evict.elapsed() >= EVICT_EVERY {
             self.last_evict = Instant::now();
             let keep = if self.keep_verdicts {
@@ -588,6 +588,19 @@ impl LiveSession {
             };
             self.engine.evict_kernel(self.newest, keep);
         }
+        Ok(())
+    }
+
+    /// One packet to the bundle, the side detector and the engine.
+    fn hand_over(&mut self, lp: &LivePacket) -> Result<(), SessionError> {
+        if let (Some(b), Some(raw)) = (&mut self.bundle, &lp.raw) {
+            b.packet(raw)?;
+        }
+        if let Some(sides) = &mut self.sides {
+            sides.push(&lp.segment);
+        }
+        self.engine.push(&lp.segment);
+        self.stats.packets += 1;
         Ok(())
     }
 
