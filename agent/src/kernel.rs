@@ -7,7 +7,7 @@
 //! engine how each socket was opened and by which process ([`SocketOpen`]): a connection a
 //! process accepted faces its clients, one it connected faces its upstream.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 use serde::Serialize;
@@ -38,7 +38,7 @@ pub struct SocketRecord {
     pub remote: Option<SocketAddr>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
-    pub events: Vec<KernelEvent>,
+    pub events: Vec<Noted>,
     #[serde(skip)]
     destroyed_at: Option<i64>,
     /// How the socket was opened, from its first state change.
@@ -47,6 +47,33 @@ pub struct SocketRecord {
     /// The engine was told of the socket's opening (with its owner, once known).
     #[serde(skip)]
     told: (bool, bool),
+}
+
+/// One probe event as a socket's record keeps it: the owner and the tuple are the
+/// record's, so each event holds only what changes (64 bytes, where a whole
+/// [`KernelEvent`] took some 200 and a copy of the process name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Noted {
+    pub ts_ns: i64,
+    pub kind: SockEventKind,
+    /// The TCP state at the event (see [`SockEvent::state`]).
+    pub state: u32,
+}
+
+impl Noted {
+    fn of(ev: &KernelEvent) -> Self {
+        Self {
+            ts_ns: ev.ts_ns,
+            kind: ev.event.kind.clone(),
+            state: ev.event.state,
+        }
+    }
+
+    /// The kernel's name of [`Self::state`].
+    #[must_use]
+    pub fn state_name(&self) -> &'static str {
+        tcp_state::name(self.state)
+    }
 }
 
 /// How a socket came to be.
@@ -134,8 +161,8 @@ pub struct SendIdle {
 
 impl SendIdle {
     /// `ev` on the socket of `rec`, if it is a write after idle and the tuple is known.
-    fn of(rec: &SocketRecord, ev: &KernelEvent) -> Option<Self> {
-        let SockEventKind::SendAfterIdle { idle_ns, .. } = ev.event.kind else {
+    fn of(rec: &SocketRecord, ev: &Noted) -> Option<Self> {
+        let SockEventKind::SendAfterIdle { idle_ns, .. } = ev.kind else {
             return None;
         };
         Some(Self {
@@ -147,27 +174,50 @@ impl SendIdle {
     }
 }
 
-/// Records that socket `sk` had `tuple` (once, however many events say so).
+/// Where a socket's record is: alive (by kernel address), or gone (by its sequence number
+/// in the order sockets were destroyed or replaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Live(u64),
+    Gone(u64),
+}
+
+/// Records that the socket at `slot` had `tuple` (once, however many events say so).
 fn index_tuple(
-    by_tuple: &mut HashMap<(SocketAddr, SocketAddr), Vec<u64>>,
+    by_tuple: &mut HashMap<(SocketAddr, SocketAddr), Vec<Slot>>,
     tuple: (SocketAddr, SocketAddr),
-    sk: u64,
+    slot: Slot,
 ) {
-    let sks = by_tuple.entry(tuple).or_default();
-    if !sks.contains(&sk) {
-        sks.push(sk);
+    let slots = by_tuple.entry(tuple).or_default();
+    if !slots.contains(&slot) {
+        slots.push(slot);
     }
 }
 
+/// Destroyed sockets' records kept at most, the newest (see [`Ledger::evict`]): at the
+/// lab's 600 new sockets a second, a minute of them; a busier proxy keeps less time.
+pub const MAX_GONE: usize = 65_536;
+
 /// Probe events indexed by socket and by 4-tuple.
+///
+/// Memory follows the sockets: records of live sockets are in a map by kernel address,
+/// which holds only the open ones; a socket destroyed (or replaced by a new one at its
+/// address) moves to a queue in that order, from which [`Ledger::evict`] takes the old ones
+/// off the front. A map that held destroyed records as well churned at tens of thousands of
+/// entries and grew its capacity at a random later moment (a step of ~10 MiB in the node
+/// agent's memory after a quarter of an hour).
 #[derive(Debug, Default)]
 pub struct Ledger {
-    sockets: HashMap<u64, SocketRecord>,
-    /// (local, remote) → kernel addresses of the sockets that had that tuple (a tuple is
-    /// reused by later connections, not always at the same address).
-    by_tuple: HashMap<(SocketAddr, SocketAddr), Vec<u64>>,
-    /// Records replaced by a newer socket at the same kernel address, kept until evicted.
-    retired: Vec<SocketRecord>,
+    live: HashMap<u64, SocketRecord>,
+    /// Destroyed or replaced, oldest first, with the time they went; the front's sequence
+    /// number is `gone_base`.
+    gone: VecDeque<(i64, SocketRecord)>,
+    gone_base: u64,
+    /// Gone records a verdict names, kept past [`Ledger::evict`]'s time, by sequence number.
+    kept: HashMap<u64, SocketRecord>,
+    /// (local, remote) → the records that had that tuple (a tuple is reused by later
+    /// connections, not always at the same kernel address).
+    by_tuple: HashMap<(SocketAddr, SocketAddr), Vec<Slot>>,
     events: u64,
     /// Openings learned since [`Ledger::take_opens`] was last called.
     opens: Vec<SocketOpen>,
@@ -188,7 +238,44 @@ impl Ledger {
     /// Sockets currently tracked.
     #[must_use]
     pub fn sockets(&self) -> usize {
-        self.sockets.len() + self.retired.len()
+        self.live.len() + self.gone.len() + self.kept.len()
+    }
+
+    /// Every record held.
+    fn records(&self) -> impl Iterator<Item = &SocketRecord> {
+        self.live
+            .values()
+            .chain(self.gone.iter().map(|(_, r)| r))
+            .chain(self.kept.values())
+    }
+
+    fn record(&self, slot: Slot) -> Option<&SocketRecord> {
+        match slot {
+            Slot::Live(sk) => self.live.get(&sk),
+            Slot::Gone(seq) => match seq.checked_sub(self.gone_base) {
+                Some(i) => usize::try_from(i)
+                    .ok()
+                    .and_then(|i| self.gone.get(i))
+                    .map(|(_, r)| r),
+                None => self.kept.get(&seq),
+            },
+        }
+    }
+
+    /// Moves the live record at `sk` to the gone queue, at `ts_ns`.
+    fn retire(&mut self, sk: u64, ts_ns: i64) {
+        let Some(rec) = self.live.remove(&sk) else {
+            return;
+        };
+        let seq = self.gone_base + self.gone.len() as u64;
+        if let (Some(l), Some(r)) = (rec.local, rec.remote) {
+            if let Some(slots) = self.by_tuple.get_mut(&(l, r)) {
+                for s in slots.iter_mut().filter(|s| **s == Slot::Live(sk)) {
+                    *s = Slot::Gone(seq);
+                }
+            }
+        }
+        self.gone.push_back((ts_ns, rec));
     }
 
     /// Takes one event. For a write after idle on a socket whose tuple is known, returns
@@ -201,8 +288,8 @@ impl Ledger {
         self.events += 1;
         let sk = ev.event.skaddr;
         // A new socket at a kernel address that was used before: start a new record. A
-        // connect begins at CLOSE, an accepted socket as a listener's SYN_RECV child; and
-        // nothing follows a destroy on the same socket.
+        // connect begins at CLOSE, an accepted socket as a listener's SYN_RECV child (a
+        // destroyed socket's record has already gone).
         let starts_new = matches!(
             ev.event.kind,
             SockEventKind::StateChange {
@@ -212,16 +299,11 @@ impl Ledger {
                 new: tcp_state::SYN_RECV,
                 ..
             }
-        ) || self
-            .sockets
-            .get(&sk)
-            .is_some_and(|r| r.destroyed_at.is_some());
+        );
         if starts_new {
-            if let Some(old) = self.sockets.remove(&sk) {
-                self.retired.push(old);
-            }
+            self.retire(sk, ev.ts_ns);
         }
-        let rec = self.sockets.entry(sk).or_insert_with(|| SocketRecord {
+        let rec = self.live.entry(sk).or_insert_with(|| SocketRecord {
             skaddr: sk,
             ..SocketRecord::default()
         });
@@ -229,14 +311,15 @@ impl Ledger {
             if l.port() != 0 && r.port() != 0 && rec.local.is_none() {
                 rec.local = Some(l);
                 rec.remote = Some(r);
-                index_tuple(&mut self.by_tuple, (l, r), sk);
+                index_tuple(&mut self.by_tuple, (l, r), Slot::Live(sk));
             }
         }
         if rec.pid.is_none() {
             rec.pid = ev.event.pid;
             rec.comm.clone_from(&ev.event.comm);
         }
-        if matches!(ev.event.kind, SockEventKind::Destroy) {
+        let destroyed = matches!(ev.event.kind, SockEventKind::Destroy);
+        if destroyed {
             rec.destroyed_at = Some(ev.ts_ns);
         }
         if rec.events.is_empty() {
@@ -253,8 +336,13 @@ impl Ledger {
         if rec.events.len() == MAX_EVENTS_PER_SOCKET {
             rec.events.remove(0);
         }
-        let idle = SendIdle::of(rec, &ev);
-        rec.events.push(ev);
+        let noted = Noted::of(&ev);
+        let idle = SendIdle::of(rec, &noted);
+        rec.events.push(noted);
+        if destroyed {
+            // nothing follows a destroy on the same socket
+            self.retire(sk, ev.ts_ns);
+        }
         idle
     }
 
@@ -267,20 +355,14 @@ impl Ledger {
     /// Every socket opening held (for a bundle read again).
     #[must_use]
     pub fn opens(&self) -> Vec<SocketOpen> {
-        self.sockets
-            .values()
-            .chain(&self.retired)
-            .filter_map(SocketRecord::open)
-            .collect()
+        self.records().filter_map(SocketRecord::open).collect()
     }
 
     /// Every write after idle held, as [`Ledger::push`] returned them.
     #[must_use]
     pub fn send_idles(&self) -> Vec<SendIdle> {
         let mut v: Vec<SendIdle> = self
-            .sockets
-            .values()
-            .chain(&self.retired)
+            .records()
             .flat_map(|rec| rec.events.iter().filter_map(|ev| SendIdle::of(rec, ev)))
             .collect();
         v.sort_by_key(|s| s.ts_ns);
@@ -308,12 +390,7 @@ impl Ledger {
                 .get(&(l, r))
                 .into_iter()
                 .flatten()
-                .flat_map(|sk| {
-                    self.sockets
-                        .get(sk)
-                        .into_iter()
-                        .chain(self.retired.iter().filter(move |s| s.skaddr == *sk))
-                })
+                .filter_map(|&slot| self.record(slot))
                 .filter(move |s| s.local == Some(l) && s.remote == Some(r))
         };
         let started = |s: &&SocketRecord| s.events.first().map(|e| e.ts_ns);
@@ -350,16 +427,16 @@ impl Ledger {
             .iter()
             .filter(|e| e.ts_ns >= from_ns && e.ts_ns <= to_ns)
         {
-            match &e.event.kind {
+            match &e.kind {
                 SockEventKind::StateChange { new, .. } if *new == tcp_state::CLOSE_WAIT => {
                     f.fin_received_ns.get_or_insert(e.ts_ns);
                 }
                 SockEventKind::SendAfterIdle { idle_ns, .. } => {
-                    if e.event.state == tcp_state::CLOSE_WAIT && f.write_in_close_wait.is_none() {
+                    if e.state == tcp_state::CLOSE_WAIT && f.write_in_close_wait.is_none() {
                         f.write_in_close_wait = Some((e.ts_ns, *idle_ns));
                     }
                     f.write_after_idle
-                        .get_or_insert((e.ts_ns, *idle_ns, e.event.state_name()));
+                        .get_or_insert((e.ts_ns, *idle_ns, e.state_name()));
                 }
                 SockEventKind::RecvEofOrError { ret } if *ret == 0 => {
                     f.eof_read_ns.get_or_insert(e.ts_ns);
@@ -379,20 +456,40 @@ impl Ledger {
         Some(f)
     }
 
-    /// Forgets sockets destroyed more than `keep_ns` before `now_ns`, except those whose
-    /// connection a verdict names (`pinned`, either direction): memory follows the open
-    /// sockets and the verdicts, and a verdict's kernel evidence stays.
+    /// Forgets sockets destroyed more than `keep_ns` before `now_ns` (and, past
+    /// [`MAX_GONE`] destroyed ones, the oldest), except those whose connection a verdict
+    /// names (`pinned`, either direction): memory follows the open sockets and the
+    /// verdicts, and a verdict's kernel evidence stays.
     pub fn evict(&mut self, now_ns: i64, keep_ns: i64, pinned: &HashSet<(SocketAddr, SocketAddr)>) {
-        let keep = |r: &SocketRecord| {
-            r.destroyed_at.is_none_or(|t| now_ns - t < keep_ns)
-                || matches!((r.local, r.remote), (Some(l), Some(m)) if pinned.contains(&(l, m)) || pinned.contains(&(m, l)))
-        };
-        self.sockets.retain(|_, r| keep(r));
-        self.retired.retain(keep);
+        let named = |r: &SocketRecord| matches!((r.local, r.remote), (Some(l), Some(m)) if pinned.contains(&(l, m)) || pinned.contains(&(m, l)));
+        while let Some((gone_at, _)) = self.gone.front() {
+            if now_ns - gone_at < keep_ns && self.gone.len() <= MAX_GONE {
+                break;
+            }
+            let seq = self.gone_base;
+            self.gone_base += 1;
+            if let Some((_, rec)) = self.gone.pop_front().filter(|(_, r)| named(r)) {
+                self.kept.insert(seq, rec);
+            }
+        }
+        self.kept.retain(|_, r| named(r));
+        // Rebuilt rather than pruned: a cleared map keeps its capacity and has no
+        // tombstones, so its size stays where the busiest ten seconds put it.
         self.by_tuple.clear();
-        for r in self.retired.iter().chain(self.sockets.values()) {
+        let slots = self
+            .live
+            .iter()
+            .map(|(&sk, r)| (Slot::Live(sk), r))
+            .chain(
+                self.gone
+                    .iter()
+                    .zip(self.gone_base..)
+                    .map(|((_, r), seq)| (Slot::Gone(seq), r)),
+            )
+            .chain(self.kept.iter().map(|(&seq, r)| (Slot::Gone(seq), r)));
+        for (slot, r) in slots {
             if let (Some(l), Some(m)) = (r.local, r.remote) {
-                index_tuple(&mut self.by_tuple, (l, m), r.skaddr);
+                index_tuple(&mut self.by_tuple, (l, m), slot);
             }
         }
     }
@@ -685,6 +782,74 @@ mod tests {
         assert!(l
             .facts(PROXY.parse().unwrap(), UPSTREAM.parse().unwrap(), 0, 1)
             .is_none());
+    }
+
+    /// Socket `i`: connected at `ts` from a port of its own (up to 20 000 sockets per
+    /// address), destroyed 1 µs later when `dies`.
+    fn connection(i: u32, ts: i64, dies: bool) -> Vec<KernelEvent> {
+        let local = local_of(i);
+        let at = |mut e: KernelEvent| {
+            e.event.skaddr = 0x1000 + u64::from(i % 7); // kernel addresses are reused
+            e.event.local = Some(local);
+            e
+        };
+        let mut v = vec![at(ev(
+            ts,
+            SockEventKind::StateChange {
+                old: tcp_state::CLOSE,
+                new: tcp_state::SYN_SENT,
+            },
+            tcp_state::SYN_SENT,
+        ))];
+        if dies {
+            v.push(at(ev(ts + 1_000, SockEventKind::Destroy, tcp_state::CLOSE)));
+        }
+        v
+    }
+
+    fn local_of(i: u32) -> SocketAddr {
+        format!("198.18.{}.1:{}", 10 + i / 20_000, 40_000 + i % 20_000)
+            .parse()
+            .unwrap()
+    }
+
+    fn found(l: &Ledger, i: u32) -> bool {
+        let local = local_of(i);
+        l.socket(local, UPSTREAM.parse().unwrap())
+            .is_some_and(|r| r.local == Some(local))
+    }
+
+    #[test]
+    fn a_socket_is_found_alive_destroyed_and_after_an_eviction() {
+        let mut l = ledger([connection(1, 1_000, false), connection(2, 5_000, true)].concat());
+        assert!(found(&l, 1) && found(&l, 2));
+        l.evict(6_000, 1_000_000, &HashSet::new());
+        assert!(found(&l, 1) && found(&l, 2), "the index is rebuilt whole");
+        for e in connection(3, 7_000, true) {
+            l.push(e);
+        }
+        assert!(found(&l, 3));
+        // socket 2 went at 6 µs, socket 3 at 8 µs
+        l.evict(1_007_000, 1_000_000, &HashSet::new());
+        assert!(found(&l, 1), "alive: kept however old");
+        assert!(!found(&l, 2) && found(&l, 3));
+        assert_eq!(l.sockets(), 2);
+    }
+
+    #[test]
+    fn destroyed_sockets_beyond_the_bound_go_oldest_first() {
+        let total = u32::try_from(MAX_GONE).unwrap() + 10;
+        let mut l = Ledger::new();
+        for i in 0..total {
+            for e in connection(i, i64::from(i) * 10_000, true) {
+                l.push(e);
+            }
+        }
+        assert_eq!(l.sockets(), MAX_GONE + 10);
+        l.evict(i64::from(total) * 10_000, i64::MAX / 2, &HashSet::new());
+        assert_eq!(l.sockets(), MAX_GONE, "bounded however recent");
+        assert!(!found(&l, 0) && !found(&l, 9), "the oldest went");
+        assert!(found(&l, 10) && found(&l, total - 1), "the newest stay");
     }
 
     #[test]
