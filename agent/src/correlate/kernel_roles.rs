@@ -37,7 +37,10 @@ impl KernelRoles {
     /// Takes one socket opening.
     pub fn saw(&mut self, s: SocketOpen) {
         if self.sockets.len() >= GENERATION {
-            self.older = std::mem::take(&mut self.sockets);
+            // the older generation's map is emptied and reused: both keep their capacity,
+            // so the memory of a busy proxy's sockets is taken once, not again each minute
+            std::mem::swap(&mut self.older, &mut self.sockets);
+            self.sockets.clear();
         }
         let prev = self
             .sockets
