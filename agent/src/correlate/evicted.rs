@@ -23,6 +23,7 @@ impl Correlator {
         if forgotten && c.exchanges.is_empty() && c.refused_ns.is_none() && c.syn_count < 2 {
             let tuple = (c.info.client, c.info.server);
             self.conns.remove(&conn);
+            self.idle_closes.remove(&conn);
             if self.by_tuple.get(&tuple) == Some(&conn) {
                 self.by_tuple.remove(&tuple);
             }

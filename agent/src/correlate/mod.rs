@@ -4,6 +4,8 @@
 
 mod evicted;
 mod evidence;
+#[cfg(test)]
+mod forget_tests;
 mod judge;
 pub mod kernel_roles;
 mod late;
@@ -136,6 +138,11 @@ pub struct Correlator {
     /// The same keys in the order their candidates came (for expiry: a key of a request
     /// id is never seen again, so its candidates would otherwise stay for ever).
     pending_order: VecDeque<(i64, u64)>,
+    /// Downstream requests answered, with when their candidates are dropped: a request
+    /// answered is no longer waiting for an attempt, and the capture's order is right
+    /// within a second. Without this a busy proxy's every request stayed a candidate for
+    /// [`PENDING_MAX_NS`], up to [`MAX_PENDING`] of them.
+    answered: VecDeque<(i64, ExRef)>,
     checks: BinaryHeap<Reverse<(i64, u64, Check)>>,
     check_seq: u64,
     closed: VecDeque<(i64, ConnId)>,
@@ -191,6 +198,19 @@ fn key_of(s: &str, salt: u8) -> u64 {
     h.finish()
 }
 
+/// The keys a request is paired under: its request id and trace id (unique: `true`), and
+/// its method and target.
+fn request_keys(req: &crate::http::RequestHead) -> [Option<(u64, bool)>; 3] {
+    [
+        req.request_id.as_deref().map(|v| (key_of(v, 1), true)),
+        req.traceparent
+            .as_deref()
+            .and_then(|v| v.split('-').nth(1))
+            .map(|v| (key_of(v, 2), true)),
+        Some((key_of(&format!("{} {}", req.method, req.target), 3), false)),
+    ]
+}
+
 impl Observations {
     fn sample(&mut self, s: Sample) {
         if self.stream_samples && self.samples.len() < MAX_PENDING_SAMPLES {
@@ -211,6 +231,7 @@ impl Correlator {
                 self.pending.values().map(Vec::len).sum(),
             ),
             ("correlate_pending_order", self.pending_order.len()),
+            ("correlate_answered", self.answered.len()),
             ("correlate_checks", self.checks.len()),
             ("correlate_closed", self.closed.len()),
             ("correlate_troubles", self.troubles.len()),
@@ -299,6 +320,7 @@ impl Correlator {
             idle_closes: FxHashMap::default(),
             idle_close_order: VecDeque::new(),
             pending_order: VecDeque::new(),
+            answered: VecDeque::new(),
             proxy_closes: VecDeque::new(),
             idle_limits: std::cell::RefCell::new(HashMap::new()),
             recent_requests: VecDeque::new(),
@@ -550,6 +572,12 @@ impl Correlator {
                 let e = c.ex_entry(index);
                 e.res_ns = Some(ts);
                 e.res = Some(head);
+                if matches!(role, Role::Down | Role::Unknown)
+                    && e.req.is_some()
+                    && self.answered.len() < MAX_PENDING
+                {
+                    self.answered.push_back((ts + GRACE_NS, (conn, index)));
+                }
                 if status >= 500 {
                     self.schedule(ts + GRACE_NS, Check::Exchange(conn, index));
                 }
@@ -617,14 +645,7 @@ impl Correlator {
             return;
         };
         let role = self.roles.role(&info);
-        let keys = [
-            req.request_id.as_deref().map(|v| (key_of(v, 1), true)),
-            req.traceparent
-                .as_deref()
-                .and_then(|v| v.split('-').nth(1))
-                .map(|v| (key_of(v, 2), true)),
-            Some((key_of(&format!("{} {}", req.method, req.target), 3), false)),
-        ];
+        let keys = request_keys(&req);
         if matches!(role, Role::Up | Role::Unknown) {
             for (k, by_id) in keys.iter().flatten().copied() {
                 if let Some((down, unique)) = self.find_down(k, &info, ts) {
@@ -853,6 +874,33 @@ impl Correlator {
         self.by_tuple.clear();
         self.pending.clear();
         self.pending_order.clear();
+        self.answered.clear();
+    }
+
+    /// Drops the candidates of requests answered more than [`GRACE_NS`] ago.
+    fn forget_answered(&mut self) {
+        while let Some(&(due, (dc, di))) = self.answered.front() {
+            if due > self.now {
+                break;
+            }
+            self.answered.pop_front();
+            let Some(req) = self
+                .conns
+                .get(&dc)
+                .and_then(|c| c.ex(di))
+                .and_then(|e| e.req.as_ref())
+            else {
+                continue; // its candidates expire with time
+            };
+            for (k, _) in request_keys(req).into_iter().flatten() {
+                if let Some(v) = self.pending.get_mut(&k) {
+                    v.retain(|&(r, _)| r != (dc, di));
+                    if v.is_empty() {
+                        self.pending.remove(&k);
+                    }
+                }
+            }
+        }
     }
 
     fn forget_old(&mut self) {
@@ -861,6 +909,8 @@ impl Correlator {
                 break;
             }
             self.closed.pop_front();
+            // an idle close serves errors while its connection is remembered
+            self.idle_closes.remove(&id);
             if let Some(c) = self.conns.remove(&id) {
                 let t = (c.info.client, c.info.server);
                 if self.by_tuple.get(&t) == Some(&id) {
@@ -885,19 +935,30 @@ impl Correlator {
         }
         let now = self.now;
         while let Some(&(t, id)) = self.idle_close_order.front() {
-            if now - t <= TROUBLE_KEEP_NS && self.idle_close_order.len() <= MAX_IDLE_CLOSES {
+            if now - t <= TROUBLE_KEEP_NS
+                && self.idle_close_order.len() <= MAX_IDLE_CLOSES
+                && self.idle_closes.contains_key(&id)
+            {
                 break;
             }
             self.idle_close_order.pop_front();
             self.idle_closes.remove(&id);
         }
-        while self.proxy_closes.front().is_some_and(|&(t, _)| {
-            now - t > TROUBLE_KEEP_NS || self.proxy_closes.len() > MAX_IDLE_CLOSES
+        while self.proxy_closes.front().is_some_and(|&(t, id)| {
+            now - t > TROUBLE_KEEP_NS
+                || self.proxy_closes.len() > MAX_IDLE_CLOSES
+                || !self.idle_closes.contains_key(&id)
         }) {
             self.proxy_closes.pop_front();
         }
+        self.forget_answered();
         while let Some(&(t, k)) = self.pending_order.front() {
-            if now - t < PENDING_MAX_NS && self.pending_order.len() <= MAX_PENDING {
+            // an entry whose candidates have gone (answered) is dropped at once
+            let holds = self
+                .pending
+                .get(&k)
+                .is_some_and(|v| v.iter().any(|&(_, tt)| tt <= t));
+            if holds && now - t < PENDING_MAX_NS && self.pending_order.len() <= MAX_PENDING {
                 break;
             }
             self.pending_order.pop_front();

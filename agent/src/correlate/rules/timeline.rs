@@ -232,6 +232,32 @@ impl Tl {
         (verdicts, corr.encrypted_side())
     }
 
+    /// The correlator's tables once the timeline has played and the clock has gone on to
+    /// `until_us` (no end of input: what a long-running session holds).
+    pub fn tables_at(mut self, until_us: i64) -> Vec<(&'static str, usize)> {
+        self.segs.sort_by_key(|s| s.ts_ns);
+        let mut tracker = Tracker::new();
+        let mut corr = Correlator::new(Roles::default());
+        let mut events = Vec::new();
+        let tick = upstream(65_000);
+        let mut segs = std::mem::take(&mut self.segs);
+        // another connection's packets every second, so the clock goes on to `until_us`
+        let last = segs.last().map_or(0, |s| s.ts_ns / 1000);
+        self.open(last + 1, tick);
+        for t in (last + 1_000 * MS..=until_us).step_by(1_000 * MS as usize) {
+            self.seg(t, tick.c, tick.s, flags::ACK, b"");
+        }
+        segs.append(&mut self.segs);
+        for s in &segs {
+            tracker.push(s, &mut events);
+            for ev in events.drain(..) {
+                corr.on_event(ev);
+            }
+            corr.advance(tracker.now());
+        }
+        corr.tables()
+    }
+
     pub fn run(self) -> Run {
         self.run_with(&[])
     }
