@@ -47,10 +47,10 @@ const MAX_SAMPLES: usize = 4096;
 const KERNEL_IDLE_NEAR_NS: i64 = 5_000_000;
 /// Connection troubles (refused, unanswered SYNs) and idle closes kept for matching.
 const TROUBLE_KEEP_NS: i64 = 600_000_000_000;
-/// Idle closes (and the proxy's closes of them) kept at most, the newest: a quiet proxy
-/// keeps them for [`TROUBLE_KEEP_NS`] (its next request may come minutes after the
-/// upstream closed), a busy one has fresher ones to match (the lab's seed closes 250 a
-/// second: 150 000 kept for ten minutes before this bound).
+/// Idle closes (and the proxy's closes of them) kept at most, the newest. Each goes with
+/// its connection's record (an idle pooled connection is remembered while open, and a few
+/// seconds after it closed), and at the latest after [`TROUBLE_KEEP_NS`]; a busy proxy has
+/// fresher ones to match (the lab's seed closes 250 a second).
 const MAX_IDLE_CLOSES: usize = 16_384;
 /// Downstream requests waiting for their upstream attempt, at most (the oldest go first).
 const MAX_PENDING: usize = 65_536;
