@@ -9,6 +9,7 @@
 //! its own session.
 
 pub mod discover;
+mod heap;
 pub mod metrics;
 mod serve;
 pub mod sockets;
@@ -251,6 +252,7 @@ fn open_sink(s: &VerdictSink) -> Result<Option<Box<dyn Write + Send>>, AgentErro
 /// file cannot be opened.
 pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     preflight(&opts)?;
+    heap::settle();
     let shared = Arc::new(Shared {
         metrics: Metrics::new(opts.max_upstreams)?,
         sink: Mutex::new(open_sink(&opts.verdicts)?),
