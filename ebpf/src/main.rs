@@ -396,6 +396,13 @@ fn try_sock_recv_length(ctx: &RawTracePointContext) -> Res {
     if flags_arg & MSG_PEEK != 0 {
         return Ok(());
     }
+    // A read that found nothing yet (an event loop reads until EAGAIN, so about one call
+    // in two on a busy proxy) tells the probe nothing: it stops before the map lookup,
+    // unless the TLS probes follow every socket operation of a thread.
+    let ret = ctx.arg::<u64>(1) as u32 as i32;
+    if (ret == -EAGAIN || ret == -EINTR) && !tls::enabled() {
+        return Ok(());
+    }
     let Some((skaddr, ptr, ret)) = tracked_io(ctx) else {
         return Ok(());
     };
