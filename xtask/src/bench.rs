@@ -247,6 +247,13 @@ pub(crate) struct Round {
     fixed_rps: f64,
     pub(crate) fixed_p99_ms: f64,
     fixed_errors: u64,
+    /// CPU seconds the whole machine was busy during the fixed load, minus the load
+    /// generator's: at a load every kind of round serves alike, what the attached process
+    /// costs shows here wherever it is spent (its process, the kernel's copies and
+    /// programs in the proxy's time or in softirq), without saturation's noise.
+    fixed_cpu_s: f64,
+    /// Requests the fixed load completed.
+    fixed_requests: f64,
 }
 
 impl Round {
@@ -257,6 +264,10 @@ impl Round {
     /// The proxy's own CPU per request, microseconds.
     fn proxy_us(&self) -> f64 {
         self.proxy_cpu_s / self.requests.max(1.0) * 1e6
+    }
+    /// Machine CPU per request at the fixed load, microseconds (load generator excluded).
+    fn fixed_cpu_us(&self) -> f64 {
+        self.fixed_cpu_s / self.fixed_requests.max(1.0) * 1e6
     }
 }
 
@@ -577,6 +588,24 @@ fn report_condition(args: &BenchArgs, kinds: &[Option<Kind>], res: &Condition) {
             mean(base, Round::proxy_us),
             extra.iter().map(|x| format!("{:.1}", x * 100.0)).collect::<Vec<_>>().join(" ")
         );
+        // At the fixed load the same requests are served in every round: the machine's
+        // extra CPU per request is the whole cost of what is attached, tcpdump's packet
+        // copies and tracer's kernel programs included, each round against the baselines
+        // just before and after it.
+        let fixed_extra: Vec<f64> = rounds
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.fixed_cpu_us() - (base[i].fixed_cpu_us() + base[i + 1].fixed_cpu_us()) / 2.0
+            })
+            .collect();
+        println!(
+            "    CPU per request at the fixed load: {:.1} us for the machine vs {:.1} us alone: {:+.2} us (rounds {})",
+            mean(rounds, Round::fixed_cpu_us),
+            mean(base, Round::fixed_cpu_us),
+            median(&fixed_extra),
+            fixed_extra.iter().map(|x| format!("{x:+.2}")).collect::<Vec<_>>().join(" ")
+        );
         // The attributable cost: the attached process (and with --bpf-stats tracer's kernel
         // programs), per request, as a share of the proxy's own CPU per request in the same
         // round. Both are CPU time in one window, so a slow host inflates them alike.
@@ -844,8 +873,11 @@ fn measured(
     r.proxy_cpu_s = proxy1 - proxy0;
     r.attached_s = attached1 - attached0;
     r.attached_cs = cs1.saturating_sub(cs0) as f64;
+    let (busy0, gen0) = (busy_s(), children_cpu_s());
     (r.fixed_rps, r.fixed_p99_ms, r.fixed_errors) =
         fixed_load(ns, url, rate, args.connections, args.seconds)?;
+    r.fixed_cpu_s = (busy_s() - busy0) - (children_cpu_s() - gen0);
+    r.fixed_requests = r.fixed_rps * f64::from(args.seconds);
     Ok(r)
 }
 
