@@ -54,6 +54,8 @@ const TROUBLE_KEEP_NS: i64 = 600_000_000_000;
 const MAX_IDLE_CLOSES: usize = 16_384;
 /// Downstream requests waiting for their upstream attempt, at most (the oldest go first).
 const MAX_PENDING: usize = 65_536;
+/// How often the waiting requests are swept for age and number.
+const PENDING_SWEEP_NS: i64 = 1_000_000_000;
 /// A proxy opens its upstream connection within this time of the request that needs it.
 const CONNECT_AFTER_REQUEST_NS: i64 = 50_000_000;
 /// Times a server's requests must be followed by connections to one upstream before the
@@ -135,9 +137,11 @@ pub struct Correlator {
     conns: FxHashMap<ConnId, CConn>,
     /// Downstream candidates waiting for their upstream attempt, by request key.
     pending: FxHashMap<u64, Vec<(ExRef, i64)>>,
-    /// The same keys in the order their candidates came (for expiry: a key of a request
-    /// id is never seen again, so its candidates would otherwise stay for ever).
-    pending_order: VecDeque<(i64, u64)>,
+    /// When `pending` was last swept (a key of a request id is never seen again, so its
+    /// candidates would otherwise stay for ever). A queue of keys in arrival order did
+    /// this before; behind a request that waited long (its response skipped by a sparse
+    /// capture), the keys of answered ones piled up in it to its bound.
+    pending_swept: i64,
     /// Downstream requests answered, with when their candidates are dropped: a request
     /// answered is no longer waiting for an attempt, and the capture's order is right
     /// within a second. Without this a busy proxy's every request stayed a candidate for
@@ -230,7 +234,6 @@ impl Correlator {
                 "correlate_pending",
                 self.pending.values().map(Vec::len).sum(),
             ),
-            ("correlate_pending_order", self.pending_order.len()),
             ("correlate_answered", self.answered.len()),
             ("correlate_checks", self.checks.len()),
             ("correlate_closed", self.closed.len()),
@@ -319,7 +322,7 @@ impl Correlator {
             troubles: VecDeque::new(),
             idle_closes: FxHashMap::default(),
             idle_close_order: VecDeque::new(),
-            pending_order: VecDeque::new(),
+            pending_swept: i64::MIN,
             answered: VecDeque::new(),
             proxy_closes: VecDeque::new(),
             idle_limits: std::cell::RefCell::new(HashMap::new()),
@@ -681,7 +684,6 @@ impl Correlator {
                     v.remove(0);
                 }
                 v.push(((conn, index), ts));
-                self.pending_order.push_back((ts, k));
             }
         }
     }
@@ -873,8 +875,30 @@ impl Correlator {
         self.conns.clear();
         self.by_tuple.clear();
         self.pending.clear();
-        self.pending_order.clear();
         self.answered.clear();
+    }
+
+    /// Drops candidates older than [`PENDING_MAX_NS`] and, beyond [`MAX_PENDING`], the
+    /// oldest; once a second (the pending map holds the requests in flight, and those
+    /// whose answer was not seen).
+    fn sweep_pending(&mut self) {
+        let now = self.now;
+        if now.saturating_sub(self.pending_swept) < PENDING_SWEEP_NS {
+            return;
+        }
+        self.pending_swept = now;
+        let young = |v: &mut Vec<(ExRef, i64)>, from: i64| {
+            v.retain(|&(_, t)| t > from);
+            !v.is_empty()
+        };
+        self.pending
+            .retain(|_, v| young(v, now.saturating_sub(PENDING_MAX_NS)));
+        let total: usize = self.pending.values().map(Vec::len).sum();
+        if total > MAX_PENDING {
+            let mut times: Vec<i64> = self.pending.values().flatten().map(|&(_, t)| t).collect();
+            let (_, &mut cutoff, _) = times.select_nth_unstable(total - MAX_PENDING - 1);
+            self.pending.retain(|_, v| young(v, cutoff));
+        }
     }
 
     /// Drops the candidates of requests answered more than [`GRACE_NS`] ago.
@@ -952,22 +976,6 @@ impl Correlator {
             self.proxy_closes.pop_front();
         }
         self.forget_answered();
-        while let Some(&(t, k)) = self.pending_order.front() {
-            // an entry whose candidates have gone (answered) is dropped at once
-            let holds = self
-                .pending
-                .get(&k)
-                .is_some_and(|v| v.iter().any(|&(_, tt)| tt <= t));
-            if holds && now - t < PENDING_MAX_NS && self.pending_order.len() <= MAX_PENDING {
-                break;
-            }
-            self.pending_order.pop_front();
-            if let Some(v) = self.pending.get_mut(&k) {
-                v.retain(|&(_, tt)| tt > t);
-                if v.is_empty() {
-                    self.pending.remove(&k);
-                }
-            }
-        }
+        self.sweep_pending();
     }
 }
