@@ -75,6 +75,8 @@ struct Sample {
     /// Seconds since the soak began.
     t_s: f64,
     rss_kib: u64,
+    /// What the allocator holds for live allocations (`tracer_heap_bytes`), KiB.
+    heap_kib: f64,
     anon_kib: u64,
     hwm_kib: u64,
     threads: u64,
@@ -287,6 +289,7 @@ fn sample(pid: u32, addr: SocketAddr, t_s: f64) -> Sample {
     Sample {
         t_s,
         rss_kib: field("VmRSS:"),
+        heap_kib: metric_sum(&metrics, "tracer_heap_bytes") / 1024.0,
         anon_kib: field("RssAnon:"),
         hwm_kib: field("VmHWM:"),
         threads: field("Threads:"),
@@ -368,8 +371,8 @@ fn report(args: &SoakArgs, cycles: &[Cycle], samples: &[Sample]) {
         args.sample_seconds,
         samples.len()
     );
-    println!("  | minute | RSS KiB | of it anon KiB | peak KiB | CPU % since the last line | threads | fds | followed | connections tracked | verdicts | packets dropped | events lost | series |");
-    println!("  |---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("  | minute | RSS KiB | of it anon KiB | peak KiB | live heap KiB | CPU % since the last line | threads | fds | followed | connections tracked | verdicts | packets dropped | events lost | series |");
+    println!("  |---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let per_minute = (60 / args.sample_seconds).max(1) as usize;
     let mut prev: Option<&Sample> = None;
     for (i, s) in samples.iter().enumerate() {
@@ -381,11 +384,12 @@ fn report(args: &SoakArgs, cycles: &[Cycle], samples: &[Sample]) {
                 )
             });
             println!(
-                "  | {:.1} | {} | {} | {} | {cpu} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+                "  | {:.1} | {} | {} | {} | {:.0} | {cpu} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
                 s.t_s / 60.0,
                 s.rss_kib,
                 s.anon_kib,
                 s.hwm_kib,
+                s.heap_kib,
                 s.threads,
                 s.fds,
                 s.followed,
@@ -448,27 +452,45 @@ fn report(args: &SoakArgs, cycles: &[Cycle], samples: &[Sample]) {
             "  RSS slope over the whole soak, sessions' starts and ends included: {slope:+.1} KiB/min (standard error {se:.1})"
         );
     }
+    judge("RSS", args, cycles, &steady);
+    let steady_heap: Vec<Vec<(f64, f64)>> = cycles
+        .iter()
+        .map(|c| {
+            samples
+                .iter()
+                .filter(|s| s.t_s >= c.start_s + warmup_s && s.t_s <= c.end_s)
+                .map(|s| (s.t_s / 60.0, s.heap_kib))
+                .collect()
+        })
+        .collect();
+    judge("live heap", args, cycles, &steady_heap);
+}
+
+/// Prints the slope of `what` within the sessions' steady states and from one session of
+/// a scenario to its last, and whether both are flat.
+fn judge(what: &str, args: &SoakArgs, cycles: &[Cycle], steady: &[Vec<(f64, f64)>]) {
+    let level = |g: &[(f64, f64)]| median(&g.iter().map(|p| p.1).collect::<Vec<_>>());
     let limit = args.flat_kib_per_min;
     let mut flat = true;
-    match fit(&steady) {
+    match fit(steady) {
         Some((slope, se)) => {
             flat &= slope <= limit;
             println!(
-                "  RSS slope within the sessions' steady states (after each one's first {} min): {slope:+.1} KiB/min (standard error {se:.1}; {:+.1} MiB a day at that rate)",
+                "  {what} slope within the sessions' steady states (after each one's first {} min): {slope:+.1} KiB/min (standard error {se:.1}; {:+.1} MiB a day at that rate)",
                 args.warmup_minutes,
                 slope * 60.0 * 24.0 / 1024.0
             );
         }
         None => {
             flat = false;
-            println!("  RSS slope within the sessions: too few samples (cycles longer than the warm-up, please)");
+            println!("  {what} slope within the sessions: too few samples (cycles longer than the warm-up, please)");
         }
     }
     // From one session of a scenario to its last: what a session leaves behind.
     for name in &args.scenarios {
         let runs: Vec<(f64, f64)> = cycles
             .iter()
-            .zip(&steady)
+            .zip(steady)
             .filter(|(c, g)| &c.scenario == name && !g.is_empty())
             .map(|(c, g)| ((c.start_s + c.end_s) / 120.0, level(g)))
             .collect();
@@ -477,7 +499,7 @@ fn report(args: &SoakArgs, cycles: &[Cycle], samples: &[Sample]) {
                 let per_min = (last.1 - first.1) / (last.0 - first.0);
                 flat &= per_min <= limit;
                 println!(
-                    "  {name}: steady RSS {:.0} KiB in its first session, {:.0} KiB in its last ({} sessions): {per_min:+.1} KiB/min",
+                    "  {name}: steady {what} {:.0} KiB in its first session, {:.0} KiB in its last ({} sessions): {per_min:+.1} KiB/min",
                     first.1,
                     last.1,
                     runs.len()
@@ -486,7 +508,7 @@ fn report(args: &SoakArgs, cycles: &[Cycle], samples: &[Sample]) {
         }
     }
     println!(
-        "  RSS: {} (flat means growing by at most {limit} KiB/min in both)",
+        "  {what}: {} (flat means growing by at most {limit} KiB/min in both)",
         if flat { "flat" } else { "GROWING" }
     );
 }
@@ -497,16 +519,17 @@ fn write_csv(path: &std::path::Path, samples: &[Sample]) -> Result<()> {
     );
     writeln!(
         f,
-        "t_s,rss_kib,anon_kib,hwm_kib,cpu_s,threads,fds,followed,connections_tracked,verdicts,packets_dropped,events_lost,series"
+        "t_s,rss_kib,anon_kib,hwm_kib,heap_kib,cpu_s,threads,fds,followed,connections_tracked,verdicts,packets_dropped,events_lost,series"
     )?;
     for s in samples {
         writeln!(
             f,
-            "{:.1},{},{},{},{:.2},{},{},{},{},{},{},{},{}",
+            "{:.1},{},{},{},{:.0},{:.2},{},{},{},{},{},{},{},{}",
             s.t_s,
             s.rss_kib,
             s.anon_kib,
             s.hwm_kib,
+            s.heap_kib,
             s.cpu_s,
             s.threads,
             s.fds,

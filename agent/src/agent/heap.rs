@@ -31,6 +31,23 @@ pub fn settle() -> bool {
     }
 }
 
+/// Bytes the allocator holds for live allocations: heap chunks in use and the blocks
+/// mapped on their own (what a leak grows), `None` where the allocator cannot say. RSS
+/// also counts freed memory not yet given back, and moves in steps with it.
+#[must_use]
+pub fn in_use() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `mallinfo2` takes no argument and only reads the allocator's statistics.
+        let m = unsafe { libc::mallinfo2() };
+        u64::try_from(m.uordblks.saturating_add(m.hblkhd)).ok()
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -38,5 +55,18 @@ mod tests {
         if cfg!(all(target_os = "linux", target_env = "gnu")) {
             assert!(super::settle());
         }
+    }
+
+    #[test]
+    fn live_allocations_are_counted() {
+        if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+            return;
+        }
+        let before = super::in_use().unwrap();
+        let block = vec![1u8; 8 << 20];
+        let during = super::in_use().unwrap();
+        assert!(during >= before + (8 << 20), "{before} then {during}");
+        drop(block);
+        assert!(super::in_use().unwrap() < during);
     }
 }

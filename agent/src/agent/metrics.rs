@@ -53,6 +53,8 @@ pub struct Metrics {
     pub connections_evicted: IntCounter,
     pub proxies_followed: IntGauge,
     pub sessions_failed: IntCounter,
+    /// Read when the metrics are rendered.
+    heap_bytes: IntGauge,
     upstreams: Mutex<HashSet<String>>,
     max_upstreams: usize,
 }
@@ -233,6 +235,12 @@ impl Metrics {
                 "tracer_sessions_failed_total",
                 "Attempts to follow a proxy that failed to start or stopped on an error.",
             )?,
+            heap_bytes: gauge(
+                &r,
+                "tracer_heap_bytes",
+                "Bytes the agent's allocator holds for live allocations (what a leak would \
+                 grow; the resident memory also counts freed memory not yet given back).",
+            )?,
             upstreams: Mutex::new(HashSet::new()),
             max_upstreams,
             registry: r,
@@ -363,6 +371,9 @@ impl Metrics {
     /// The text exposition format (what `/metrics` serves).
     #[must_use]
     pub fn render(&self) -> String {
+        if let Some(b) = super::heap::in_use() {
+            self.heap_bytes.set(i64::try_from(b).unwrap_or(i64::MAX));
+        }
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for want of space; a metric that cannot encode
         // is left out rather than failing the scrape.
