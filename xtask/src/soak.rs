@@ -404,17 +404,20 @@ fn report(args: &SoakArgs, cycles: &[Cycle], samples: &[Sample]) {
     }
     // Each cycle's steady state: its samples after the warm-up, while its servers ran.
     let warmup_s = f64::from(args.warmup_minutes) * 60.0;
-    let steady: Vec<Vec<(f64, f64)>> = cycles
-        .iter()
-        .map(|c| {
-            samples
-                .iter()
-                .filter(|s| s.t_s >= c.start_s + warmup_s && s.t_s <= c.end_s)
-                .map(|s| (s.t_s / 60.0, s.rss_kib as f64))
-                .collect()
-        })
-        .collect();
-    let level = |g: &[(f64, f64)]| median(&g.iter().map(|p| p.1).collect::<Vec<_>>());
+    // Each cycle's samples of one measure after the warm-up, while its servers ran.
+    let steady_of = |f: fn(&Sample) -> f64| -> Vec<Vec<(f64, f64)>> {
+        cycles
+            .iter()
+            .map(|c| {
+                samples
+                    .iter()
+                    .filter(|s| s.t_s >= c.start_s + warmup_s && s.t_s <= c.end_s)
+                    .map(|s| (s.t_s / 60.0, f(s)))
+                    .collect()
+            })
+            .collect()
+    };
+    let steady = steady_of(|s| s.rss_kib as f64);
     println!("  | cycle | scenario | minutes | requests | failed at the client | verdicts | steady RSS KiB (median) | slope in it KiB/min |");
     println!("  |---|---|---|---|---|---|---|---|");
     for (i, (c, g)) in cycles.iter().zip(&steady).enumerate() {
@@ -453,23 +456,17 @@ fn report(args: &SoakArgs, cycles: &[Cycle], samples: &[Sample]) {
         );
     }
     judge("RSS", args, cycles, &steady);
-    let steady_heap: Vec<Vec<(f64, f64)>> = cycles
-        .iter()
-        .map(|c| {
-            samples
-                .iter()
-                .filter(|s| s.t_s >= c.start_s + warmup_s && s.t_s <= c.end_s)
-                .map(|s| (s.t_s / 60.0, s.heap_kib))
-                .collect()
-        })
-        .collect();
-    judge("live heap", args, cycles, &steady_heap);
+    judge("live heap", args, cycles, &steady_of(|s| s.heap_kib));
+}
+
+/// The median of a steady state's values.
+fn level(g: &[(f64, f64)]) -> f64 {
+    median(&g.iter().map(|p| p.1).collect::<Vec<_>>())
 }
 
 /// Prints the slope of `what` within the sessions' steady states and from one session of
 /// a scenario to its last, and whether both are flat.
 fn judge(what: &str, args: &SoakArgs, cycles: &[Cycle], steady: &[Vec<(f64, f64)>]) {
-    let level = |g: &[(f64, f64)]| median(&g.iter().map(|p| p.1).collect::<Vec<_>>());
     let limit = args.flat_kib_per_min;
     let mut flat = true;
     match fit(steady) {
