@@ -214,14 +214,7 @@ impl Tl {
         for open in self.kernel.drain(..) {
             corr.kernel_socket(open);
         }
-        let mut events = Vec::new();
-        for s in &self.segs {
-            tracker.push(s, &mut events);
-            for ev in events.drain(..) {
-                corr.on_event(ev);
-            }
-            corr.advance(tracker.now());
-        }
+        let mut events = play(&self.segs, &mut tracker, &mut corr);
         tracker.finish(&mut events);
         for ev in events.drain(..) {
             corr.on_event(ev);
@@ -238,7 +231,6 @@ impl Tl {
         self.segs.sort_by_key(|s| s.ts_ns);
         let mut tracker = Tracker::new();
         let mut corr = Correlator::new(Roles::default());
-        let mut events = Vec::new();
         let tick = upstream(65_000);
         let mut segs = std::mem::take(&mut self.segs);
         // another connection's packets every second, so the clock goes on to `until_us`
@@ -248,13 +240,7 @@ impl Tl {
             self.seg(t, tick.c, tick.s, flags::ACK, b"");
         }
         segs.append(&mut self.segs);
-        for s in &segs {
-            tracker.push(s, &mut events);
-            for ev in events.drain(..) {
-                corr.on_event(ev);
-            }
-            corr.advance(tracker.now());
-        }
+        play(&segs, &mut tracker, &mut corr);
         corr.tables()
     }
 
@@ -282,6 +268,20 @@ impl Tl {
     pub fn only_without(self, rule: Rule) -> Verdict {
         only(self.run_without(rule))
     }
+}
+
+/// Segments through the tracker into the correlator, its clock advanced with each; returns
+/// the (empty) event buffer for what follows.
+fn play(segs: &[Segment], tracker: &mut Tracker, corr: &mut Correlator) -> Vec<crate::flow::Event> {
+    let mut events = Vec::new();
+    for s in segs {
+        tracker.push(s, &mut events);
+        for ev in events.drain(..) {
+            corr.on_event(ev);
+        }
+        corr.advance(tracker.now());
+    }
+    events
 }
 
 fn only(r: Run) -> Verdict {
