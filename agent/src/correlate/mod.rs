@@ -195,10 +195,13 @@ const KERNEL_IDLE_EARLY_KEPT: usize = 256;
 /// Connections with kernel idle reports kept before they are seen on the wire.
 const KERNEL_IDLE_EARLY_MAX: usize = 1 << 20;
 
-fn key_of(s: &str, salt: u8) -> u64 {
+/// A pairing key: the hash of `parts` (each ends in its own separator) under `salt`.
+fn key_of(parts: &[&str], salt: u8) -> u64 {
     let mut h = FxHasher::default();
     salt.hash(&mut h);
-    s.hash(&mut h);
+    for p in parts {
+        p.hash(&mut h);
+    }
     h.finish()
 }
 
@@ -206,12 +209,13 @@ fn key_of(s: &str, salt: u8) -> u64 {
 /// its method and target.
 fn request_keys(req: &crate::http::RequestHead) -> [Option<(u64, bool)>; 3] {
     [
-        req.request_id.as_deref().map(|v| (key_of(v, 1), true)),
+        req.request_id.as_deref().map(|v| (key_of(&[v], 1), true)),
         req.traceparent
             .as_deref()
             .and_then(|v| v.split('-').nth(1))
-            .map(|v| (key_of(v, 2), true)),
-        Some((key_of(&format!("{} {}", req.method, req.target), 3), false)),
+            .map(|v| (key_of(&[v], 2), true)),
+        // hashed in parts: this runs for every request, and again once it is answered
+        Some((key_of(&[&req.method, &req.target], 3), false)),
     ]
 }
 
