@@ -61,10 +61,10 @@ pub struct Noted {
 }
 
 impl Noted {
-    fn of(ev: &KernelEvent) -> Self {
+    fn of(ev: KernelEvent) -> Self {
         Self {
             ts_ns: ev.ts_ns,
-            kind: ev.event.kind.clone(),
+            kind: ev.event.kind,
             state: ev.event.state,
         }
     }
@@ -336,12 +336,13 @@ impl Ledger {
         if rec.events.len() == MAX_EVENTS_PER_SOCKET {
             rec.events.remove(0);
         }
-        let noted = Noted::of(&ev);
+        let ts_ns = ev.ts_ns;
+        let noted = Noted::of(ev);
         let idle = SendIdle::of(rec, &noted);
         rec.events.push(noted);
         if destroyed {
             // nothing follows a destroy on the same socket
-            self.retire(sk, ev.ts_ns);
+            self.retire(sk, ts_ns);
         }
         idle
     }

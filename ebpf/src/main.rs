@@ -327,8 +327,13 @@ pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
 fn tracked_io(ctx: &RawTracePointContext) -> Option<(u64, *mut SockInfo, i32)> {
     let skaddr: u64 = ctx.arg(0);
     let ptr = SOCKS.get_ptr_mut(skaddr)?;
-    // `int ret`, passed as the low 32 bits of a 64-bit argument.
-    Some((skaddr, ptr, ctx.arg::<u64>(1) as u32 as i32))
+    Some((skaddr, ptr, io_ret(ctx)))
+}
+
+/// The call's return value: `int ret`, passed as the low 32 bits of a 64-bit argument.
+#[inline(always)]
+fn io_ret(ctx: &RawTracePointContext) -> i32 {
+    ctx.arg::<u64>(1) as u32 as i32
 }
 
 fn try_sock_send_length(ctx: &RawTracePointContext) -> Res {
@@ -399,7 +404,7 @@ fn try_sock_recv_length(ctx: &RawTracePointContext) -> Res {
     // A read that found nothing yet (an event loop reads until EAGAIN, so about one call
     // in two on a busy proxy) tells the probe nothing: it stops before the map lookup,
     // unless the TLS probes follow every socket operation of a thread.
-    let ret = ctx.arg::<u64>(1) as u32 as i32;
+    let ret = io_ret(ctx);
     if (ret == -EAGAIN || ret == -EINTR) && !tls::enabled() {
         return Ok(());
     }
