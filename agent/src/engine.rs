@@ -137,6 +137,7 @@ impl Engine {
         let mut t = self.corr.tables();
         t.push(("flow_connections", self.tracker.open()));
         t.push(("kernel_sockets", self.ledger.sockets()));
+        t.push(("kernel_tuples", self.ledger.tuples()));
         t.push(("kernel_pinned", self.pinned.len()));
         t.push(("verdicts_kept", self.verdicts.len()));
         t

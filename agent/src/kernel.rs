@@ -8,9 +8,11 @@
 //! process accepted faces its clients, one it connected faces its upstream.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::probe::{tcp_state, SockEvent, SockEventKind};
 use crate::verdict::{Cause, Confidence, Evidence, Fact, Leg, Subcause, Verdict};
@@ -182,13 +184,27 @@ enum Slot {
     Gone(u64),
 }
 
+/// A 4-tuple as a 64-bit key (SipHash with fixed keys): an index holds 8 bytes per tuple,
+/// not the 64 of two `SocketAddr`s. Two tuples that share a key share an entry; the
+/// ledger checks each record's own tuple, so a collision costs a comparison, not a
+/// wrong answer.
+#[must_use]
+pub fn tuple_key(local: SocketAddr, remote: SocketAddr) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (local, remote).hash(&mut h);
+    h.finish()
+}
+
+/// The records a tuple had: almost always one, so it is kept inline.
+type Slots = SmallVec<[Slot; 1]>;
+
 /// Records that the socket at `slot` had `tuple` (once, however many events say so).
 fn index_tuple(
-    by_tuple: &mut HashMap<(SocketAddr, SocketAddr), Vec<Slot>>,
-    tuple: (SocketAddr, SocketAddr),
+    by_tuple: &mut HashMap<u64, Slots>,
+    (local, remote): (SocketAddr, SocketAddr),
     slot: Slot,
 ) {
-    let slots = by_tuple.entry(tuple).or_default();
+    let slots = by_tuple.entry(tuple_key(local, remote)).or_default();
     if !slots.contains(&slot) {
         slots.push(slot);
     }
@@ -196,7 +212,14 @@ fn index_tuple(
 
 /// Destroyed sockets' records kept at most, the newest (see [`Ledger::evict`]): at the
 /// lab's 600 new sockets a second, a minute of them; a busier proxy keeps less time.
-pub const MAX_GONE: usize = 65_536;
+pub const MAX_GONE: usize = 49_152;
+
+/// Tuples the index has room for from the start: [`MAX_GONE`] and some thousands of open
+/// sockets fit, so it is allocated once (7/8 of 65,536 buckets, about 2 MiB) rather than
+/// doubled at whatever moment the count of distinct tuples, creeping up as ports are
+/// reused, first crosses a power of two (a step in the node agent's memory after many
+/// quiet minutes). A proxy with more open sockets than that grows it, once.
+const TUPLE_INDEX: usize = 57_344;
 
 /// Probe events indexed by socket and by 4-tuple.
 ///
@@ -205,28 +228,44 @@ pub const MAX_GONE: usize = 65_536;
 /// address) moves to a queue in that order, from which [`Ledger::evict`] takes the old ones
 /// off the front. A map that held destroyed records as well churned at tens of thousands of
 /// entries and grew its capacity at a random later moment (a step of ~10 MiB in the node
-/// agent's memory after a quarter of an hour).
-#[derive(Debug, Default)]
+/// agent's memory after a quarter of an hour). Records are boxed, so the queue and the
+/// maps hold a pointer each: a queue of whole records (160 bytes) doubled its capacity by
+/// 5 MiB at the moment a minute's destroyed sockets first passed 32,768.
+#[derive(Debug)]
 pub struct Ledger {
-    live: HashMap<u64, SocketRecord>,
+    live: HashMap<u64, Box<SocketRecord>>,
     /// Destroyed or replaced, oldest first, with the time they went; the front's sequence
     /// number is `gone_base`.
-    gone: VecDeque<(i64, SocketRecord)>,
+    gone: VecDeque<(i64, Box<SocketRecord>)>,
     gone_base: u64,
     /// Gone records a verdict names, kept past [`Ledger::evict`]'s time, by sequence number.
-    kept: HashMap<u64, SocketRecord>,
-    /// (local, remote) → the records that had that tuple (a tuple is reused by later
-    /// connections, not always at the same kernel address).
-    by_tuple: HashMap<(SocketAddr, SocketAddr), Vec<Slot>>,
+    kept: HashMap<u64, Box<SocketRecord>>,
+    /// [`tuple_key`] of (local, remote) → the records that had that tuple (a tuple is
+    /// reused by later connections, not always at the same kernel address).
+    by_tuple: HashMap<u64, Slots>,
     events: u64,
     /// Openings learned since [`Ledger::take_opens`] was last called.
     opens: Vec<SocketOpen>,
 }
 
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Ledger {
     #[must_use]
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            live: HashMap::new(),
+            gone: VecDeque::with_capacity(MAX_GONE + 1),
+            gone_base: 0,
+            kept: HashMap::new(),
+            by_tuple: HashMap::with_capacity(TUPLE_INDEX),
+            events: 0,
+            opens: Vec::new(),
+        }
     }
 
     /// Events taken so far.
@@ -241,16 +280,23 @@ impl Ledger {
         self.live.len() + self.gone.len() + self.kept.len()
     }
 
+    /// Distinct tuples indexed.
+    #[must_use]
+    pub fn tuples(&self) -> usize {
+        self.by_tuple.len()
+    }
+
     /// Every record held.
     fn records(&self) -> impl Iterator<Item = &SocketRecord> {
         self.live
             .values()
             .chain(self.gone.iter().map(|(_, r)| r))
             .chain(self.kept.values())
+            .map(AsRef::as_ref)
     }
 
     fn record(&self, slot: Slot) -> Option<&SocketRecord> {
-        match slot {
+        let rec = match slot {
             Slot::Live(sk) => self.live.get(&sk),
             Slot::Gone(seq) => match seq.checked_sub(self.gone_base) {
                 Some(i) => usize::try_from(i)
@@ -259,7 +305,8 @@ impl Ledger {
                     .map(|(_, r)| r),
                 None => self.kept.get(&seq),
             },
-        }
+        };
+        rec.map(AsRef::as_ref)
     }
 
     /// Moves the live record at `sk` to the gone queue, at `ts_ns`.
@@ -269,7 +316,7 @@ impl Ledger {
         };
         let seq = self.gone_base + self.gone.len() as u64;
         if let (Some(l), Some(r)) = (rec.local, rec.remote) {
-            if let Some(slots) = self.by_tuple.get_mut(&(l, r)) {
+            if let Some(slots) = self.by_tuple.get_mut(&tuple_key(l, r)) {
                 for s in slots.iter_mut().filter(|s| **s == Slot::Live(sk)) {
                     *s = Slot::Gone(seq);
                 }
@@ -303,9 +350,11 @@ impl Ledger {
         if starts_new {
             self.retire(sk, ev.ts_ns);
         }
-        let rec = self.live.entry(sk).or_insert_with(|| SocketRecord {
-            skaddr: sk,
-            ..SocketRecord::default()
+        let rec = self.live.entry(sk).or_insert_with(|| {
+            Box::new(SocketRecord {
+                skaddr: sk,
+                ..SocketRecord::default()
+            })
         });
         if let (Some(l), Some(r)) = (ev.event.local, ev.event.remote) {
             if l.port() != 0 && r.port() != 0 && rec.local.is_none() {
@@ -388,7 +437,7 @@ impl Ledger {
     ) -> Option<&SocketRecord> {
         let records = |l: SocketAddr, r: SocketAddr| {
             self.by_tuple
-                .get(&(l, r))
+                .get(&tuple_key(l, r))
                 .into_iter()
                 .flatten()
                 .filter_map(|&slot| self.record(slot))

@@ -10,42 +10,61 @@ use std::net::SocketAddr;
 
 use super::Role;
 use crate::flow::ConnInfo;
-use crate::kernel::{Opened, SocketOpen};
+use crate::kernel::{tuple_key, Opened, SocketOpen};
 
 /// Sockets remembered per generation: at this size the older generation is dropped and the
 /// current one becomes it, so at most twice this many are kept, the newest always. A
 /// connection's role is asked when it is first seen, moments after its opening; a busy
-/// proxy (600 new sockets a second in the lab's seed) cycles a generation in about a
-/// minute. Before, one map grew to 262 144 sockets (some 30 MiB) before it was cleared,
-/// and kept its capacity.
-const GENERATION: usize = 1 << 15;
+/// proxy (600 new sockets a second in the lab's seed) cycles a generation in under a
+/// minute. 7/8 of 32,768 buckets: a map allocated for this many never grows.
+const GENERATION: usize = (1 << 15) / 8 * 7;
+
+/// A generation's map: [`tuple_key`] of (local, remote) → how the socket was opened and
+/// its owner, when known (24 bytes a socket, where keying by the two addresses took 76).
+type Generation = HashMap<u64, (Opened, Option<u32>)>;
 
 /// What the kernel said about sockets, for roles.
-#[derive(Debug, Default)]
+///
+/// Both generations are allocated whole at the start (some 800 KiB each) and reused: the
+/// count of distinct tuples creeps up for many minutes as a proxy's ports are reused, and
+/// a map sized as it went doubled at whatever moment it crossed a power of two (a step of
+/// megabytes in the node agent's memory long after its start). A 64-bit key shared by two
+/// tuples (about one chance in 10^10 a generation) would give one the other's opening.
+#[derive(Debug)]
 pub struct KernelRoles {
     /// Per process: (sockets it accepted, sockets it connected).
     procs: HashMap<u32, (u32, u32)>,
-    /// (local, remote) → how the socket was opened and its owner, when known: the current
-    /// generation, and the one before it.
-    sockets: HashMap<(SocketAddr, SocketAddr), (Opened, Option<u32>)>,
-    older: HashMap<(SocketAddr, SocketAddr), (Opened, Option<u32>)>,
+    /// The current generation, and the one before it.
+    sockets: Generation,
+    older: Generation,
     /// Local endpoints of accepted sockets → the processes seen accepting there.
     listeners: HashMap<SocketAddr, HashSet<u32>>,
+}
+
+impl Default for KernelRoles {
+    fn default() -> Self {
+        Self {
+            procs: HashMap::new(),
+            sockets: Generation::with_capacity(GENERATION),
+            older: Generation::with_capacity(GENERATION),
+            listeners: HashMap::new(),
+        }
+    }
 }
 
 impl KernelRoles {
     /// Takes one socket opening.
     pub fn saw(&mut self, s: SocketOpen) {
         if self.sockets.len() >= GENERATION {
-            // the older generation's map is emptied and reused: both keep their capacity,
-            // so the memory of a busy proxy's sockets is taken once, not again each minute
+            // the older generation's map is emptied and reused: both keep their capacity
             std::mem::swap(&mut self.older, &mut self.sockets);
             self.sockets.clear();
         }
+        let key = tuple_key(s.local, s.remote);
         let prev = self
             .sockets
-            .insert((s.local, s.remote), (s.opened, s.pid))
-            .or_else(|| self.older.get(&(s.local, s.remote)).copied());
+            .insert(key, (s.opened, s.pid))
+            .or_else(|| self.older.get(&key).copied());
         let Some(pid) = s.pid else { return };
         if prev.is_some_and(|(_, p)| p == Some(pid)) {
             return; // already counted
@@ -62,9 +81,8 @@ impl KernelRoles {
 
     /// What is known of socket (local, remote), in either generation.
     fn socket(&self, local: SocketAddr, remote: SocketAddr) -> Option<&(Opened, Option<u32>)> {
-        self.sockets
-            .get(&(local, remote))
-            .or_else(|| self.older.get(&(local, remote)))
+        let key = tuple_key(local, remote);
+        self.sockets.get(&key).or_else(|| self.older.get(&key))
     }
 
     /// Sockets remembered now (at most twice [`GENERATION`]).
