@@ -70,7 +70,7 @@ pub struct SoakArgs {
 }
 
 /// One look at the agent.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Sample {
     /// Seconds since the soak began.
     t_s: f64,
@@ -90,6 +90,37 @@ struct Sample {
     dropped: f64,
     lost: f64,
     series: usize,
+    /// Entries in the engine's tables (`tracer_engine_entries`), by table, summed over
+    /// the proxies followed: what a step in memory can be laid beside.
+    tables: BTreeMap<String, f64>,
+}
+
+/// The sum of metric `name`'s series by the value of their label `label`.
+fn metric_by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let key = format!("{label}=\"");
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = l.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((metric, labels)) = series.split_once('{') else {
+            continue;
+        };
+        if metric != name {
+            continue;
+        }
+        let Some(v) = labels
+            .split_once(key.as_str())
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(v, _)| v.to_owned())
+        else {
+            continue;
+        };
+        if let Ok(x) = value.parse::<f64>() {
+            *out.entry(v).or_default() += x;
+        }
+    }
+    out
 }
 
 /// What one cycle's load saw and the agent counted.
@@ -304,6 +335,7 @@ fn sample(pid: u32, addr: SocketAddr, t_s: f64) -> Sample {
             .lines()
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .count(),
+        tables: metric_by_label(&metrics, "tracer_engine_entries", "table"),
     }
 }
 
@@ -514,12 +546,18 @@ fn write_csv(path: &std::path::Path, samples: &[Sample]) -> Result<()> {
     let mut f = std::io::BufWriter::new(
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
     );
-    writeln!(
+    let tables: std::collections::BTreeSet<&String> =
+        samples.iter().flat_map(|s| s.tables.keys()).collect();
+    write!(
         f,
         "t_s,rss_kib,anon_kib,hwm_kib,heap_kib,cpu_s,threads,fds,followed,connections_tracked,verdicts,packets_dropped,events_lost,series"
     )?;
+    for t in &tables {
+        write!(f, ",{t}")?;
+    }
+    writeln!(f)?;
     for s in samples {
-        writeln!(
+        write!(
             f,
             "{:.1},{},{},{},{:.0},{:.2},{},{},{},{},{},{},{},{}",
             s.t_s,
@@ -537,6 +575,10 @@ fn write_csv(path: &std::path::Path, samples: &[Sample]) -> Result<()> {
             s.lost,
             s.series
         )?;
+        for t in &tables {
+            write!(f, ",{}", s.tables.get(*t).copied().unwrap_or(0.0))?;
+        }
+        writeln!(f)?;
     }
     Ok(())
 }
@@ -572,6 +614,20 @@ mod tests {
         let (slope, se) = fit(std::slice::from_ref(&noisy)).unwrap();
         assert!(slope.abs() < 0.5 && se > 0.0);
         assert_eq!(fit(&[noisy[..2].to_vec()]), None);
+    }
+
+    #[test]
+    fn a_metric_is_summed_by_one_label() {
+        let text = "# HELP tracer_engine_entries x\n\
+            tracer_engine_entries{proxy=\"nginx\",table=\"conns\"} 3\n\
+            tracer_engine_entries{proxy=\"caddy\",table=\"conns\"} 4\n\
+            tracer_engine_entries{proxy=\"caddy\",table=\"kept\"} 1\n\
+            tracer_engine_entriesx{table=\"conns\"} 100\n\
+            tracer_verdicts_total{table=\"conns\"} 100\n";
+        let m = metric_by_label(text, "tracer_engine_entries", "table");
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(m["conns"], 7.0);
+        assert_eq!(m["kept"], 1.0);
     }
 
     #[test]
