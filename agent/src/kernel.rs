@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use serde::Serialize;
 use smallvec::SmallVec;
 
+use crate::headroom::Headroom;
+
 use crate::probe::{tcp_state, SockEvent, SockEventKind};
 use crate::verdict::{Cause, Confidence, Evidence, Fact, Leg, Subcause, Verdict};
 
@@ -523,6 +525,7 @@ impl Ledger {
             }
         }
         self.kept.retain(|_, r| named(r));
+        self.live.keep_headroom();
         // Rebuilt rather than pruned: a cleared map keeps its capacity and has no
         // tombstones, so its size stays where the busiest ten seconds put it.
         self.by_tuple.clear();

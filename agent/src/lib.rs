@@ -11,6 +11,7 @@ pub mod capture;
 pub mod correlate;
 pub mod engine;
 pub mod flow;
+pub mod headroom;
 pub mod http;
 pub mod kernel;
 pub mod live;

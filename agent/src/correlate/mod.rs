@@ -23,6 +23,7 @@ use std::hash::{Hash, Hasher};
 
 use crate::flow::hash::{FxHashMap, FxHasher};
 use crate::flow::{ConnId, Event};
+use crate::headroom::Headroom;
 use crate::http::HttpEvent;
 use crate::verdict::Verdict;
 pub use opaque::EncryptedSide;
@@ -134,7 +135,9 @@ pub struct Observations {
 #[derive(Debug)]
 pub struct Correlator {
     pub roles: Roles,
-    conns: FxHashMap<ConnId, CConn>,
+    /// Boxed: a connection is 376 bytes, and a table of them at a quarter full (see
+    /// [`crate::headroom`]) would hold mostly empty slots of that size.
+    conns: FxHashMap<ConnId, Box<CConn>>,
     /// Downstream candidates waiting for their upstream attempt, by request key.
     pending: FxHashMap<u64, Vec<(ExRef, i64)>>,
     /// When `pending` was last swept (a key of a request id is never seen again, so its
@@ -373,7 +376,7 @@ impl Correlator {
                 // Kernel reports that came before the packets stay under the tuple, looked
                 // up by time: a bundle's events all come first, and a tuple used by several
                 // connections in turn must not hand the first one the others' reports.
-                self.conns.insert(info.id, CConn::new(info));
+                self.conns.insert(info.id, Box::new(CConn::new(info)));
             }
             Event::SynRetransmit { conn, ts, count } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
@@ -897,12 +900,17 @@ impl Correlator {
         };
         self.pending
             .retain(|_, v| young(v, now.saturating_sub(PENDING_MAX_NS)));
+        self.conns.keep_headroom();
+        self.by_tuple.keep_headroom();
+        self.idle_closes.keep_headroom();
+        self.kernel_idle_early.keep_headroom();
         let total: usize = self.pending.values().map(Vec::len).sum();
         if total > MAX_PENDING {
             let mut times: Vec<i64> = self.pending.values().flatten().map(|&(_, t)| t).collect();
             let (_, &mut cutoff, _) = times.select_nth_unstable(total - MAX_PENDING - 1);
             self.pending.retain(|_, v| young(v, cutoff));
         }
+        self.pending.keep_headroom();
     }
 
     /// Drops the candidates of requests answered more than [`GRACE_NS`] ago.

@@ -106,7 +106,9 @@ impl CConn {
             rst_client: None,
             rst_server: None,
             quiet_since: None,
-            exchanges: VecDeque::new(),
+            // most connections carry one exchange; the first push would make room for four
+            // (464 bytes each)
+            exchanges: VecDeque::with_capacity(1),
             closed_ns: None,
             claimed: false,
             missing: None,

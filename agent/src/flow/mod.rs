@@ -11,6 +11,7 @@ pub mod seq;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use crate::headroom::Headroom;
 use crate::http::{HttpConn, HttpEvent};
 use crate::segment::{flags, Segment};
 use hash::FxHashMap;
@@ -18,6 +19,8 @@ use seq::{Placement, SeqSpace};
 
 /// How long a closed connection is kept for late segments (retransmitted FINs, ACKs).
 pub const LINGER_NS: i64 = 2_000_000_000;
+/// The connection table's room is looked at once this many connections have opened.
+const HEADROOM_EVERY: u64 = 1024;
 pub use evict::DEFAULT_MAX_CONNECTIONS;
 
 /// Numbers connections in the order they were first seen.
@@ -218,7 +221,8 @@ pub struct FlowStats {
 /// Tracks every open connection.
 #[derive(Debug)]
 pub struct Tracker {
-    conns: FxHashMap<Key, Conn>,
+    /// Boxed (320 bytes a connection), and kept with room (see [`crate::headroom`]).
+    conns: FxHashMap<Key, Box<Conn>>,
     closing: VecDeque<(i64, Key, ConnId)>,
     next_id: u64,
     now: i64,
@@ -299,7 +303,7 @@ impl Tracker {
     /// The connection between two endpoints, if tracked.
     #[must_use]
     pub fn get(&self, a: SocketAddr, b: SocketAddr) -> Option<&Conn> {
-        self.conns.get(&key(a, b))
+        self.conns.get(&key(a, b)).map(AsRef::as_ref)
     }
 
     /// Feeds one segment; events go to `out`.
@@ -339,7 +343,10 @@ impl Tracker {
                     forgotten: false,
                 });
             }
-            self.conns.insert(k, c);
+            self.conns.insert(k, Box::new(c));
+            if self.stats.connections.is_multiple_of(HEADROOM_EVERY) {
+                self.conns.keep_headroom();
+            }
         }
         let Some(c) = self.conns.get_mut(&k) else {
             return;
@@ -418,7 +425,7 @@ impl Tracker {
         }
     }
 
-    fn forget(&mut self, c: Conn, ts: i64, out: &mut Vec<Event>) {
+    fn forget(&mut self, c: Box<Conn>, ts: i64, out: &mut Vec<Event>) {
         if c.http.as_ref().is_some_and(|h| h.unparseable.is_some()) {
             self.stats.unparseable_connections += 1;
         }
