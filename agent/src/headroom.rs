@@ -15,7 +15,9 @@ const SMALL: usize = 1024;
 
 pub trait Headroom {
     /// Makes sure the table can hold twice its entries (and then some) without resizing:
-    /// rebuilt, tombstones gone, at a size it will not outgrow by churn alone.
+    /// rebuilt, tombstones gone, at a size it will not outgrow by churn alone. A table whose
+    /// tombstones run out while it is far emptier than its size is rebuilt smaller; it grows
+    /// back at the next call once its entries do.
     fn keep_headroom(&mut self);
 }
 

@@ -7,6 +7,12 @@
 //! random moments of a steady load (seen in a 30-minute soak, 122 ↔ 127 MiB), which hides
 //! a slow leak. Fixed thresholds stop the raising: blocks from 256 KiB up get pages of
 //! their own, returned when freed, and at most 1 MiB stays at the heap's top.
+//!
+//! Freed memory inside the heap, between blocks still in use, is never given back by
+//! glibc on its own; a session's thread allocates from an arena of its own, where that is
+//! most of what is freed. With the live heap level, RSS crept up by about 100 KiB a minute
+//! in a 30-minute soak. [`give_back`] (`malloc_trim`) returns the free pages of every
+//! arena; the agent calls it once a minute.
 
 /// Blocks of this size and more are mapped on their own.
 const MMAP_THRESHOLD: i32 = 256 * 1024;
@@ -24,6 +30,21 @@ pub fn settle() -> bool {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
         }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// Gives the whole pages of freed memory in every arena back to the system (glibc only).
+/// Returns whether any was given back.
+pub fn give_back() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `malloc_trim` only releases free memory; it takes each arena's lock
+        // itself, so it may run beside threads that allocate.
+        unsafe { libc::malloc_trim(0) == 1 }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
@@ -55,6 +76,45 @@ mod tests {
         if cfg!(all(target_os = "linux", target_env = "gnu")) {
             assert!(super::settle());
         }
+    }
+
+    /// This process's resident memory, KiB.
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Blocks freed between blocks still in use stay resident until given back.
+    #[test]
+    fn freed_memory_between_live_blocks_is_given_back() {
+        if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+            return;
+        }
+        // 1024 blocks of 64 KiB (under the mmap threshold, so on the heap), each followed
+        // by a small one that stays: freeing the big ones leaves 64 MiB of holes that
+        // cannot merge with the heap's top.
+        const N: usize = 1024;
+        const BIG: usize = 64 << 10;
+        let mut pins = Vec::with_capacity(N);
+        let mut big = Vec::with_capacity(N);
+        for i in 0..N {
+            big.push(vec![u8::try_from(i % 251).unwrap() + 1; BIG]);
+            pins.push(Box::new([i; 4]));
+        }
+        drop(big);
+        let held = rss_kib();
+        super::give_back();
+        let after = rss_kib();
+        // other tests allocate beside this one: a quarter of the holes is the bar
+        assert!(
+            after + 16 * 1024 <= held,
+            "RSS {held} KiB before, {after} KiB after giving back"
+        );
+        assert_eq!(pins[N - 1][0], N - 1);
     }
 
     #[test]
