@@ -15,7 +15,6 @@ use serde::Serialize;
 use smallvec::SmallVec;
 
 use crate::headroom::Headroom;
-
 use crate::probe::{tcp_state, SockEvent, SockEventKind};
 use crate::verdict::{Cause, Confidence, Evidence, Fact, Leg, Subcause, Verdict};
 
@@ -887,6 +886,26 @@ mod tests {
         assert!(found(&l, 1), "alive: kept however old");
         assert!(!found(&l, 2) && found(&l, 3));
         assert_eq!(l.sockets(), 2);
+    }
+
+    /// The index of tuples is allocated at its bound once: a minute of sockets, each with
+    /// a tuple of its own, neither grows it nor (rebuilt on eviction) shrinks it.
+    #[test]
+    fn the_tuple_index_is_allocated_once() {
+        let mut l = Ledger::new();
+        let room = l.by_tuple.capacity();
+        assert!(room >= TUPLE_INDEX);
+        let total = u32::try_from(MAX_GONE).unwrap();
+        for i in 0..total {
+            for e in connection(i, i64::from(i) * 10_000, true) {
+                l.push(e);
+            }
+        }
+        assert_eq!(l.tuples(), MAX_GONE);
+        assert_eq!(l.by_tuple.capacity(), room, "no growth");
+        l.evict(i64::from(total) * 10_000, i64::MAX / 2, &HashSet::new());
+        assert_eq!(l.by_tuple.capacity(), room, "no shrinking either");
+        assert!(found(&l, 0) && found(&l, total - 1));
     }
 
     #[test]

@@ -153,6 +153,26 @@ mod tests {
         }
     }
 
+    /// Both generations are allocated at their bound once: three generations of sockets,
+    /// each with a tuple of its own, leave their room as it was.
+    #[test]
+    fn generations_are_allocated_once() {
+        let mut k = KernelRoles::default();
+        let room = (k.sockets.capacity(), k.older.capacity());
+        assert!(room.0 >= GENERATION && room.1 >= GENERATION);
+        for i in 0..3 * GENERATION {
+            let local = format!(
+                "10.1.{}.{}:{}",
+                i / 60_000,
+                (i / 250) % 240,
+                1024 + i % 60_000
+            );
+            k.saw(open(&local, "10.2.0.1:80", Opened::Active, Some(7)));
+        }
+        assert_eq!((k.sockets.capacity(), k.older.capacity()), room);
+        assert!(k.remembered() > GENERATION, "both generations hold sockets");
+    }
+
     fn conn(client: &str, server: &str) -> ConnInfo {
         ConnInfo::for_test(client, server)
     }

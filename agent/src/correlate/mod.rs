@@ -900,10 +900,6 @@ impl Correlator {
         };
         self.pending
             .retain(|_, v| young(v, now.saturating_sub(PENDING_MAX_NS)));
-        self.conns.keep_headroom();
-        self.by_tuple.keep_headroom();
-        self.idle_closes.keep_headroom();
-        self.kernel_idle_early.keep_headroom();
         let total: usize = self.pending.values().map(Vec::len).sum();
         if total > MAX_PENDING {
             let mut times: Vec<i64> = self.pending.values().flatten().map(|&(_, t)| t).collect();
@@ -911,6 +907,16 @@ impl Correlator {
             self.pending.retain(|_, v| young(v, cutoff));
         }
         self.pending.keep_headroom();
+        self.keep_room();
+    }
+
+    /// Room in the tables whose entries come and go with the connections (see
+    /// [`crate::headroom`]); once a second, with the sweep of the waiting requests.
+    fn keep_room(&mut self) {
+        self.conns.keep_headroom();
+        self.by_tuple.keep_headroom();
+        self.idle_closes.keep_headroom();
+        self.kernel_idle_early.keep_headroom();
     }
 
     /// Drops the candidates of requests answered more than [`GRACE_NS`] ago.
