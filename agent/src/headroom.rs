@@ -4,34 +4,49 @@
 //! room, the table is rehashed in place if it is at most half full and otherwise doubled.
 //! A table between half and seven eighths full therefore doubles one day, at whatever
 //! moment its tombstones run out — in the node agent, a step of megabytes after many
-//! quiet minutes. [`Headroom::keep_headroom`] takes that step at once, as soon as the table
-//! is past half full, so it comes when the load does and a steady load keeps a steady size.
+//! quiet minutes. Sizing it by its count of the moment moves the step, not the chance of
+//! it: a count that wanders around a steady level crosses any threshold again, later, at
+//! its next high. A [`Room`] sizes its table by the count's average over about the last
+//! minute (the last 64 calls), which a steady load holds still, and rebuilds it before
+//! its tombstones can force a resize; the size changes when the load does.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 
-/// Tables smaller than this are left alone (their steps are a few KiB).
+/// Tables smaller than this are left to themselves (their steps are a few KiB).
 const SMALL: usize = 1024;
+/// Calls over which the count is averaged.
+const SPAN: f64 = 64.0;
 
-pub trait Headroom {
-    /// Makes sure the table can hold twice its entries (and then some) without resizing:
-    /// rebuilt, tombstones gone, at a size it will not outgrow by churn alone. A table whose
-    /// tombstones run out while it is far emptier than its size is rebuilt smaller; it grows
-    /// back at the next call once its entries do.
-    fn keep_headroom(&mut self);
+/// The room one table is given: see the module's note.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Room {
+    /// The table's count, averaged over about the last [`SPAN`] calls.
+    typical: f64,
 }
 
-impl<K: Eq + Hash, V, S: BuildHasher + Clone> Headroom for HashMap<K, V, S> {
-    fn keep_headroom(&mut self) {
-        let n = self.len();
-        // `capacity` counts tombstones against the table: under twice the entries, churn
-        // may soon double it
-        if n < SMALL || self.capacity() >= 2 * n {
+impl Room {
+    /// Called at a steady pace (once a second, or every so many insertions): the table is
+    /// rebuilt, tombstones gone, with room for 2.5 times its typical count, when its room
+    /// has fallen below twice that count or below 1.25 times its count of the moment.
+    pub fn keep<K: Eq + Hash, V, S: BuildHasher + Clone>(&mut self, m: &mut HashMap<K, V, S>) {
+        let n = m.len();
+        self.typical += (n as f64 - self.typical) / SPAN;
+        // whole entries: the average of counts is a count
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let typical = self.typical.max(0.0).round() as usize;
+        if n.max(typical) < SMALL {
             return;
         }
-        let mut fresh = HashMap::with_capacity_and_hasher(2 * n + n / 4, self.hasher().clone());
-        fresh.extend(self.drain());
-        *self = fresh;
+        // `capacity` counts tombstones against the table
+        let room = m.capacity();
+        if room >= 2 * typical && room >= n + n / 4 {
+            return;
+        }
+        let want = (typical * 5 / 2).max(n + n / 2);
+        let mut fresh = HashMap::with_capacity_and_hasher(want, m.hasher().clone());
+        fresh.extend(m.drain());
+        *m = fresh;
     }
 }
 
@@ -39,45 +54,74 @@ impl<K: Eq + Hash, V, S: BuildHasher + Clone> Headroom for HashMap<K, V, S> {
 mod tests {
     use super::*;
 
-    /// Churn at a steady size between half and seven eighths full: without headroom the
-    /// table doubles at some point; with it, it doubles once at the start and never again.
+    /// A table churned at a count that wanders a little around 6,300 and, once, for three
+    /// calls after call 1,000, reaches 7,300 (a high of the load): its size at each call
+    /// (the largest room it has shown so far).
+    fn churn(mut keep: impl FnMut(&mut HashMap<u64, u64>), calls: usize) -> Vec<usize> {
+        let mut m: HashMap<u64, u64> = HashMap::new();
+        let (mut next, mut oldest) = (0u64, 0u64);
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut sizes = Vec::with_capacity(calls);
+        let mut size = 0;
+        for call in 0..calls {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let target = if (1_000..1_003).contains(&call) {
+                7_300
+            } else {
+                6_250 + usize::try_from(rng % 101).unwrap()
+            };
+            // 600 entries come and go between two calls, and the count moves to target
+            for _ in 0..600 {
+                m.remove(&oldest);
+                oldest += 1;
+                m.insert(next, next);
+                next += 1;
+            }
+            while m.len() < target {
+                m.insert(next, next);
+                next += 1;
+            }
+            while m.len() > target {
+                m.remove(&oldest);
+                oldest += 1;
+            }
+            keep(&mut m);
+            size = size.max(m.capacity());
+            sizes.push(size);
+        }
+        sizes
+    }
+
     #[test]
-    fn a_churning_table_stops_growing_once_it_has_room() {
-        let run = |headroom: bool| {
-            let mut m: HashMap<u64, u64> = HashMap::with_capacity(14_336);
-            let n = 10_000u64;
-            for k in 0..n {
-                m.insert(k, k);
-            }
-            let mut caps = Vec::new();
-            for k in n..n + 400_000 {
-                m.remove(&(k - n));
-                m.insert(k, k);
-                if k % 1000 == 0 {
-                    if headroom {
-                        m.keep_headroom();
-                    }
-                    caps.push(m.capacity());
+    fn a_table_sized_by_its_typical_count_stops_growing() {
+        let (calls, warm) = (1_500, 300);
+        // sized by the count of the moment: it grows again at the load's high
+        let moment = churn(
+            |m| {
+                if m.capacity() < 2 * m.len() {
+                    let mut f = HashMap::with_capacity(2 * m.len() + m.len() / 4);
+                    f.extend(m.drain());
+                    *m = f;
                 }
-            }
-            assert_eq!(m.len(), 10_000);
-            caps
-        };
-        // capacity() counts tombstones, so compare the largest it reached: the table's size
-        let plain = run(false);
-        let kept = run(true);
-        let first_max = |c: &[usize]| *c[..10].iter().max().unwrap();
-        let max = |c: &[usize]| *c.iter().max().unwrap();
-        assert!(
-            max(&plain) > first_max(&plain),
-            "churn alone doubled it later: {:?}",
-            &plain[..20]
+            },
+            calls,
         );
-        assert_eq!(max(&kept), first_max(&kept), "headroom: no later step");
+        let mut room = Room::default();
+        let typical = churn(|m| room.keep(m), calls);
         assert!(
-            kept.iter().all(|&c| c >= 20_000),
-            "room for twice the entries throughout"
+            moment[calls - 1] > moment[warm],
+            "the count of the moment grows it after warming up: {} then {}",
+            moment[warm],
+            moment[calls - 1]
         );
+        assert_eq!(
+            typical[calls - 1],
+            typical[warm],
+            "its typical count does not"
+        );
+        assert!(typical[warm] >= 14_600, "room for twice the count's high");
     }
 
     #[test]
@@ -86,9 +130,10 @@ mod tests {
         for i in 0..2000 {
             m.remove(&i);
         }
-        m.keep_headroom();
+        let mut room = Room::default();
+        room.keep(&mut m);
         assert_eq!(m.len(), 3000);
         assert!((2000..5000).all(|i| m[&i] == i.to_string()));
-        assert!(m.capacity() >= 6000);
+        assert!(m.capacity() >= 3000 + 3000 / 4);
     }
 }

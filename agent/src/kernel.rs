@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use crate::headroom::Headroom;
+use crate::headroom::Room;
 use crate::probe::{tcp_state, SockEvent, SockEventKind};
 use crate::verdict::{Cause, Confidence, Evidence, Fact, Leg, Subcause, Verdict};
 
@@ -235,6 +235,8 @@ const TUPLE_INDEX: usize = 57_344;
 #[derive(Debug)]
 pub struct Ledger {
     live: HashMap<u64, Box<SocketRecord>>,
+    /// The room kept in `live` (see [`crate::headroom`]).
+    live_room: Room,
     /// Destroyed or replaced, oldest first, with the time they went; the front's sequence
     /// number is `gone_base`.
     gone: VecDeque<(i64, Box<SocketRecord>)>,
@@ -260,6 +262,7 @@ impl Ledger {
     pub fn new() -> Self {
         Self {
             live: HashMap::new(),
+            live_room: Room::default(),
             gone: VecDeque::with_capacity(MAX_GONE + 1),
             gone_base: 0,
             kept: HashMap::new(),
@@ -524,7 +527,7 @@ impl Ledger {
             }
         }
         self.kept.retain(|_, r| named(r));
-        self.live.keep_headroom();
+        self.live_room.keep(&mut self.live);
         // Rebuilt rather than pruned: a cleared map keeps its capacity and has no
         // tombstones, so its size stays where the busiest ten seconds put it.
         self.by_tuple.clear();

@@ -23,7 +23,7 @@ use std::hash::{Hash, Hasher};
 
 use crate::flow::hash::{FxHashMap, FxHasher};
 use crate::flow::{ConnId, Event};
-use crate::headroom::Headroom;
+use crate::headroom::Room;
 use crate::http::HttpEvent;
 use crate::verdict::Verdict;
 pub use opaque::EncryptedSide;
@@ -185,6 +185,18 @@ pub struct Correlator {
     unpaired_up: late::Unpaired,
     /// Every response's status, per server endpoint (see [`Correlator::responses`]).
     response_tally: tally::ByServer,
+    /// The room kept in the tables whose entries come and go (see [`Correlator::keep_room`]).
+    rooms: Rooms,
+}
+
+/// One [`Room`] per table that churns.
+#[derive(Debug, Default)]
+struct Rooms {
+    pending: Room,
+    conns: Room,
+    by_tuple: Room,
+    idle_closes: Room,
+    kernel_idle_early: Room,
 }
 
 type IdleTimers =
@@ -345,6 +357,7 @@ impl Correlator {
             opaque: opaque::Opaque::default(),
             unpaired_up: late::Unpaired::default(),
             response_tally: HashMap::new(),
+            rooms: Rooms::default(),
         }
     }
 
@@ -906,17 +919,18 @@ impl Correlator {
             let (_, &mut cutoff, _) = times.select_nth_unstable(total - MAX_PENDING - 1);
             self.pending.retain(|_, v| young(v, cutoff));
         }
-        self.pending.keep_headroom();
         self.keep_room();
     }
 
     /// Room in the tables whose entries come and go with the connections (see
     /// [`crate::headroom`]); once a second, with the sweep of the waiting requests.
     fn keep_room(&mut self) {
-        self.conns.keep_headroom();
-        self.by_tuple.keep_headroom();
-        self.idle_closes.keep_headroom();
-        self.kernel_idle_early.keep_headroom();
+        let r = &mut self.rooms;
+        r.pending.keep(&mut self.pending);
+        r.conns.keep(&mut self.conns);
+        r.by_tuple.keep(&mut self.by_tuple);
+        r.idle_closes.keep(&mut self.idle_closes);
+        r.kernel_idle_early.keep(&mut self.kernel_idle_early);
     }
 
     /// Drops the candidates of requests answered more than [`GRACE_NS`] ago.

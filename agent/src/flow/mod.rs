@@ -11,7 +11,7 @@ pub mod seq;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use crate::headroom::Headroom;
+use crate::headroom::Room;
 use crate::http::{HttpConn, HttpEvent};
 use crate::segment::{flags, Segment};
 use hash::FxHashMap;
@@ -19,7 +19,8 @@ use seq::{Placement, SeqSpace};
 
 /// How long a closed connection is kept for late segments (retransmitted FINs, ACKs).
 pub const LINGER_NS: i64 = 2_000_000_000;
-/// The connection table's room is looked at once this many connections have opened.
+/// The connection table's room is looked at once this many connections have opened (at
+/// the lab's 600 a second, every 1.7 s).
 const HEADROOM_EVERY: u64 = 1024;
 pub use evict::DEFAULT_MAX_CONNECTIONS;
 
@@ -238,6 +239,8 @@ pub struct Tracker {
     /// Connections still to forget once the capture ended, last first.
     finishing: Vec<(ConnId, Key)>,
     pub stats: FlowStats,
+    /// The room kept in `conns` (see [`crate::headroom`]).
+    room: Room,
 }
 
 impl Default for Tracker {
@@ -253,6 +256,7 @@ impl Default for Tracker {
             evicted: evict::Evicted::default(),
             finishing: Vec::new(),
             stats: FlowStats::default(),
+            room: Room::default(),
         }
     }
 }
@@ -345,7 +349,7 @@ impl Tracker {
             }
             self.conns.insert(k, Box::new(c));
             if self.stats.connections.is_multiple_of(HEADROOM_EVERY) {
-                self.conns.keep_headroom();
+                self.room.keep(&mut self.conns);
             }
         }
         let Some(c) = self.conns.get_mut(&k) else {
