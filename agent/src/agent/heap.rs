@@ -10,9 +10,8 @@
 //!
 //! Freed memory inside the heap, between blocks still in use, is never given back by
 //! glibc on its own; a session's thread allocates from an arena of its own, where that is
-//! most of what is freed. With the live heap level, RSS crept up by about 100 KiB a minute
-//! in a 30-minute soak. [`give_back`] (`malloc_trim`) returns the free pages of every
-//! arena; the agent calls it once a minute.
+//! most of what is freed. [`give_back`] (`malloc_trim`) returns the free pages of every
+//! arena; each session calls it once a minute and when it ends.
 
 /// Blocks of this size and more are mapped on their own.
 const MMAP_THRESHOLD: i32 = 256 * 1024;

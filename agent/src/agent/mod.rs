@@ -33,13 +33,13 @@ use crate::verdict::Verdict;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
 /// How long a stopping session may take to hand over its last verdicts.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// How often freed memory inside the heap is given back (see [`heap::give_back`]): it takes
-/// a few milliseconds, and between two calls RSS creeps by some 100 KiB at most.
-const GIVE_BACK_EVERY: Duration = Duration::from_secs(60);
 /// How often a session's counters and inferred timeouts are copied into the metrics.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 /// How often the proxy's sockets are read again from `/proc` (to attribute responses).
 const SOCKETS_EVERY: Duration = Duration::from_secs(5);
+/// For this long after a session starts, the sockets are read at every metrics tick while
+/// some sender's responses wait to be attributed (see [`Responses::waiting`]).
+const EAGER_SOCKETS_FOR: Duration = Duration::from_secs(30);
 
 /// Where the verdicts go, one JSON object per line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,16 +296,11 @@ async fn async_main(opts: AgentOptions, shared: Arc<Shared>) -> Result<(), Agent
     let mut followers: BTreeMap<u64, Follower> = BTreeMap::new();
     let mut tick = tokio::time::interval(opts.rescan);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut trim = tokio::time::interval(GIVE_BACK_EVERY);
-    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let signal_name = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = tick.tick() => rescan(&opts, &shared, &mut followers),
-            _ = trim.tick() => {
-                heap::give_back();
-            }
         }
     };
     eprintln!("tracer agent: {signal_name}: stopping");
@@ -465,10 +460,11 @@ fn follow(
     let mut responses = Responses::default();
     let mut last_sockets: Option<Instant> = None;
     let mut last_trim = Instant::now();
+    let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if last_trim.elapsed() >= TRIM_EVERY {
             last_trim = Instant::now();
-            release_freed_memory();
+            heap::give_back();
         }
         match session.step(Duration::from_millis(100)) {
             Ok(verdicts) => {
@@ -484,7 +480,11 @@ fn follow(
         }
         if last_metrics.elapsed() >= METRICS_EVERY {
             last_metrics = Instant::now();
-            if last_sockets.is_none_or(|t| t.elapsed() >= SOCKETS_EVERY) {
+            // A session can start before the proxy listens: while a sender waits to be
+            // told the proxy's, its first seconds read the sockets at every tick, so that a
+            // short run is not over before they are read again.
+            let eager = responses.waiting && started.elapsed() < EAGER_SOCKETS_FOR;
+            if eager || last_sockets.is_none_or(|t| t.elapsed() >= SOCKETS_EVERY) {
                 last_sockets = Some(Instant::now());
                 responses.pids = pids.lock().map(|p| p.clone()).unwrap_or_default();
                 sockets::proxy_sockets(&opts.proc_root, &responses.pids, &mut responses.sockets);
@@ -509,27 +509,16 @@ fn follow(
     }
     shared.metrics.forget_timeouts(&labels);
     eprintln!("tracer agent: stopped following {who}");
-    release_freed_memory();
+    // a session that followed a busy proxy frees a lot at once: without this, the agent
+    // stayed at that session's peak after the proxy was gone
+    heap::give_back();
 }
 
-/// How often a running session hands freed memory back (see [`release_freed_memory`]):
+/// How often a running session hands freed memory back (see [`heap::give_back`]):
 /// the engine frees connections and kernel records all the time, and the allocator's arenas
 /// otherwise keep and fragment what it freed (the soak's RSS crept up in steps while every
 /// table of the engine stayed flat).
 const TRIM_EVERY: Duration = Duration::from_secs(60);
-
-/// Hands the memory a finished session freed back to the system. The allocator keeps freed
-/// memory for reuse, and a session that followed a busy proxy frees a lot at once (its
-/// connections and kernel records): without this, the agent stayed at that session's peak
-/// after the proxy was gone.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory of the allocator's arenas to the system;
-    // it is thread-safe and leaves allocated memory untouched.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
 
 /// Copies a session's counters and inferred timeouts into the metrics; returns the
 /// counters, for the next call's deltas.
@@ -579,10 +568,13 @@ struct Responses {
     pids: Vec<u32>,
     /// What was published so far, per (sender, class).
     published: std::collections::HashMap<(SocketAddr, u8), u64>,
+    /// At the last publish, some sender's responses were not yet known to be the proxy's.
+    waiting: bool,
 }
 
 impl Responses {
     fn publish(&mut self, shared: &Shared, labels: &ProxyLabels, session: &LiveSession) {
+        self.waiting = false;
         for c in session.responses() {
             let upstream = if self.sockets.is_listener(c.sender) {
                 None
@@ -593,6 +585,7 @@ impl Responses {
             {
                 Some(c.sender.to_string())
             } else {
+                self.waiting = true;
                 continue; // not known to be the proxy's (yet): its total waits
             };
             let done = self.published.entry((c.sender, c.class)).or_insert(0);
