@@ -55,6 +55,8 @@ const AGENT_METRICS: &[&str] = &[
     "tracer_proxies_followed",
     "tracer_sessions_failed_total",
     "tracer_build_info",
+    "tracer_engine_entries",
+    "tracer_heap_bytes",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
 ];
@@ -69,6 +71,7 @@ const LABELS: &[&str] = &[
     "confidence",
     "status_class",
     "version",
+    "table",
     "job",
     "instance",
     "namespace",
@@ -452,6 +455,8 @@ struct FakeAgent {
     tracked: f64,
     cpu_per_s: f64,
     rss: f64,
+    /// What the allocator holds for live allocations (bytes).
+    heap: f64,
 }
 
 const BUCKETS: [f64; 9] = [0.005, 0.05, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0];
@@ -500,6 +505,7 @@ const RACY: FakeAgent = FakeAgent {
     tracked: 120.0,
     cpu_per_s: 0.05,
     rss: 41_943_040.0,
+    heap: 25_165_824.0,
 };
 
 /// nginx (outside Kubernetes) → an upstream that keeps connections longer than nginx: no race
@@ -521,6 +527,7 @@ const HEALTHY: FakeAgent = FakeAgent {
     tracked: 40.0,
     cpu_per_s: 0.02,
     rss: 31_457_280.0,
+    heap: 12_582_912.0,
 };
 
 /// The text exposition of `agent` after `t` seconds, labelled as the agent labels: the
@@ -646,6 +653,7 @@ fn exposition(agent: &FakeAgent, t: f64) -> String {
         ("tracer_proxies_followed", "gauge", 1.0),
         ("process_cpu_seconds_total", "counter", agent.cpu_per_s * t),
         ("process_resident_memory_bytes", "gauge", agent.rss),
+        ("tracer_heap_bytes", "gauge", agent.heap),
     ];
     for (name, kind, value) in plain {
         header(&mut out, name, kind, "A self-metric.");
@@ -997,6 +1005,19 @@ fn every_panel_and_rule_query_parses_and_returns_series_on_synthetic_data() {
             dropped.outcome.as_ref().unwrap().max,
             Some(0.0),
             "{dropped}"
+        );
+        // The live heap beside the resident size, each the racy agent's own.
+        let memory = "Memory (resident, and live heap)";
+        let (resident, heap) = (find(&results, memory, "A"), find(&results, memory, "B"));
+        assert_eq!(
+            resident.outcome.as_ref().unwrap().max,
+            Some(RACY.rss),
+            "{resident}"
+        );
+        assert_eq!(
+            heap.outcome.as_ref().unwrap().max,
+            Some(RACY.heap),
+            "{heap}"
         );
     }
 
