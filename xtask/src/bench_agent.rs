@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use tracer_lab::scenario::PROXY_PORT;
 
 use crate::bench::{increase, median, paired, Condition, Kind, Proxy, Round, Stack};
+use crate::exposition::metric_sum;
 
 /// Which proxies the agent looks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -193,18 +194,6 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n")?.1.to_owned();
     Some((status, body))
-}
-
-/// The sum of every sample of metric `name` in a Prometheus text exposition.
-pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let metric = series.split('{').next()?;
-            (metric == name).then(|| value.parse::<f64>().ok())?
-        })
-        .fold(0.0, |a, b| a + b)
 }
 
 /// Unrelated traffic on the same machine, in namespaces of its own that nothing of the
@@ -442,19 +431,6 @@ fn kind_name(k: Kind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metric_samples_are_summed_by_name() {
-        let text = "# HELP tracer_packets_dropped_total Packets dropped.\n\
-                    # TYPE tracer_packets_dropped_total counter\n\
-                    tracer_packets_dropped_total 3\n\
-                    tracer_verdicts_total{proxy=\"nginx\",cause=\"keepalive_race\"} 2\n\
-                    tracer_verdicts_total{proxy=\"caddy\",cause=\"keepalive_race\"} 5\n\
-                    tracer_verdicts_total_other 100\n";
-        assert!((metric_sum(text, "tracer_verdicts_total") - 7.0).abs() < 1e-9);
-        assert!((metric_sum(text, "tracer_packets_dropped_total") - 3.0).abs() < 1e-9);
-        assert!(metric_sum(text, "tracer_events_lost_total").abs() < 1e-9);
-    }
 
     #[test]
     fn bench_names_follow_only_the_bench_proxy() {

@@ -14,6 +14,7 @@ mod bench_probe;
 mod bench_tls;
 mod bench_tls_hit;
 mod ebpf;
+mod exposition;
 mod lab;
 mod rate;
 mod soak;
