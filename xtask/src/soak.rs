@@ -3,8 +3,8 @@
 //!
 //! The agent starts before any proxy, told to follow the soak's proxy namespace only
 //! (other proxies on a shared machine stay out of the figures). The soak then runs cycles:
-//! each starts a lab scenario's servers afresh in the same namespaces (seed, nginx-node, in
-//! turn: both race, so verdicts keep coming) and sends the scenario's load again and again
+//! each starts a lab scenario's servers afresh in the same namespaces (the seed by default,
+//! or `--scenarios` in turn, e.g. seed,nginx-node: both race, so verdicts keep coming) and sends the scenario's load again and again
 //! until the cycle's time is up, then stops the servers. Each cycle is therefore one of the
 //! agent's sessions from start to end (it follows the new proxy by itself and lets it go
 //! when it exits), and the sessions follow one another in one agent process, as pods come
@@ -15,8 +15,9 @@
 //! `/metrics` the proxies followed, connections tracked, verdicts and series exposed are
 //! sampled. Printed: the series once a minute, each cycle's client-side errors against the
 //! verdicts the agent counted, and the least-squares slope of RSS (KiB per minute) over the
-//! whole soak and after the warm-up (the agent's capture buffers fill and the kernel
-//! records it keeps for ten minutes reach their steady state), with whether that is flat.
+//! whole soak and after the warm-up (the agent's capture buffers fill, the kernel records
+//! it keeps for a minute and its tables' room reach their steady state), with whether that
+//! is flat.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -33,29 +34,33 @@ use tracer_lab::procs::Procs;
 use tracer_lab::scenario::PROXY_PORT;
 
 use crate::bench::median;
-use crate::bench_agent::{http_get, metric_sum, AgentRun};
+use crate::bench_agent::{http_get, AgentRun};
+use crate::exposition::{metric_by_label, metric_sum};
 
 #[derive(clap::Args)]
 pub struct SoakArgs {
     /// Minutes of load.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 60)]
     minutes: u32,
     /// Seconds between two samples of the agent's memory.
     #[arg(long, default_value_t = 10)]
     sample_seconds: u32,
-    /// Lab scenarios, one per cycle in turn (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "seed,nginx-node")]
+    /// Lab scenarios, one per cycle in turn (comma-separated). The default repeats the
+    /// busiest, so that each session can be laid beside the one before.
+    #[arg(long, value_delimiter = ',', default_value = "seed")]
     scenarios: Vec<String>,
     /// Minutes per cycle: each starts the next scenario's servers afresh (a new session of
     /// the agent).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 30)]
     cycle_minutes: u32,
     /// Seconds of pause between two loads (the machine is shared).
     #[arg(long, default_value_t = 5)]
     pause_seconds: u32,
     /// Minutes at the start of each cycle left out of its steady state (the session's
-    /// capture buffer fills, the kernel records it keeps for a minute reach their level).
-    #[arg(long, default_value_t = 2)]
+    /// capture buffer fills, the kernel records it keeps for a minute and the tables'
+    /// room reach their level; under the seed's load RSS was still settling 7–8 minutes
+    /// into a session).
+    #[arg(long, default_value_t = 10)]
     warmup_minutes: u32,
     /// RSS is called flat when it grows by at most this (KiB/min) within the cycles' steady
     /// states and from one cycle of a scenario to its next.
@@ -95,34 +100,6 @@ struct Sample {
     tables: BTreeMap<String, f64>,
 }
 
-/// The sum of metric `name`'s series by the value of their label `label`.
-fn metric_by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    let key = format!("{label}=\"");
-    for l in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = l.rsplit_once(' ') else {
-            continue;
-        };
-        let Some((metric, labels)) = series.split_once('{') else {
-            continue;
-        };
-        if metric != name {
-            continue;
-        }
-        let Some(v) = labels
-            .split_once(key.as_str())
-            .and_then(|(_, rest)| rest.split_once('"'))
-            .map(|(v, _)| v.to_owned())
-        else {
-            continue;
-        };
-        if let Ok(x) = value.parse::<f64>() {
-            *out.entry(v).or_default() += x;
-        }
-    }
-    out
-}
-
 /// What one cycle's load saw and the agent counted.
 struct Cycle {
     scenario: String,
@@ -142,6 +119,13 @@ pub fn soak_agent(args: &SoakArgs) -> Result<()> {
     tracer_lab::run::preflight()?;
     if args.minutes == 0 || args.sample_seconds == 0 || args.cycle_minutes == 0 {
         bail!("--minutes, --sample-seconds and --cycle-minutes must be positive");
+    }
+    if args.warmup_minutes >= args.cycle_minutes {
+        bail!(
+            "--warmup-minutes ({}) must be shorter than --cycle-minutes ({}): each session's steady state is what follows its warm-up",
+            args.warmup_minutes,
+            args.cycle_minutes
+        );
     }
     let scenarios = args
         .scenarios
@@ -614,20 +598,6 @@ mod tests {
         let (slope, se) = fit(std::slice::from_ref(&noisy)).unwrap();
         assert!(slope.abs() < 0.5 && se > 0.0);
         assert_eq!(fit(&[noisy[..2].to_vec()]), None);
-    }
-
-    #[test]
-    fn a_metric_is_summed_by_one_label() {
-        let text = "# HELP tracer_engine_entries x\n\
-            tracer_engine_entries{proxy=\"nginx\",table=\"conns\"} 3\n\
-            tracer_engine_entries{proxy=\"caddy\",table=\"conns\"} 4\n\
-            tracer_engine_entries{proxy=\"caddy\",table=\"kept\"} 1\n\
-            tracer_engine_entriesx{table=\"conns\"} 100\n\
-            tracer_verdicts_total{table=\"conns\"} 100\n";
-        let m = metric_by_label(text, "tracer_engine_entries", "table");
-        assert_eq!(m.len(), 2, "{m:?}");
-        assert_eq!(m["conns"], 7.0);
-        assert_eq!(m["kept"], 1.0);
     }
 
     #[test]
