@@ -50,6 +50,19 @@ impl Room {
     }
 }
 
+/// A buffer refilled and emptied over and over (a session's packets waiting to be put in
+/// time order) keeps the capacity of its largest burst: a vector of at least 256 KiB is
+/// mapped apart, and its pages stay resident up to the longest it has been, so every new
+/// record burst (a stall of the machine, a flood) steps the process's memory up for good.
+/// After a burst has drained, this gives back all but room for `floor` entries or twice
+/// what it still holds, whichever is more.
+pub fn give_back_burst<T>(v: &mut Vec<T>, floor: usize) {
+    let keep = floor.max(2 * v.len());
+    if v.capacity() > 2 * keep {
+        v.shrink_to(keep);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +105,35 @@ mod tests {
             sizes.push(size);
         }
         sizes
+    }
+
+    #[test]
+    fn a_buffer_gives_back_what_a_burst_took_once_it_has_drained() {
+        let mut v: Vec<u64> = Vec::new();
+        v.extend(0..100_000);
+        let burst = v.capacity();
+        give_back_burst(&mut v, 4096);
+        assert_eq!(v.capacity(), burst, "still full: nothing is given back");
+        v.truncate(30_000);
+        give_back_burst(&mut v, 4096);
+        assert_eq!(v.capacity(), burst, "holds more than a quarter of it: kept");
+        v.truncate(100);
+        give_back_burst(&mut v, 4096);
+        assert!(
+            v.capacity() >= 4096 && v.capacity() < 8192,
+            "{}",
+            v.capacity()
+        );
+        assert_eq!(
+            v.iter().copied().sum::<u64>(),
+            (0..100).sum::<u64>(),
+            "entries survive"
+        );
+        // a buffer at its floor is left alone: no reallocation at every call
+        let room = v.capacity();
+        v.clear();
+        give_back_burst(&mut v, 4096);
+        assert_eq!(v.capacity(), room);
     }
 
     #[test]

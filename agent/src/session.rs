@@ -58,6 +58,10 @@ const BUFFER_BYTES: u32 = 64 << 20;
 const SPARSE_BUFFER_BYTES: u32 = 8 << 20;
 /// At most this many packets are taken from the capture threads in one step.
 const MAX_BATCH: usize = 65_536;
+/// Packets the session keeps room for between steps: a step holds some tens of
+/// milliseconds of the proxy's packets (hundreds under the lab's seed); room a burst took
+/// beyond this is given back once it has drained ([`crate::headroom::give_back_burst`]).
+const HELD_ROOM: usize = 4096;
 /// Remote endpoints of connections opened in the followed namespace, remembered with the
 /// opener's pid; beyond this many they are all forgotten at once.
 const MAX_OPENED: usize = 65_536;
@@ -579,6 +583,7 @@ impl LiveSession {
                 break;
             }
         }
+        crate::headroom::give_back_burst(&mut held, HELD_ROOM);
         self.held = held;
         done?;
         if self.last_evict.elapsed() >= EVICT_EVERY {
