@@ -140,6 +140,7 @@ impl Engine {
         t.push(("kernel_tuples", self.ledger.tuples()));
         t.push(("kernel_pinned", self.pinned.len()));
         t.push(("verdicts_kept", self.verdicts.len()));
+        t.extend(self.plain.tables());
         t
     }
 

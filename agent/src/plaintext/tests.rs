@@ -226,3 +226,79 @@ fn the_proxys_own_tls_to_an_upstream_is_the_client_side() {
         }
     ));
 }
+
+/// The table of open connections churns at the count of open connections: it keeps its
+/// room (see `crate::headroom`) instead of doubling at a random moment of a steady load.
+/// Connections open and close as a proxy's do; for a while their count wanders below
+/// 3,584 (half the room of 8,192 buckets), then around it, as the node agent's did when
+/// its table doubled after seven quiet minutes: a table left to itself doubles in the
+/// second part, once tombstones have used up its room at a moment it is over half full.
+#[test]
+fn the_open_connections_table_keeps_its_room_under_churn() {
+    let mut p = Plaintext::default();
+    let info = |n: u64| ConnInfo {
+        id: ConnId(n),
+        // a port of the ephemeral range for each connection (scattered, as connect()
+        // picks them), to one upstream
+        client: SocketAddr::from((
+            [10, 0, 0, 1],
+            32_768 + u16::try_from(n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 49).unwrap(),
+        )),
+        server: SocketAddr::from(([10, 0, 1, 1], 8080)),
+        opener_known: true,
+        first_ns: 0,
+        syn_ns: Some(0),
+    };
+    let closed = |n: u64| Event::Closed {
+        conn: ConnId(n),
+        ts: 0,
+        info: info(n),
+    };
+    // the room follows the count's average over about a minute of calls (here 10 rounds
+    // between two): 200 calls
+    const WARM: usize = 2_000;
+    let mut open = std::collections::VecDeque::new();
+    let (mut next, mut rng) = (0u64, 0x2545_f491_4f6c_dd1d_u64);
+    let (mut room_after_warmup, mut largest) = (0, 0);
+    for round in 0..6_000 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let wander = usize::try_from(rng % 160).unwrap();
+        let target = if round < WARM { 3_380 } else { 3_520 } + wander;
+        let mut evs = Vec::new();
+        // 200 connections come and go between two rounds, and the count moves to target
+        for _ in 0..200 {
+            if let Some(n) = open.pop_front() {
+                evs.push(closed(n));
+            }
+            evs.push(Event::Opened(info(next)));
+            open.push_back(next);
+            next += 1;
+        }
+        while open.len() < target {
+            evs.push(Event::Opened(info(next)));
+            open.push_back(next);
+            next += 1;
+        }
+        while open.len() > target {
+            evs.push(closed(open.pop_front().unwrap()));
+        }
+        p.filter(&mut evs);
+        assert_eq!(
+            p.ids.len(),
+            open.len(),
+            "every close forgets its connection"
+        );
+        if round == WARM {
+            room_after_warmup = p.ids.capacity();
+        }
+        if round >= WARM {
+            largest = largest.max(p.ids.capacity());
+        }
+    }
+    assert!(
+        largest <= room_after_warmup * 5 / 4,
+        "the table grew from room for {room_after_warmup} to {largest}"
+    );
+}
