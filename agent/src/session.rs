@@ -186,7 +186,7 @@ impl ProbeSource {
     /// Every event waiting now, on the pcap clock.
     fn drain(&mut self) -> impl Iterator<Item = KernelEvent> + '_ {
         let clock = &self.clock;
-        self.probe.drain().into_iter().map(|ev| KernelEvent {
+        self.probe.drain().map(|ev| KernelEvent {
             ts_ns: clock.to_unix_ns(ev.ktime_ns),
             event: ev,
         })
