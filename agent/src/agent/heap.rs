@@ -9,17 +9,25 @@
 //! their own, returned when freed, and at most 1 MiB stays at the heap's top.
 //!
 //! Freed memory inside the heap, between blocks still in use, is never given back by
-//! glibc on its own; a session's thread allocates from an arena of its own, where that is
-//! most of what is freed. [`give_back`] (`malloc_trim`) returns the free pages of every
-//! arena; each session calls it once a minute and when it ends.
+//! glibc on its own. [`give_back`] (`malloc_trim`) returns the free pages of every arena;
+//! each session calls it once a minute and when it ends.
+//!
+//! One arena for the whole process: each thread (the runtime, a session, its capture) had
+//! an arena of its own, packets were allocated in one and freed in another, and in an
+//! hour's soak RSS crept by half a MiB in 20 minutes of a session with the live heap flat
+//! (+16.4 KiB/min fitted). With one arena a 30-minute session's RSS stayed within 0.4 MiB
+//! after its first minutes, one transient sample apart (+6.8 KiB/min); the threads' own
+//! caches (tcache) keep most allocations off its lock.
 
+/// Arenas glibc may create (the main one only).
+const ARENA_MAX: i32 = 1;
 /// Blocks of this size and more are mapped on their own.
 const MMAP_THRESHOLD: i32 = 256 * 1024;
 /// Free memory at the top of the heap beyond this is given back.
 const TRIM_THRESHOLD: i32 = 1024 * 1024;
 
-/// Fixes the allocator's thresholds (glibc only; elsewhere nothing to do). Returns whether
-/// the allocator took them.
+/// Fixes the allocator's thresholds and arenas (glibc only; elsewhere nothing to do).
+/// Returns whether the allocator took them.
 pub fn settle() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -28,6 +36,7 @@ pub fn settle() -> bool {
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+                && libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX) == 1
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
