@@ -306,7 +306,7 @@ fn every_panel_and_the_race_alert_on_a_real_agent_during_seed_and_fixed() {
                 // The previous scenario's agent leaves the port to this one's.
                 drop(slot.take());
                 let a = Agent::start_with(&tracer, &dir, port, &["--netns", &h.proxy_ns]);
-                wait_following(&a.err, &a.url, ino)?;
+                wait_following(&a.err, &a.url, ino, 0)?;
                 *slot = Some(a);
                 drop(slot);
                 // The previous scenario's races leave the alert's window before the load.
@@ -357,7 +357,7 @@ fn every_panel_and_the_race_alert_on_a_real_agent_during_seed_and_fixed() {
             a.wait_for(
                 "the agent to stop following the proxy",
                 Duration::from_secs(20),
-                |a| a.stopped_following(ino),
+                |a| a.stopped_following(ino, 0),
             );
             let lines = a.lines();
             let others = lines.iter().filter(|v| v["netns"] != ino).count();

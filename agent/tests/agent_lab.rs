@@ -87,13 +87,16 @@ fn the_agent_follows_each_new_proxy_and_its_metrics_match_the_proxy_logs() {
     for name in ["seed", "nginx-node", "fixed"] {
         let scenario = scenarios::by_name(name).expect("a lab scenario");
         let netns = Arc::new(Mutex::new(None::<u64>));
+        // This scenario's proxy may get an earlier one's namespace number: only what the
+        // agent logs from here on is about it.
+        let mark = agent.log_mark();
         let hook = {
             let (netns, err, url) = (netns.clone(), agent.err.clone(), agent.url.clone());
             BeforeLoad(Arc::new(move |h| {
                 let ino = netns_inode(&h.proxy_ns)?;
                 *netns.lock().unwrap() = Some(ino);
                 // The agent finds the proxy by itself; the load waits until it follows it.
-                wait_following(&err, &url, ino)
+                wait_following(&err, &url, ino, mark)
             }))
         };
         let verdicts_before = sums(api, "sum by (cause) (tracer_verdicts_total)", "cause");
@@ -121,7 +124,7 @@ fn the_agent_follows_each_new_proxy_and_its_metrics_match_the_proxy_logs() {
         agent.wait_for(
             "the agent to stop following the proxy",
             Duration::from_secs(20),
-            |a| a.stopped_following(ino),
+            |a| a.stopped_following(ino, mark),
         );
         wait_for_scrapes(api);
         eprintln!("{}", out.summary());
@@ -213,7 +216,7 @@ fn the_agent_follows_each_new_proxy_and_its_metrics_match_the_proxy_logs() {
             ));
         }
         eprintln!(
-            "    agent: {} verdict lines for this proxy ({} from other proxies), verdicts by cause {verdicts:?}, client-facing responses {responses:?}",
+            "    agent: {} verdict lines for this proxy (netns {ino}; {} from other proxies), verdicts by cause {verdicts:?}, client-facing responses {responses:?}",
             ours.len(),
             other_proxies
         );

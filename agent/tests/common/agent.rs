@@ -76,6 +76,11 @@ impl Agent {
         std::fs::read_to_string(&self.err).unwrap_or_default()
     }
 
+    /// Where its log ends now: lines after this mark are news (see [`log_since`]).
+    pub fn log_mark(&self) -> usize {
+        self.log().len()
+    }
+
     /// Polls `done` every 100 ms; panics with the agent's log after `timeout`.
     pub fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut(&Agent) -> bool) {
         let deadline = Instant::now() + timeout;
@@ -98,11 +103,10 @@ impl Agent {
             .collect()
     }
 
-    /// Whether its log says it stopped following the proxy in network namespace `ino`.
-    pub fn stopped_following(&self, ino: u64) -> bool {
-        self.log()
-            .lines()
-            .any(|l| l.contains("stopped following") && l.contains(&format!("netns {ino})")))
+    /// Whether its log after `mark` says it stopped following the proxy in network
+    /// namespace `ino`.
+    pub fn stopped_following(&self, ino: u64, mark: usize) -> bool {
+        says_of(&log_since(&self.err, mark), STOPPED, ino)
     }
 }
 
@@ -113,20 +117,42 @@ impl Drop for Agent {
     }
 }
 
-/// Waits (up to 20 s) until the agent whose log is `err` and endpoints are at `url` is
-/// ready and follows the proxy in network namespace `ino`: the lab's load may start then.
-pub fn wait_following(err: &Path, url: &str, ino: u64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let following = "following ";
+const FOLLOWING: &str = "tracer agent: following ";
+const STOPPED: &str = "tracer agent: stopped following ";
+
+/// The log at `err` after byte `mark` (a line cut by the mark is skipped).
+///
+/// The kernel hands a freed network namespace's inode number to the next one it creates,
+/// so a proxy's namespace can carry the number of an earlier proxy's: what the agent said
+/// of that number before the mark was said of another proxy.
+pub fn log_since(err: &Path, mark: usize) -> String {
+    let log = std::fs::read(err).unwrap_or_default();
+    let tail = log.get(mark..).unwrap_or_default();
+    let tail = if mark == 0 || log.get(mark - 1) == Some(&b'\n') {
+        tail
+    } else {
+        tail.iter()
+            .position(|&b| b == b'\n')
+            .map_or(&[][..], |i| &tail[i + 1..])
+    };
+    String::from_utf8_lossy(tail).into_owned()
+}
+
+/// Whether a line of `log` starts with `what` and names network namespace `ino`.
+fn says_of(log: &str, what: &str, ino: u64) -> bool {
     let ns = format!("netns {ino})");
+    log.lines().any(|l| l.starts_with(what) && l.contains(&ns))
+}
+
+/// Waits (up to 20 s) until the agent whose log is `err` and endpoints are at `url` is
+/// ready and, in its log after `mark`, follows the proxy in network namespace `ino`: the
+/// lab's load may start then.
+pub fn wait_following(err: &Path, url: &str, ino: u64, mark: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let log = std::fs::read_to_string(err).unwrap_or_default();
+        let log = log_since(err, mark);
         let ready = ureq::get(&format!("{url}/readyz")).call().is_ok();
-        if ready
-            && log
-                .lines()
-                .any(|l| l.contains(following) && l.contains(&ns))
-        {
+        if ready && says_of(&log, FOLLOWING, ino) {
             return Ok(());
         }
         anyhow::ensure!(
