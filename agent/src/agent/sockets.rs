@@ -4,9 +4,10 @@
 //! unrelated services sharing the network namespace (a `hostNetwork` proxy) are not
 //! counted.
 //!
-//! [`parse_tcp_table`] is pure over `/proc/net/tcp{,6}` text; [`proxy_sockets`] reads it.
+//! [`parse_tcp_row`] is pure over a line of `/proc/net/tcp{,6}`; [`proxy_sockets`] reads them.
 
 use std::collections::HashSet;
+use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
@@ -46,24 +47,20 @@ fn parse_addr(s: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// The rows of a `/proc/net/tcp{,6}` table (its header and malformed rows skipped).
+/// One row of a `/proc/net/tcp{,6}` table; `None` for the header and malformed rows.
 #[must_use]
-pub fn parse_tcp_table(text: &str) -> Vec<TcpRow> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 {
-                return None;
-            }
-            Some(TcpRow {
-                local: parse_addr(f[1])?,
-                remote: parse_addr(f[2])?,
-                state: u8::from_str_radix(f[3], 16).ok()?,
-                inode: f[9].parse().ok()?,
-            })
-        })
-        .collect()
+pub fn parse_tcp_row(line: &str) -> Option<TcpRow> {
+    let mut f = line.split_whitespace();
+    let local = parse_addr(f.nth(1)?)?;
+    let remote = parse_addr(f.next()?)?;
+    let state = u8::from_str_radix(f.next()?, 16).ok()?;
+    let inode = f.nth(5)?.parse().ok()?;
+    Some(TcpRow {
+        local,
+        remote,
+        state,
+        inode,
+    })
 }
 
 /// Where a proxy listens and whom it is connected to.
@@ -131,10 +128,21 @@ pub fn proxy_sockets(proc_root: &Path, pids: &[u32], known: &mut ProxySockets) {
         socket_inodes(proc_root, *pid, &mut owned);
     }
     let net = proc_root.join(first.to_string()).join("net");
+    // Read a line at a time, keeping only the proxy's rows: on a node's own network
+    // namespace (a hostNetwork proxy) the tables hold every socket of the node, megabytes
+    // of text at every read.
     let mut rows = Vec::new();
     for table in ["tcp", "tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(net.join(table)) {
-            rows.extend(parse_tcp_table(&text));
+        let Ok(file) = std::fs::File::open(net.join(table)) else {
+            continue;
+        };
+        let mut lines = std::io::BufReader::new(file);
+        let mut line = String::new();
+        while matches!(lines.read_line(&mut line), Ok(n) if n > 0) {
+            if let Some(row) = parse_tcp_row(&line).filter(|r| owned.contains(&r.inode)) {
+                rows.push(row);
+            }
+            line.clear();
         }
     }
     known.learn(&rows, &owned);
@@ -143,6 +151,10 @@ pub fn proxy_sockets(proc_root: &Path, pids: &[u32], known: &mut ProxySockets) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_tcp_table(text: &str) -> Vec<TcpRow> {
+        text.lines().filter_map(parse_tcp_row).collect()
+    }
 
     /// Rows as a Linux x86_64 `/proc/net/tcp` shows them: nginx listening on
     /// 198.18.1.2:8080, a client connected to it, and its connection to 198.18.2.2:9000.
