@@ -559,7 +559,11 @@ impl LiveSession {
     /// other interface can still precede (all of them when `all`).
     fn release(&mut self, all: bool) -> Result<(), SessionError> {
         self.take_events()?;
-        self.held.sort_by_key(|lp| lp.segment.ts_ns);
+        // Usually already in order (one interface delivers in order): the stable sort
+        // would still take a scratch buffer of half the batch at every step.
+        if !self.held.is_sorted_by_key(|lp| lp.segment.ts_ns) {
+            self.held.sort_by_key(|lp| lp.segment.ts_ns);
+        }
         let cut = if all {
             self.held.len()
         } else {
