@@ -17,7 +17,9 @@
 //! hour's soak RSS crept by half a MiB in 20 minutes of a session with the live heap flat
 //! (+16.4 KiB/min fitted). With one arena a 30-minute session's RSS stayed within 0.4 MiB
 //! after its first minutes, one transient sample apart (+6.8 KiB/min); the threads' own
-//! caches (tcache) keep most allocations off its lock.
+//! caches (tcache) keep most allocations off its lock. Where `MALLOC_ARENA_MAX` is set in
+//! the agent's environment, glibc has applied it and the agent leaves it (the operator's
+//! choice, and the way to measure what the single arena costs).
 
 /// Arenas glibc may create (the main one only).
 const ARENA_MAX: i32 = 1;
@@ -26,17 +28,19 @@ const MMAP_THRESHOLD: i32 = 256 * 1024;
 /// Free memory at the top of the heap beyond this is given back.
 const TRIM_THRESHOLD: i32 = 1024 * 1024;
 
-/// Fixes the allocator's thresholds and arenas (glibc only; elsewhere nothing to do).
-/// Returns whether the allocator took them.
+/// Fixes the allocator's thresholds and arenas (glibc only; elsewhere nothing to do); the
+/// arenas only where `MALLOC_ARENA_MAX` did not set them. Returns whether the allocator
+/// took them.
 pub fn settle() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        let arenas_chosen = std::env::var_os("MALLOC_ARENA_MAX").is_some();
         // SAFETY: `mallopt` only sets allocator parameters; it is called once, before the
         // agent starts its threads, with parameters glibc documents.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-                && libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX) == 1
+                && (arenas_chosen || libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX) == 1)
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
