@@ -18,6 +18,7 @@ pub mod live;
 pub mod plaintext;
 pub mod pod;
 pub mod probe;
+pub mod procfs;
 pub mod report;
 pub mod segment;
 pub mod session;

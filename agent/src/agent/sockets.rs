@@ -4,64 +4,14 @@
 //! unrelated services sharing the network namespace (a `hostNetwork` proxy) are not
 //! counted.
 //!
-//! [`parse_tcp_row`] is pure over a line of `/proc/net/tcp{,6}`; [`proxy_sockets`] reads them.
+//! [`proxy_sockets`] reads them (the rows are parsed by [`crate::procfs`]).
 
 use std::collections::HashSet;
 use std::io::BufRead;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 
-/// `st` of a listening socket in `/proc/net/tcp`.
-const TCP_LISTEN: u8 = 0x0A;
-
-/// One row of `/proc/net/tcp` or `/proc/net/tcp6`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpRow {
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub state: u8,
-    pub inode: u64,
-}
-
-/// An address of `/proc/net/tcp{,6}`: hex of the address as stored in memory (32-bit
-/// words in host byte order), a colon, the port in hex.
-fn parse_addr(s: &str) -> Option<SocketAddr> {
-    let (a, p) = s.split_once(':')?;
-    let port = u16::from_str_radix(p, 16).ok()?;
-    let ip = match a.len() {
-        8 => {
-            let w = u32::from_str_radix(a, 16).ok()?;
-            IpAddr::V4(Ipv4Addr::from(w.to_ne_bytes()))
-        }
-        32 => {
-            let mut b = [0u8; 16];
-            for i in 0..4 {
-                let w = u32::from_str_radix(&a[i * 8..i * 8 + 8], 16).ok()?;
-                b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-            }
-            let v6 = Ipv6Addr::from(b);
-            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-/// One row of a `/proc/net/tcp{,6}` table; `None` for the header and malformed rows.
-#[must_use]
-pub fn parse_tcp_row(line: &str) -> Option<TcpRow> {
-    let mut f = line.split_whitespace();
-    let local = parse_addr(f.nth(1)?)?;
-    let remote = parse_addr(f.next()?)?;
-    let state = u8::from_str_radix(f.next()?, 16).ok()?;
-    let inode = f.nth(5)?.parse().ok()?;
-    Some(TcpRow {
-        local,
-        remote,
-        state,
-        inode,
-    })
-}
+use crate::procfs::{parse_tcp_row, socket_inodes, TcpRow, TCP_LISTEN};
 
 /// Where a proxy listens and whom it is connected to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,25 +43,6 @@ impl ProxySockets {
         for r in mine {
             if r.state != TCP_LISTEN && !self.is_listener(r.local) {
                 self.upstreams.insert(r.remote);
-            }
-        }
-    }
-}
-
-/// Socket inodes of `pid`'s open descriptors (`socket:[N]` links).
-fn socket_inodes(proc_root: &Path, pid: u32, into: &mut HashSet<u64>) {
-    let Ok(fds) = std::fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
-        return;
-    };
-    for fd in fds.flatten() {
-        if let Ok(target) = std::fs::read_link(fd.path()) {
-            if let Some(n) = target
-                .to_str()
-                .and_then(|t| t.strip_prefix("socket:["))
-                .and_then(|t| t.strip_suffix(']'))
-                .and_then(|t| t.parse().ok())
-            {
-                into.insert(n);
             }
         }
     }

@@ -302,7 +302,11 @@ impl Probe {
         };
         let raw = config.to_raw(offsets)?;
         let tls_plan = if config.tls {
-            tls::plan(config.pid, config.netns)
+            tls::plan(
+                std::path::Path::new(crate::procfs::HOST),
+                config.pid,
+                config.netns,
+            )
         } else {
             Vec::new()
         };

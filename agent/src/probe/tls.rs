@@ -16,6 +16,7 @@ use tracer_common::tls::site;
 
 use super::elf::Elf;
 use super::gopclntab::{ret_sites, PcLnTab};
+use crate::procfs;
 
 /// Which TLS library a process uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -175,25 +176,14 @@ pub fn libssl_in_maps(maps: &str) -> Option<&str> {
 pub fn listening_inodes(table: &str) -> HashSet<u64> {
     table
         .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
-            (f.get(3) == Some(&"0A"))
-                .then(|| f.get(9)?.parse().ok())
-                .flatten()
-        })
+        .filter_map(procfs::parse_tcp_row)
+        .filter(|r| r.state == procfs::TCP_LISTEN)
+        .map(|r| r.inode)
         .collect()
 }
 
-fn read_link_inode(link: &Path) -> Option<u64> {
-    let t = std::fs::read_link(link).ok()?;
-    let s = t.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
-    s.parse().ok()
-}
-
-fn ppid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+fn ppid(proc_root: &Path, pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
     // pid (comm) state ppid …: comm may hold spaces and parentheses
     stat.rsplit_once(')')?
         .1
@@ -203,18 +193,18 @@ fn ppid(pid: u32) -> Option<u32> {
         .ok()
 }
 
-fn netns_of(pid: u32) -> Option<u64> {
+fn netns_of(proc_root: &Path, pid: u32) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+    std::fs::metadata(proc_root.join(pid.to_string()).join("ns/net"))
         .ok()
         .map(|m| m.ino())
 }
 
 /// The servers to follow: `pid` and its descendants when given, else the processes of
 /// network namespace `netns` (inode; this process's own when `None`) that hold a listening
-/// TCP socket.
-pub fn followed_processes(pid: Option<u32>, netns: Option<u32>) -> Vec<u32> {
-    let pids: Vec<u32> = std::fs::read_dir("/proc")
+/// TCP socket. `proc_root` is where `/proc` is mounted.
+pub fn followed_processes(proc_root: &Path, pid: Option<u32>, netns: Option<u32>) -> Vec<u32> {
+    let pids: Vec<u32> = std::fs::read_dir(proc_root)
         .into_iter()
         .flatten()
         .flatten()
@@ -226,7 +216,7 @@ pub fn followed_processes(pid: Option<u32>, netns: Option<u32>) -> Vec<u32> {
                 if p == root {
                     return true;
                 }
-                match ppid(p) {
+                match ppid(proc_root, p) {
                     Some(q) if q > 1 => p = q,
                     _ => return false,
                 }
@@ -236,42 +226,44 @@ pub fn followed_processes(pid: Option<u32>, netns: Option<u32>) -> Vec<u32> {
         return pids.into_iter().filter(|&p| descends(p)).collect();
     }
     let me = std::process::id();
-    let ns = netns.map(u64::from).or_else(|| netns_of(me));
+    let ns = netns.map(u64::from).or_else(|| netns_of(proc_root, me));
     let mut listening: HashMap<u64, HashSet<u64>> = HashMap::new();
     pids.into_iter()
         .filter(|&p| p != me)
         .filter(|&p| {
-            let Some(pns) = netns_of(p) else { return false };
+            let Some(pns) = netns_of(proc_root, p) else {
+                return false;
+            };
             if ns.is_some_and(|n| n != pns) {
                 return false;
             }
+            let dir = proc_root.join(p.to_string());
             let inodes = listening.entry(pns).or_insert_with(|| {
                 ["tcp", "tcp6"]
                     .iter()
-                    .filter_map(|t| std::fs::read_to_string(format!("/proc/{p}/net/{t}")).ok())
+                    .filter_map(|t| std::fs::read_to_string(dir.join("net").join(t)).ok())
                     .flat_map(|t| listening_inodes(&t))
                     .collect()
             });
-            std::fs::read_dir(format!("/proc/{p}/fd"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|fd| read_link_inode(&fd.path()))
-                .any(|i| inodes.contains(&i))
+            let mut held = HashSet::new();
+            procfs::socket_inodes(proc_root, p, &mut held);
+            held.iter().any(|i| inodes.contains(i))
         })
         .collect()
 }
 
 /// Which TLS library each of `pids` uses, if any (a process using none is left out).
-pub fn candidates(pids: &[u32]) -> Vec<Candidate> {
+/// `proc_root` is where `/proc` is mounted.
+pub fn candidates(proc_root: &Path, pids: &[u32]) -> Vec<Candidate> {
     let mut go_checked: HashMap<PathBuf, bool> = HashMap::new();
     let mut out = Vec::new();
     for &pid in pids {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        let dir = proc_root.join(pid.to_string());
+        let comm = std::fs::read_to_string(dir.join("comm"))
             .map(|c| c.trim().to_owned())
             .unwrap_or_default();
-        let root = PathBuf::from(format!("/proc/{pid}/root"));
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        let root = dir.join("root");
+        let maps = std::fs::read_to_string(dir.join("maps")).unwrap_or_default();
         if let Some(lib) = libssl_in_maps(&maps) {
             out.push(Candidate {
                 pid,
@@ -281,7 +273,7 @@ pub fn candidates(pids: &[u32]) -> Vec<Candidate> {
             });
             continue;
         }
-        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        let Ok(exe) = std::fs::read_link(dir.join("exe")) else {
             continue;
         };
         let file = root.join(exe.to_string_lossy().trim_start_matches('/'));
@@ -356,11 +348,15 @@ impl std::fmt::Display for TlsAttachment {
 }
 
 /// What to attach: each followed process using a TLS library, with its library's probes
-/// (or why they could not be located).
-pub fn plan(pid: Option<u32>, netns: Option<u32>) -> Vec<(Candidate, Result<Sites, String>)> {
+/// (or why they could not be located). `proc_root` is where `/proc` is mounted.
+pub fn plan(
+    proc_root: &Path,
+    pid: Option<u32>,
+    netns: Option<u32>,
+) -> Vec<(Candidate, Result<Sites, String>)> {
     use std::os::unix::fs::MetadataExt;
     let mut by_file: HashMap<(u64, u64), Result<Sites, String>> = HashMap::new();
-    candidates(&followed_processes(pid, netns))
+    candidates(proc_root, &followed_processes(proc_root, pid, netns))
         .into_iter()
         .map(|c| {
             let sites = match std::fs::metadata(&c.file) {
