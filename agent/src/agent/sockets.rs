@@ -82,41 +82,7 @@ pub fn proxy_sockets(proc_root: &Path, pids: &[u32], known: &mut ProxySockets) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse_tcp_table(text: &str) -> Vec<TcpRow> {
-        text.lines().filter_map(parse_tcp_row).collect()
-    }
-
-    /// Rows as a Linux x86_64 `/proc/net/tcp` shows them: nginx listening on
-    /// 198.18.1.2:8080, a client connected to it, and its connection to 198.18.2.2:9000.
-    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 020112C6:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0000000000000000 100 0 0 10 0
-   1: 020112C6:1F90 010112C6:A3F0 01 00000000:00000000 00:00000000 00000000     0        0 1002 1 0000000000000000 20 4 30 10 -1
-   2: 010212C6:B8D6 020212C6:2328 01 00000000:00000000 00:00000000 00000000     0        0 1003 1 0000000000000000 20 4 30 10 -1
-   3: 0100007F:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 9999 1 0000000000000000 100 0 0 10 0
-";
-    /// `/proc/net/tcp6`: a listener on [::]:8443 and a v4-mapped connection.
-    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000000000000:20FB 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2001 1 0000000000000000 100 0 0 10 0
-   1: 0000000000000000FFFF0000010212C6:B8D8 0000000000000000FFFF0000020212C6:2328 01 00000000:00000000 00:00000000 00000000     0        0 2002 1 0000000000000000 20 4 30 10 -1
-";
-
-    #[test]
-    fn tables_parse_in_both_families() {
-        let rows = parse_tcp_table(TCP);
-        assert_eq!(rows.len(), 4);
-        assert_eq!(rows[0].local, "198.18.1.2:8080".parse().unwrap());
-        assert_eq!(rows[0].state, TCP_LISTEN);
-        assert_eq!(rows[2].remote, "198.18.2.2:9000".parse().unwrap());
-        assert_eq!(rows[2].inode, 1003);
-        let rows6 = parse_tcp_table(TCP6);
-        assert_eq!(rows6[0].local, "[::]:8443".parse().unwrap());
-        assert_eq!(
-            rows6[1].remote,
-            "198.18.2.2:9000".parse().unwrap(),
-            "v4-mapped"
-        );
-    }
+    use crate::procfs::tests::{parse_tcp_table, TCP, TCP6};
 
     #[test]
     fn the_proxys_listeners_and_upstreams_are_told_apart_from_other_sockets() {
@@ -147,7 +113,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let _c = std::net::TcpStream::connect(addr).unwrap();
         let mut s = ProxySockets::default();
-        proxy_sockets(Path::new("/proc"), &[std::process::id()], &mut s);
+        proxy_sockets(Path::new(crate::procfs::HOST), &[std::process::id()], &mut s);
         assert!(s.is_listener(addr));
     }
 }
