@@ -113,7 +113,11 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let _c = std::net::TcpStream::connect(addr).unwrap();
         let mut s = ProxySockets::default();
-        proxy_sockets(Path::new(crate::procfs::HOST), &[std::process::id()], &mut s);
+        proxy_sockets(
+            Path::new(crate::procfs::HOST),
+            &[std::process::id()],
+            &mut s,
+        );
         assert!(s.is_listener(addr));
     }
 }
